@@ -1,0 +1,73 @@
+//! Why an event was rejected, and the record `onramp-validate` emits for it in
+//! `mode=rejected`.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable reject reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not JSON (or not UTF-8, or nested too deep, or a number out of range).
+    InvalidJson,
+    /// JSON, but not an event envelope v1; the detail names the field path.
+    SchemaViolation,
+    /// `type` is not one of the known event types.
+    UnknownType,
+    /// Neither `user_id` nor `anonymous_id` is set.
+    MissingIdentity,
+    /// Larger than `max_event_bytes`.
+    TooLarge,
+    /// The timestamp is outside the accepted range.
+    TimestampOutOfRange,
+    /// The user agent matches a bot pattern.
+    Bot,
+    /// A test account (email domain or id prefix).
+    TestUser,
+}
+
+impl RejectReason {
+    /// Every reason, for tables and metrics.
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::InvalidJson,
+        RejectReason::SchemaViolation,
+        RejectReason::UnknownType,
+        RejectReason::MissingIdentity,
+        RejectReason::TooLarge,
+        RejectReason::TimestampOutOfRange,
+        RejectReason::Bot,
+        RejectReason::TestUser,
+    ];
+
+    /// The snake_case code, as in JSON and metric labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::SchemaViolation => "schema_violation",
+            RejectReason::UnknownType => "unknown_type",
+            RejectReason::MissingIdentity => "missing_identity",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+            RejectReason::Bot => "bot",
+            RejectReason::TestUser => "test_user",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A rejected event, as `onramp-validate` emits it with `mode=rejected`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RejectedEvent {
+    /// Why.
+    pub reason: RejectReason,
+    /// Human-readable detail; for `schema_violation` it starts with the field path.
+    pub detail: String,
+    /// The original record, lossily decoded as UTF-8 (invalid bytes become U+FFFD).
+    pub payload: String,
+}

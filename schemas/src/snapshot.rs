@@ -1,0 +1,38 @@
+//! The profile aggregate's restart snapshot (DESIGN.md rule 5).
+//!
+//! When the consumer (re)starts a partition it passes this, JSON-encoded, as the
+//! aggregate's initial accumulator. It holds the partition's watermark (the greatest
+//! event time applied up to the checkpoint) and the fold state of the users who were
+//! still live at the checkpoint: those whose `last_active_ms` is within `state_ttl` of
+//! the watermark. With it the aggregate continues exactly as if it had never stopped.
+//!
+//! ```json
+//! {"version":1,"watermark_ms":1793523600000,
+//!  "users":{"u_1":{"last_active_ms":1793523590000,"recent_ids":["e-1","e-2"]}}}
+//! ```
+//!
+//! An empty accumulator (no bytes) means "start from nothing".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::UserFoldState;
+
+/// The snapshot format version this build writes and reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// The aggregate's state at a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RestartSnapshot {
+    /// Format version; must be [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// Greatest event time applied in the partition, ms; `None` before any event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_ms: Option<i64>,
+    /// Fold state of the users live at the checkpoint, by user id.
+    #[serde(default)]
+    pub users: BTreeMap<String, UserFoldState>,
+}

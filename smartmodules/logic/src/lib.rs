@@ -1,0 +1,16 @@
+//! The pure logic of onramp's three SmartModules, as plain functions over the types in
+//! `onramp-schemas`. The `#[smartmodule]` crates (`smartmodules/validate`, `enrich`,
+//! `profile`) are thin wrappers around it: decode, call, encode. Keeping it here, without
+//! the macro, lets the same unit tests run natively and compiled to
+//! `wasm32-unknown-unknown` under wasm-bindgen-test, and lets the benchmark run the very
+//! same logic natively.
+//!
+//! - [`validate`]: reject reasons, checked in a fixed order.
+//! - [`enrich`]: category, funnel, campaign, device, locale, date.
+//! - [`fold`]: the per-user fold behind the profile aggregate.
+//! - [`params`]: param parsing with errors that name the param.
+
+pub mod enrich;
+pub mod fold;
+pub mod params;
+pub mod validate;

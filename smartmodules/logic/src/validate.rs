@@ -1,0 +1,611 @@
+//! Validation: decides whether a raw record is an acceptable onboarding event, and if not,
+//! why. Never panics, whatever the bytes.
+//!
+//! Checks, in order (the first that fails is the reason):
+//! 1. `too_large`: more than `max_event_bytes` bytes;
+//! 2. `invalid_json`: not UTF-8 JSON (also: nesting deeper than 128, numbers out of range);
+//! 3. `schema_violation` / `unknown_type`: not an event envelope v1 (detail = field path);
+//! 4. `missing_identity`: neither `user_id` nor `anonymous_id`;
+//! 5. `timestamp_out_of_range`: before 2000 or from 2100 on, or more than `max_future`
+//!    after / `max_past` before the record's own timestamp (when the record has one);
+//! 6. `test_user`: an id with a test prefix, or an email at a test domain;
+//! 7. `bot`: a user agent that matches a bot pattern.
+
+use onramp_schemas::event::{
+    Context, EventKind, MAX_EVENT_ID_BYTES, MAX_IDENTITY_BYTES, MAX_TRAITS,
+};
+use onramp_schemas::{Event, RejectReason, RejectedEvent, TraitValue, EVENT_TYPES};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::params::{parse_bounded, parse_duration_ms, parse_list, ParamError};
+
+/// Param: `accepted` (default) passes good events; `rejected` emits only the rejects.
+pub const PARAM_MODE: &str = "mode";
+/// Param: largest accepted record, bytes.
+pub const PARAM_MAX_EVENT_BYTES: &str = "max_event_bytes";
+/// Param: how far before the record's timestamp an event time may be (`0` = no limit).
+pub const PARAM_MAX_PAST: &str = "max_past";
+/// Param: how far after the record's timestamp an event time may be.
+pub const PARAM_MAX_FUTURE: &str = "max_future";
+/// Param: comma-separated, case-insensitive substrings of bot user agents.
+pub const PARAM_BOT_USER_AGENTS: &str = "bot_user_agents";
+/// Param: comma-separated email domains of test accounts.
+pub const PARAM_TEST_EMAIL_DOMAINS: &str = "test_email_domains";
+/// Param: comma-separated id prefixes of test accounts.
+pub const PARAM_TEST_ID_PREFIXES: &str = "test_id_prefixes";
+
+/// Default `max_event_bytes` (32 KiB).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Largest `max_event_bytes` that may be configured (1 MiB).
+pub const MAX_MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Default `max_past`: no limit (backfills of old events are legitimate).
+pub const DEFAULT_MAX_PAST: &str = "0";
+/// Default `max_future`: one day of clock skew.
+pub const DEFAULT_MAX_FUTURE: &str = "1d";
+/// Default bot patterns.
+pub const DEFAULT_BOT_USER_AGENTS: &str =
+    "bot,crawler,spider,slurp,headlesschrome,phantomjs,curl/,wget/,python-requests,go-http-client";
+/// Default test email domains.
+pub const DEFAULT_TEST_EMAIL_DOMAINS: &str = "test.invalid,onramp-test.invalid";
+/// Default test id prefixes.
+pub const DEFAULT_TEST_ID_PREFIXES: &str = "test_,qa_";
+/// Event times before this (2000-01-01T00:00:00Z) are always out of range.
+pub const MIN_EVENT_TIME_MS: i64 = 946_684_800_000;
+/// Event times from this on (2100-01-01T00:00:00Z) are always out of range.
+pub const MAX_EVENT_TIME_MS: i64 = 4_102_444_800_000;
+/// Longest `detail` text in a rejection, bytes.
+pub const MAX_DETAIL_BYTES: usize = 240;
+
+/// Which records come out of the validate module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Good events, unchanged.
+    Accepted,
+    /// Rejected events, as [`RejectedEvent`] JSON.
+    Rejected,
+}
+
+/// The validate module's configuration, parsed once from its params.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidateConfig {
+    /// See [`PARAM_MODE`].
+    pub mode: Mode,
+    /// See [`PARAM_MAX_EVENT_BYTES`].
+    pub max_event_bytes: usize,
+    /// See [`PARAM_MAX_PAST`]; `None` = no limit.
+    pub max_past_ms: Option<i64>,
+    /// See [`PARAM_MAX_FUTURE`].
+    pub max_future_ms: i64,
+    /// Lower-case bot patterns.
+    pub bot_user_agents: Vec<String>,
+    /// Lower-case test email domains.
+    pub test_email_domains: Vec<String>,
+    /// Test id prefixes.
+    pub test_id_prefixes: Vec<String>,
+}
+
+impl Default for ValidateConfig {
+    fn default() -> Self {
+        ValidateConfig::from_params(|_| None).expect("the defaults are valid")
+    }
+}
+
+impl ValidateConfig {
+    /// Builds the config from params looked up by `get`; absent params take defaults.
+    pub fn from_params(get: impl Fn(&str) -> Option<String>) -> Result<Self, ParamError> {
+        let mode = match get(PARAM_MODE).as_deref().map(str::trim) {
+            None | Some("accepted") => Mode::Accepted,
+            Some("rejected") => Mode::Rejected,
+            Some(other) => {
+                return Err(ParamError {
+                    param: PARAM_MODE,
+                    value: other.to_string(),
+                    expected: "`accepted` or `rejected`".to_string(),
+                })
+            }
+        };
+        let max_event_bytes = match get(PARAM_MAX_EVENT_BYTES) {
+            None => DEFAULT_MAX_EVENT_BYTES,
+            Some(v) => {
+                parse_bounded(PARAM_MAX_EVENT_BYTES, &v, 1, MAX_MAX_EVENT_BYTES as u64)? as usize
+            }
+        };
+        let max_past = get(PARAM_MAX_PAST).unwrap_or_else(|| DEFAULT_MAX_PAST.to_string());
+        let max_past_ms = Some(parse_duration_ms(PARAM_MAX_PAST, &max_past)?).filter(|ms| *ms > 0);
+        let max_future = get(PARAM_MAX_FUTURE).unwrap_or_else(|| DEFAULT_MAX_FUTURE.to_string());
+        let max_future_ms = parse_duration_ms(PARAM_MAX_FUTURE, &max_future)?;
+        let lower_list = |name: &str, default: &str| {
+            parse_list(&get(name).unwrap_or_else(|| default.to_string()))
+                .into_iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        Ok(ValidateConfig {
+            mode,
+            max_event_bytes,
+            max_past_ms,
+            max_future_ms,
+            bot_user_agents: lower_list(PARAM_BOT_USER_AGENTS, DEFAULT_BOT_USER_AGENTS),
+            test_email_domains: lower_list(PARAM_TEST_EMAIL_DOMAINS, DEFAULT_TEST_EMAIL_DOMAINS),
+            test_id_prefixes: parse_list(
+                &get(PARAM_TEST_ID_PREFIXES)
+                    .unwrap_or_else(|| DEFAULT_TEST_ID_PREFIXES.to_string()),
+            ),
+        })
+    }
+}
+
+/// Why a record was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The reason code.
+    pub reason: RejectReason,
+    /// Human-readable detail (at most [`MAX_DETAIL_BYTES`]).
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: truncate(detail.into(), MAX_DETAIL_BYTES),
+        }
+    }
+
+    /// The record emitted for this rejection in `mode=rejected`.
+    pub fn to_record(&self, payload: &[u8]) -> Vec<u8> {
+        let rejected = RejectedEvent {
+            reason: self.reason,
+            detail: self.detail.clone(),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        };
+        serde_json::to_vec(&rejected).unwrap_or_default()
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// An accepted event with its event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The parsed event.
+    pub event: Event,
+    /// Its event time, ms since the epoch.
+    pub event_time_ms: i64,
+}
+
+/// Validates one record. `record_time_ms` is the timestamp stored with the record (the
+/// producer's); pass `None` when the record has none, and only the fixed bounds apply.
+pub fn validate(
+    bytes: &[u8],
+    record_time_ms: Option<i64>,
+    cfg: &ValidateConfig,
+) -> Result<Accepted, Rejection> {
+    if bytes.len() > cfg.max_event_bytes {
+        return Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "{} bytes; the limit is {} (param max_event_bytes)",
+                bytes.len(),
+                cfg.max_event_bytes
+            ),
+        ));
+    }
+    let event = parse_event(bytes)?;
+    check_fields(&event)?;
+    if event.identity().is_none() {
+        return Err(Rejection::new(
+            RejectReason::MissingIdentity,
+            "neither user_id nor anonymous_id is set",
+        ));
+    }
+    let event_time_ms = parse_timestamp(&event.timestamp)?;
+    check_time(event_time_ms, record_time_ms, cfg)?;
+    check_test_user(&event, cfg)?;
+    check_bot(&event.context, cfg)?;
+    Ok(Accepted {
+        event,
+        event_time_ms,
+    })
+}
+
+/// Parses a JSON event envelope v1. `properties` may be missing (taken as `{}`).
+/// Errors are `invalid_json`, `unknown_type` or `schema_violation` with the field path.
+pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::new(RejectReason::InvalidJson, e.to_string()))?;
+    let Value::Object(mut obj) = value else {
+        return Err(Rejection::new(
+            RejectReason::SchemaViolation,
+            format!(".: expected an event object, found {}", json_kind(&value)),
+        ));
+    };
+    let event_type = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(other) => {
+            return Err(Rejection::new(
+                RejectReason::SchemaViolation,
+                format!("type: expected a string, found {}", json_kind(other)),
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                RejectReason::SchemaViolation,
+                "type: missing field `type`",
+            ))
+        }
+    };
+    let properties = obj
+        .remove("properties")
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let kind = kind_from_parts(&event_type, &properties)?;
+    let envelope: Envelope =
+        serde_path_to_error::deserialize(&Value::Object(obj)).map_err(schema_violation(""))?;
+    Ok(Event {
+        event_id: envelope.event_id,
+        kind,
+        user_id: envelope.user_id,
+        anonymous_id: envelope.anonymous_id,
+        timestamp: envelope.timestamp,
+        session_id: envelope.session_id,
+        context: envelope.context,
+    })
+}
+
+/// The envelope's fields other than `type` and `properties`, read on their own so that
+/// errors carry exact field paths (serde loses them across `#[serde(flatten)]`).
+#[derive(Deserialize)]
+struct Envelope {
+    event_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    anonymous_id: Option<String>,
+    timestamp: String,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    context: Context,
+}
+
+/// Reads `properties` as the struct of `event_type` (one of [`EVENT_TYPES`]).
+fn kind_from_parts(event_type: &str, properties: &Value) -> Result<EventKind, Rejection> {
+    fn props<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Rejection> {
+        serde_path_to_error::deserialize(v).map_err(schema_violation("properties"))
+    }
+    Ok(match event_type {
+        "sign_up" => EventKind::SignUp(props(properties)?),
+        "page_view" => EventKind::PageView(props(properties)?),
+        "click" => EventKind::Click(props(properties)?),
+        "step_completed" => EventKind::StepCompleted(props(properties)?),
+        "email_verified" => EventKind::EmailVerified(props(properties)?),
+        "identify" => EventKind::Identify(props(properties)?),
+        "feature_used" => EventKind::FeatureUsed(props(properties)?),
+        "invite_sent" => EventKind::InviteSent(props(properties)?),
+        "onboarding_completed" => EventKind::OnboardingCompleted(props(properties)?),
+        other => {
+            return Err(Rejection::new(
+                RejectReason::UnknownType,
+                format!("`{other}` is not one of: {}", EVENT_TYPES.join(", ")),
+            ))
+        }
+    })
+}
+
+/// Maps a serde error to a `schema_violation` whose detail starts with the field path
+/// (`prefix` joined with serde's path; `.` for the root).
+fn schema_violation(
+    prefix: &'static str,
+) -> impl Fn(serde_path_to_error::Error<serde_json::Error>) -> Rejection {
+    move |e| {
+        let inner = e.path().to_string();
+        let path = match (prefix, inner.as_str()) {
+            ("", ".") => ".".to_string(),
+            (p, ".") => p.to_string(),
+            ("", i) => i.to_string(),
+            (p, i) => format!("{p}.{i}"),
+        };
+        Rejection::new(
+            RejectReason::SchemaViolation,
+            format!("{path}: {}", e.inner()),
+        )
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn check_fields(event: &Event) -> Result<(), Rejection> {
+    let violation = |path: &str, what: String| {
+        Err(Rejection::new(
+            RejectReason::SchemaViolation,
+            format!("{path}: {what}"),
+        ))
+    };
+    if event.event_id.trim().is_empty() {
+        return violation("event_id", "must not be empty".into());
+    }
+    if event.event_id.len() > MAX_EVENT_ID_BYTES {
+        return violation(
+            "event_id",
+            format!("longer than {MAX_EVENT_ID_BYTES} bytes"),
+        );
+    }
+    for (path, id) in [
+        ("user_id", &event.user_id),
+        ("anonymous_id", &event.anonymous_id),
+    ] {
+        if id.as_ref().is_some_and(|id| id.len() > MAX_IDENTITY_BYTES) {
+            return violation(path, format!("longer than {MAX_IDENTITY_BYTES} bytes"));
+        }
+    }
+    match &event.kind {
+        EventKind::Identify(identify) if identify.traits.len() > MAX_TRAITS => violation(
+            "properties.traits",
+            format!("more than {MAX_TRAITS} traits"),
+        ),
+        EventKind::StepCompleted(step) if step.step.trim().is_empty() => {
+            violation("properties.step", "must not be empty".into())
+        }
+        EventKind::Click(click) if click.target.trim().is_empty() => {
+            violation("properties.target", "must not be empty".into())
+        }
+        EventKind::FeatureUsed(f) if f.feature.trim().is_empty() => {
+            violation("properties.feature", "must not be empty".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Parses an RFC 3339 timestamp to ms since the epoch (a `schema_violation` if it is not
+/// one, `timestamp_out_of_range` outside 2000–2099).
+pub fn parse_timestamp(ts: &str) -> Result<i64, Rejection> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(ts).map_err(|e| {
+        Rejection::new(
+            RejectReason::SchemaViolation,
+            format!("timestamp: `{ts}` is not RFC 3339 ({e})"),
+        )
+    })?;
+    let ms = parsed.timestamp_millis();
+    if !(MIN_EVENT_TIME_MS..MAX_EVENT_TIME_MS).contains(&ms) {
+        return Err(Rejection::new(
+            RejectReason::TimestampOutOfRange,
+            format!("`{ts}` is outside 2000-01-01..2100-01-01"),
+        ));
+    }
+    Ok(ms)
+}
+
+fn check_time(
+    event_ms: i64,
+    record_ms: Option<i64>,
+    cfg: &ValidateConfig,
+) -> Result<(), Rejection> {
+    let Some(record_ms) = record_ms.filter(|t| *t > 0) else {
+        return Ok(());
+    };
+    if event_ms > record_ms.saturating_add(cfg.max_future_ms) {
+        return Err(Rejection::new(
+            RejectReason::TimestampOutOfRange,
+            format!(
+                "event time is {} ms after the record's timestamp; the limit is {} ms (param max_future)",
+                event_ms - record_ms,
+                cfg.max_future_ms
+            ),
+        ));
+    }
+    if let Some(max_past) = cfg.max_past_ms {
+        if event_ms < record_ms.saturating_sub(max_past) {
+            return Err(Rejection::new(
+                RejectReason::TimestampOutOfRange,
+                format!(
+                    "event time is {} ms before the record's timestamp; the limit is {max_past} ms (param max_past)",
+                    record_ms - event_ms
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_test_user(event: &Event, cfg: &ValidateConfig) -> Result<(), Rejection> {
+    for id in [&event.user_id, &event.anonymous_id].into_iter().flatten() {
+        if let Some(prefix) = cfg
+            .test_id_prefixes
+            .iter()
+            .find(|p| id.starts_with(p.as_str()))
+        {
+            return Err(Rejection::new(
+                RejectReason::TestUser,
+                format!("id starts with `{prefix}`"),
+            ));
+        }
+    }
+    if let Some(email) = event_email(event) {
+        let domain = email
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let is_test = cfg
+            .test_email_domains
+            .iter()
+            .any(|d| domain == *d || domain.ends_with(&format!(".{d}")));
+        if is_test {
+            return Err(Rejection::new(
+                RejectReason::TestUser,
+                format!("email domain `{domain}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The email address an event carries, if any (sign-up, verification, `email` trait).
+pub fn event_email(event: &Event) -> Option<&str> {
+    match &event.kind {
+        EventKind::SignUp(s) => s.email.as_deref(),
+        EventKind::EmailVerified(v) => v.email.as_deref(),
+        EventKind::Identify(i) => match i.traits.get("email") {
+            Some(TraitValue::Text(e)) => Some(e.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn check_bot(context: &Context, cfg: &ValidateConfig) -> Result<(), Rejection> {
+    let Some(ua) = context.user_agent.as_deref() else {
+        return Ok(());
+    };
+    let lower = ua.to_ascii_lowercase();
+    match cfg
+        .bot_user_agents
+        .iter()
+        .find(|p| lower.contains(p.as_str()))
+    {
+        Some(p) => Err(Rejection::new(
+            RejectReason::Bot,
+            format!("user agent matches `{p}`"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const GOOD: &str = r#"{"event_id":"e1","type":"page_view","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z","properties":{"path":"/welcome"},"context":{"user_agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) Firefox/120.0"}}"#;
+
+    fn reason(bytes: &[u8]) -> RejectReason {
+        validate(bytes, None, &ValidateConfig::default())
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn accepts_a_good_event() {
+        let ok = validate(GOOD.as_bytes(), None, &ValidateConfig::default()).unwrap();
+        assert_eq!(ok.event.identity(), Some("u_1"));
+        assert_eq!(ok.event_time_ms, 1_793_523_600_000);
+    }
+
+    #[test]
+    fn properties_may_be_left_out() {
+        let ev = r#"{"event_id":"e1","type":"email_verified","anonymous_id":"a1","timestamp":"2026-11-01T09:00:00Z"}"#;
+        assert!(validate(ev.as_bytes(), None, &ValidateConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn each_reason_is_reported() {
+        assert_eq!(reason(b"{not json"), RejectReason::InvalidJson);
+        assert_eq!(reason(&[0xff, 0xfe]), RejectReason::InvalidJson);
+        assert_eq!(reason(b""), RejectReason::InvalidJson);
+        assert_eq!(reason(b"[1,2]"), RejectReason::SchemaViolation);
+        assert_eq!(reason(br#"{"type":"teleport","event_id":"e","user_id":"u","timestamp":"2026-11-01T09:00:00Z"}"#), RejectReason::UnknownType);
+        assert_eq!(
+            reason(&GOOD.replace(r#""user_id":"u_1","#, "").into_bytes()),
+            RejectReason::MissingIdentity
+        );
+        assert_eq!(
+            reason(&GOOD.replace("2026-11-01", "1970-01-01").into_bytes()),
+            RejectReason::TimestampOutOfRange
+        );
+        assert_eq!(
+            reason(&GOOD.replace("Firefox/120.0", "Googlebot/2.1").into_bytes()),
+            RejectReason::Bot
+        );
+        assert_eq!(
+            reason(&GOOD.replace("u_1", "test_7").into_bytes()),
+            RejectReason::TestUser
+        );
+        let big = GOOD.replace("/welcome", &"x".repeat(40_000));
+        assert_eq!(reason(big.as_bytes()), RejectReason::TooLarge);
+    }
+
+    #[test]
+    fn schema_violations_name_the_field_path() {
+        let bad = GOOD.replace(r#""path":"/welcome""#, r#""path":5"#);
+        let r = validate(bad.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
+        assert_eq!(r.reason, RejectReason::SchemaViolation);
+        assert!(r.detail.starts_with("properties.path:"), "{}", r.detail);
+
+        let bad = GOOD.replace(
+            r#""user_agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) Firefox/120.0""#,
+            r#""user_agent":7"#,
+        );
+        let r = validate(bad.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
+        assert!(r.detail.starts_with("context.user_agent:"), "{}", r.detail);
+
+        let bad = GOOD.replace(
+            r#""timestamp":"2026-11-01T09:00:00Z""#,
+            r#""timestamp":"yesterday""#,
+        );
+        let r = validate(bad.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
+        assert!(r.detail.starts_with("timestamp:"), "{}", r.detail);
+
+        let click = r#"{"event_id":"e","type":"click","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{}}"#;
+        let r = validate(click.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
+        assert!(r.detail.contains("target"), "{}", r.detail);
+    }
+
+    #[test]
+    fn time_limits_follow_the_record_timestamp() {
+        let cfg = ValidateConfig::from_params(|k| (k == PARAM_MAX_PAST).then(|| "1h".to_string()))
+            .unwrap();
+        let event_ms = 1_793_523_600_000;
+        assert!(validate(GOOD.as_bytes(), Some(event_ms + 30 * 60_000), &cfg).is_ok());
+        let r = validate(GOOD.as_bytes(), Some(event_ms + 2 * 3_600_000), &cfg).unwrap_err();
+        assert_eq!(r.reason, RejectReason::TimestampOutOfRange);
+        let r = validate(GOOD.as_bytes(), Some(event_ms - 2 * 86_400_000), &cfg).unwrap_err();
+        assert_eq!(r.reason, RejectReason::TimestampOutOfRange);
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_numbers_are_invalid_json() {
+        let deep = "[".repeat(10_000);
+        assert_eq!(reason(deep.as_bytes()), RejectReason::InvalidJson);
+        assert_eq!(reason(b"1e999"), RejectReason::InvalidJson);
+    }
+
+    #[test]
+    fn malformed_params_name_the_param() {
+        let e = ValidateConfig::from_params(|k| {
+            (k == PARAM_MAX_EVENT_BYTES).then(|| "lots".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e.param, PARAM_MAX_EVENT_BYTES);
+        let e = ValidateConfig::from_params(|k| (k == PARAM_MODE).then(|| "both".to_string()))
+            .unwrap_err();
+        assert_eq!(e.param, PARAM_MODE);
+    }
+
+    #[test]
+    fn rejected_record_keeps_the_payload_lossily() {
+        let r = Rejection::new(RejectReason::InvalidJson, "x");
+        let rec: RejectedEvent = serde_json::from_slice(&r.to_record(&[b'a', 0xff, 0])).unwrap();
+        assert_eq!(rec.payload, "a\u{fffd}\u{0}");
+    }
+}

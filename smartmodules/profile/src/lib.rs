@@ -1,0 +1,73 @@
+//! `onramp-profile`: an aggregate SmartModule that folds enriched events into per-user
+//! state and emits one `ProfileUpdate` per event (key = user id).
+//!
+//! Worked example (`tests/data/profile-session.json` holds these records):
+//!
+//! ```text
+//! input records (enriched events, as onramp-enrich emits them):
+//!   page_view e1 by u_1 at 09:00:00, page_view e2 by u_1 at 09:02:00, e2 again
+//!
+//! $ smdk test --file ../../tests/data/profile-session.input.jsonl --raw -e session_timeout=30m
+//!   {"user_id":"u_1","offset":0,"outcome":"applied","event_id":"e1",…,"changes":{"state_reset":true,"session":{"started":true,"time_spent_ms":0},…}}
+//!   {"user_id":"u_1","offset":1,"outcome":"applied","event_id":"e2",…,"changes":{"session":{"time_spent_ms":120000},…}}
+//!   {"user_id":"u_1","offset":2,"outcome":"duplicate","event_id":"e2",…}
+//! ```
+//!
+//! Unlike the stock aggregate pattern, the accumulator is not a map of all users: the
+//! per-user state lives in this module's memory for the life of the stream
+//! (`onramp_logic::fold`), bounded by `state_ttl`, and each output is one small update.
+//! The accumulator is read once, on the first record, as the restart snapshot
+//! (`schemas/json/restart-snapshot.schema.json`); later accumulators (the previous update)
+//! are ignored. A malformed snapshot cannot be reported by init (the accumulator is not
+//! visible there), so every record of the stream is answered with a `skipped` update that
+//! says why, and nothing is folded; the consumer treats that as an error and stops.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
+use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
+use onramp_logic::fold::{FoldConfig, FoldState};
+use onramp_schemas::{Outcome, ProfileUpdate};
+
+static CONFIG: OnceLock<FoldConfig> = OnceLock::new();
+
+thread_local! {
+    /// The fold state for this stream; `None` until the first record.
+    static STATE: RefCell<Option<std::result::Result<FoldState, String>>> = const { RefCell::new(None) };
+}
+
+#[smartmodule(init)]
+fn init(params: SmartModuleExtraParams) -> Result<()> {
+    let cfg = FoldConfig::from_params(|k| params.get(k).cloned())
+        .map_err(|e| eyre!("onramp-profile: {e}"))?;
+    CONFIG
+        .set(cfg)
+        .map_err(|_| eyre!("onramp-profile: init called twice"))
+}
+
+#[smartmodule(aggregate)]
+pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result<RecordData> {
+    let cfg = *CONFIG.get_or_init(FoldConfig::default);
+    let offset = current.offset();
+    let update = STATE.with_borrow_mut(|state| {
+        let fold =
+            state.get_or_insert_with(|| FoldState::from_accumulator(cfg, accumulator.as_ref()));
+        match fold {
+            Ok(fold) => fold.fold_record(current.value.as_ref(), offset),
+            // Nothing is folded without a valid snapshot: folding from an empty state
+            // would silently diverge from an unbroken run.
+            Err(e) => ProfileUpdate {
+                user_id: String::new(),
+                offset,
+                outcome: Outcome::Skipped,
+                skip_reason: Some(format!("{e}; nothing is folded on this stream")),
+                event_id: String::new(),
+                event_type: None,
+                event_time_ms: 0,
+                changes: None,
+            },
+        }
+    });
+    Ok(serde_json::to_vec(&update).unwrap_or_default().into())
+}

@@ -1,0 +1,53 @@
+//! `onramp-validate`: a filter-map SmartModule that drops bad onboarding events, and
+//! with `mode=rejected` shows only the rejects, each with its reason.
+//!
+//! Worked example (`tests/data/validate-mixed.json` holds these records):
+//!
+//! ```text
+//! input records:
+//!   {"event_id":"e1","type":"sign_up","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z"}
+//!   {"event_id":"e2","type":"teleport","user_id":"u_1","timestamp":"2026-11-01T09:00:01Z"}
+//!   not json
+//!
+//! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl --raw
+//!   {"event_id":"e1","type":"sign_up","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z"}
+//!
+//! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl --raw -e mode=rejected
+//!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}"}
+//!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json"}
+//! ```
+//!
+//! Accepted records pass through byte for byte, with their key. The module never
+//! returns an error for a record: in Fluvio an error would stop the consumer's stream.
+//! The checks and their order are documented in `onramp_logic::validate`.
+
+use std::sync::OnceLock;
+
+use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
+use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
+use onramp_logic::validate::{validate, Mode, ValidateConfig};
+
+static CONFIG: OnceLock<ValidateConfig> = OnceLock::new();
+
+#[smartmodule(init)]
+fn init(params: SmartModuleExtraParams) -> Result<()> {
+    let cfg = ValidateConfig::from_params(|k| params.get(k).cloned())
+        .map_err(|e| eyre!("onramp-validate: {e}"))?;
+    CONFIG
+        .set(cfg)
+        .map_err(|_| eyre!("onramp-validate: init called twice"))
+}
+
+#[smartmodule(filter_map)]
+pub fn filter_map(record: &SmartModuleRecord) -> Result<Option<(Option<RecordData>, RecordData)>> {
+    let cfg = CONFIG.get_or_init(ValidateConfig::default);
+    let value = record.value.as_ref();
+    let result = validate(value, Some(record.timestamp()), cfg);
+    Ok(match (result, cfg.mode) {
+        (Ok(_), Mode::Accepted) => Some((record.key.clone(), record.value.clone())),
+        (Err(rejection), Mode::Rejected) => {
+            Some((record.key.clone(), rejection.to_record(value).into()))
+        }
+        _ => None,
+    })
+}
