@@ -49,11 +49,7 @@ impl<T> Lww<T> {
             None => true,
         };
         if newer {
-            *slot = Some(Lww {
-                value,
-                at_ms,
-                offset,
-            });
+            *slot = Some(Lww { value, at_ms, offset });
         }
     }
 }
@@ -260,10 +256,7 @@ impl Profile {
         self.as_of.offset = self.as_of.offset.max(off);
         self.as_of.event_time_ms = self.as_of.event_time_ms.max(t);
 
-        let mut delta = changes.counters;
-        delta.sessions = u64::from(changes.session.started);
-        delta.time_spent_ms = changes.session.time_spent_ms;
-        self.counters.add(&delta);
+        self.counters.add(&changes.counters);
 
         if changes.signed_up {
             min_into(&mut self.signed_up_ms, t);
@@ -275,14 +268,11 @@ impl Profile {
             min_into(&mut self.completed_ms, t);
         }
         if let Some(step) = &changes.step {
-            let entry = self
-                .steps
-                .entry(step.name.clone())
-                .or_insert_with(|| StepProgress {
-                    first_completed_ms: t,
-                    index: None,
-                    next: None,
-                });
+            let entry = self.steps.entry(step.name.clone()).or_insert_with(|| StepProgress {
+                first_completed_ms: t,
+                index: None,
+                next: None,
+            });
             entry.first_completed_ms = entry.first_completed_ms.min(t);
             if let Some(f) = &step.funnel {
                 entry.index = Some(f.index);
@@ -359,10 +349,7 @@ impl Profile {
         }
         let f = &mut self.funnel;
         f.completed_steps = completed;
-        f.progress_pct = (completed * 100)
-            .checked_div(f.total_steps)
-            .unwrap_or(0)
-            .min(100);
+        f.progress_pct = (completed * 100).checked_div(f.total_steps).unwrap_or(0).min(100);
         f.current_step = furthest.map(|(_, name, _)| name.clone());
         f.next_step = furthest.and_then(|(_, _, next)| next.clone());
     }
@@ -372,8 +359,7 @@ impl Profile {
     pub fn hints(&self, reference_ms: i64) -> Hints {
         let completed = self.completed_ms.is_some();
         Hints {
-            stalled: !completed
-                && reference_ms.saturating_sub(self.last_seen_ms) >= STALLED_AFTER_MS,
+            stalled: !completed && reference_ms.saturating_sub(self.last_seen_ms) >= STALLED_AFTER_MS,
             activated: completed || self.counters.features_used >= ACTIVATED_FEATURE_USES,
         }
     }
@@ -381,4 +367,141 @@ impl Profile {
 
 fn min_into(slot: &mut Option<i64>, t: i64) {
     *slot = Some(slot.map_or(t, |cur| cur.min(t)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::{Changes, StepChange};
+    use crate::FunnelStep;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn update(id: &str, offset: i64, t: i64, changes: Changes) -> ProfileUpdate {
+        ProfileUpdate {
+            user_id: "u".into(),
+            offset,
+            outcome: Outcome::Applied,
+            skip_reason: None,
+            event_id: id.into(),
+            event_type: Some("identify".into()),
+            event_time_ms: t,
+            changes: Some(changes),
+        }
+    }
+
+    fn trait_change(v: &str) -> Changes {
+        Changes {
+            traits: [("plan".to_string(), TraitValue::Text(v.into()))].into(),
+            counters: Counters {
+                events: 1,
+                ..Counters::default()
+            },
+            ..Changes::default()
+        }
+    }
+
+    #[test]
+    fn late_writes_never_overwrite_newer_ones() {
+        let mut p = Profile::new("u");
+        p.apply(&update("a", 0, 2_000, trait_change("pro")));
+        p.apply(&update("b", 1, 1_000, trait_change("free")));
+        assert_eq!(p.traits["plan"].value, TraitValue::Text("pro".into()));
+        // equal event time: the greater offset wins
+        p.apply(&update("c", 2, 2_000, trait_change("team")));
+        assert_eq!(p.traits["plan"].value, TraitValue::Text("team".into()));
+        assert_eq!((p.first_seen_ms, p.last_seen_ms, p.counters.events), (1_000, 2_000, 3));
+    }
+
+    #[test]
+    fn value_fields_do_not_depend_on_apply_order() {
+        let ups = [
+            update("a", 0, 3_000, trait_change("x")),
+            update("b", 1, 1_000, trait_change("y")),
+            update("c", 2, 2_000, trait_change("z")),
+        ];
+        let mut forward = Profile::new("u");
+        ups.iter().for_each(|u| {
+            forward.apply(u);
+        });
+        let mut backward = Profile::new("u");
+        ups.iter().rev().for_each(|u| {
+            backward.apply(u);
+        });
+        assert_eq!(forward.traits, backward.traits);
+        assert_eq!(forward.counters, backward.counters);
+        assert_eq!(forward.recent_events, backward.recent_events);
+        assert_eq!(forward.recent_events[0].event_id, "a", "newest first");
+    }
+
+    #[test]
+    fn steps_keep_the_first_completion_and_derive_progress() {
+        let step = |name: &str, index: u32, next: Option<&str>| Changes {
+            step: Some(StepChange {
+                name: name.into(),
+                funnel: Some(FunnelStep {
+                    step: name.into(),
+                    index,
+                    total: 4,
+                    next: next.map(String::from),
+                }),
+            }),
+            ..Changes::default()
+        };
+        let mut p = Profile::new("u");
+        p.apply(&update("a", 0, 5_000, step("profile", 1, Some("workspace"))));
+        p.apply(&update("b", 1, 4_000, step("profile", 1, Some("workspace"))));
+        p.apply(&update("c", 2, 3_000, step("sign_up", 0, Some("profile"))));
+        assert_eq!(p.steps["profile"].first_completed_ms, 4_000);
+        assert_eq!(p.funnel.completed_steps, 2);
+        assert_eq!(p.funnel.progress_pct, 50);
+        assert_eq!(p.funnel.current_step.as_deref(), Some("profile"));
+        assert_eq!(p.funnel.next_step.as_deref(), Some("workspace"));
+    }
+
+    #[test]
+    fn duplicates_and_skips_change_nothing() {
+        let mut p = Profile::new("u");
+        p.apply(&update("a", 0, 1_000, trait_change("x")));
+        let before = p.clone();
+        let mut dup = update("a", 1, 1_000, trait_change("y"));
+        dup.outcome = Outcome::Duplicate;
+        assert!(!p.apply(&dup));
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn fold_state_follows_resets_and_keeps_the_last_ids() {
+        let mut p = Profile::new("u");
+        for i in 0..(DEDUP_IDS as i64 + 5) {
+            p.apply(&update(&format!("e{i}"), i, 1_000 + i, Changes::default()));
+        }
+        assert_eq!(p.fold.recent_ids.len(), DEDUP_IDS);
+        assert_eq!(p.fold.recent_ids[0], "e5");
+        p.apply(&update(
+            "z",
+            99,
+            10,
+            Changes {
+                state_reset: true,
+                ..Changes::default()
+            },
+        ));
+        assert_eq!(
+            p.fold,
+            UserFoldState {
+                last_active_ms: 10,
+                recent_ids: vec!["z".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn hints_use_a_reference_time() {
+        let mut p = Profile::new("u");
+        p.apply(&update("a", 0, 1_000, Changes::default()));
+        assert!(!p.hints(1_000 + STALLED_AFTER_MS - 1).stalled);
+        assert!(p.hints(1_000 + STALLED_AFTER_MS).stalled);
+        assert!(!p.hints(0).activated);
+    }
 }

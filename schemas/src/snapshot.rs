@@ -36,3 +36,25 @@ pub struct RestartSnapshot {
     #[serde(default)]
     pub users: BTreeMap<String, UserFoldState>,
 }
+
+impl RestartSnapshot {
+    /// The snapshot a consumer passes when it restarts a partition: the partition's
+    /// watermark at the checkpoint and the fold state of its users still live then
+    /// (`watermark - last_active <= state_ttl`), taken from the stored profiles.
+    pub fn at_checkpoint<'a>(
+        watermark_ms: Option<i64>,
+        state_ttl_ms: i64,
+        users: impl IntoIterator<Item = (&'a str, &'a UserFoldState)>,
+    ) -> Self {
+        let live = |s: &UserFoldState| watermark_ms.is_none_or(|w| w.saturating_sub(s.last_active_ms) <= state_ttl_ms);
+        RestartSnapshot {
+            version: SNAPSHOT_VERSION,
+            watermark_ms,
+            users: users
+                .into_iter()
+                .filter(|(_, s)| live(s))
+                .map(|(u, s)| (u.to_string(), s.clone()))
+                .collect(),
+        }
+    }
+}

@@ -60,9 +60,8 @@ pub struct Changes {
     /// `state_ttl` of inactivity): the profile's fold state is reset before this event.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state_reset: bool,
-    /// Session accounting for this event.
-    pub session: SessionChange,
-    /// Counter increments.
+    /// Counter increments, sessions (0 or 1: this event starts one) and time spent (the
+    /// gap since the user's previous event, capped) included.
     pub counters: Counters,
     /// The event is a sign-up.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -97,18 +96,6 @@ pub struct Changes {
     /// The normalised locale, when the event has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
-}
-
-/// Session accounting for one event (sessions are cut by `session_timeout` of event time).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct SessionChange {
-    /// This event starts a new session.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub started: bool,
-    /// Time added to the user's time spent (gap since their previous event, capped).
-    #[serde(default)]
-    pub time_spent_ms: u64,
 }
 
 /// Counters. In an update they are increments; in a profile, totals.

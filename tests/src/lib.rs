@@ -1,1 +1,53 @@
-//! placeholder
+//! Shared pieces of onramp's integration tests and benchmarks.
+//!
+//! - [`modules`]: the built `.wasm` SmartModules (built once per test process, so a
+//!   stale module never hides a change to the logic).
+//! - [`run`]: push records through any sub-chain in `fluvio-smartengine`.
+//! - [`reference`]: the plain reference fold the chain is compared against.
+//! - [`golden`]: the golden-case file format of `tests/data/`.
+//! - [`synthetic`]: a small deterministic event stream with an exact number of users.
+
+pub mod golden;
+pub mod reference;
+pub mod synthetic;
+
+use std::sync::OnceLock;
+
+use fluvio_smartengine::SmartEngine;
+use onramp::chain::{Chain, ChainParams, InputRecord, OutputRecord};
+use onramp::wasm::{build_modules, Module, WasmModules};
+
+/// The three modules, built (once per process) from the current sources.
+pub fn modules() -> &'static WasmModules {
+    static MODULES: OnceLock<WasmModules> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let dir = build_modules().unwrap_or_else(|e| panic!("{e}"));
+        WasmModules::load(&dir).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// One engine for the process (it is cheap to share).
+pub fn engine() -> &'static SmartEngine {
+    static ENGINE: OnceLock<SmartEngine> = OnceLock::new();
+    ENGINE.get_or_init(SmartEngine::new)
+}
+
+/// Records with no key and no timestamp at offsets 0, 1, 2, ….
+pub fn records<V: AsRef<[u8]>>(values: &[V]) -> Vec<InputRecord> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| InputRecord {
+            key: None,
+            value: v.as_ref().to_vec(),
+            offset: i as i64,
+            timestamp_ms: -1,
+        })
+        .collect()
+}
+
+/// Builds `steps` with `params` and runs `input` through it as one batch.
+pub fn run(steps: &[Module], params: &ChainParams, input: &[InputRecord]) -> Vec<OutputRecord> {
+    let mut chain = Chain::build(engine(), modules(), steps, params, None).unwrap_or_else(|e| panic!("{e}"));
+    chain.process(input).unwrap_or_else(|e| panic!("{e}"))
+}

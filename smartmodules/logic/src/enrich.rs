@@ -6,14 +6,12 @@
 //!   for `ipad`, `tablet`, or `android` without `mobile`; `mobile` for `mobi`, `iphone`,
 //!   `android`; `desktop` for a recognised desktop OS; else `unknown`;
 //! - os: iOS (`iphone`/`ipad`), Android, Windows, macOS (`mac os x`/`macintosh`),
-//!   ChromeOS (`cros`), Linux;
+//!   ChromeOS (`cros `), Linux;
 //! - browser: Edge (`edg/`), Opera (`opr/`), Chrome (`chrome/`/`crios/`), Firefox
 //!   (`firefox/`/`fxios/`), Safari (`safari/`).
 
 use onramp_schemas::event::EventKind;
-use onramp_schemas::{
-    Campaign, Category, Device, DeviceClass, EnrichedEvent, Enrichment, Event, FunnelStep,
-};
+use onramp_schemas::{Campaign, Category, Device, DeviceClass, EnrichedEvent, Enrichment, Event, FunnelStep};
 
 use crate::params::{parse_list, ParamError};
 use crate::validate::{parse_timestamp, Rejection};
@@ -117,12 +115,10 @@ pub fn enrich(event: Event, cfg: &EnrichConfig) -> Result<EnrichedEvent, Rejecti
 pub fn category(kind: &EventKind) -> Category {
     match kind {
         EventKind::SignUp(_) => Category::Acquisition,
-        EventKind::PageView(_) | EventKind::Click(_) | EventKind::FeatureUsed(_) => {
-            Category::Engagement
+        EventKind::PageView(_) | EventKind::Click(_) | EventKind::FeatureUsed(_) => Category::Engagement,
+        EventKind::StepCompleted(_) | EventKind::EmailVerified(_) | EventKind::OnboardingCompleted(_) => {
+            Category::Onboarding
         }
-        EventKind::StepCompleted(_)
-        | EventKind::EmailVerified(_)
-        | EventKind::OnboardingCompleted(_) => Category::Onboarding,
         EventKind::Identify(_) => Category::Identity,
         EventKind::InviteSent(_) => Category::Growth,
     }
@@ -190,12 +186,7 @@ fn hex(b: u8) -> Option<u8> {
 pub fn host(url: &str) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority
-        .rsplit('@')
-        .next()?
-        .split(':')
-        .next()?
-        .to_ascii_lowercase();
+    let host = authority.rsplit('@').next()?.split(':').next()?.to_ascii_lowercase();
     let host = host.strip_prefix("www.").unwrap_or(&host).to_string();
     (!host.is_empty() && url.contains("://")).then_some(host)
 }
@@ -224,7 +215,7 @@ pub fn device(user_agent: Option<&str>) -> Device {
         Some("Windows")
     } else if has("mac os x") || has("macintosh") {
         Some("macOS")
-    } else if has("cros") {
+    } else if has("cros ") {
         Some("ChromeOS")
     } else if has("linux") {
         Some("Linux")
@@ -269,10 +260,7 @@ pub fn normalise_locale(raw: &str) -> Option<String> {
     let mut parts = raw.split(['-', '_']);
     let lang = parts.next()?;
     let region = parts.next();
-    if parts.next().is_some()
-        || !(2..=3).contains(&lang.len())
-        || !lang.chars().all(|c| c.is_ascii_alphabetic())
-    {
+    if parts.next().is_some() || !(2..=3).contains(&lang.len()) || !lang.chars().all(|c| c.is_ascii_alphabetic()) {
         return None;
     }
     let lang = lang.to_ascii_lowercase();
@@ -281,9 +269,7 @@ pub fn normalise_locale(raw: &str) -> Option<String> {
         Some(r) if r.len() == 2 && r.chars().all(|c| c.is_ascii_alphabetic()) => {
             Some(format!("{lang}-{}", r.to_ascii_uppercase()))
         }
-        Some(r) if r.len() == 3 && r.chars().all(|c| c.is_ascii_digit()) => {
-            Some(format!("{lang}-{r}"))
-        }
+        Some(r) if r.len() == 3 && r.chars().all(|c| c.is_ascii_digit()) => Some(format!("{lang}-{r}")),
         Some(_) => None,
     }
 }
@@ -299,10 +285,7 @@ mod tests {
     fn funnel_steps_have_index_and_next() {
         let cfg = EnrichConfig::default();
         let f = cfg.funnel_step("email_verified").unwrap();
-        assert_eq!(
-            (f.index, f.total, f.next.as_deref()),
-            (1, 7, Some("profile"))
-        );
+        assert_eq!((f.index, f.total, f.next.as_deref()), (1, 7, Some("profile")));
         assert_eq!(cfg.funnel_step("onboarding_completed").unwrap().next, None);
         assert!(cfg.funnel_step("nope").is_none());
     }
@@ -317,7 +300,9 @@ mod tests {
 
     #[test]
     fn campaign_from_query() {
-        let c = campaign("https://app.example/signup?utm_source=google&utm_medium=cpc&utm_campaign=spring%20sale&x=1#top").unwrap();
+        let c =
+            campaign("https://app.example/signup?utm_source=google&utm_medium=cpc&utm_campaign=spring%20sale&x=1#top")
+                .unwrap();
         assert_eq!(c.source.as_deref(), Some("google"));
         assert_eq!(c.medium.as_deref(), Some("cpc"));
         assert_eq!(c.campaign.as_deref(), Some("spring sale"));
@@ -328,10 +313,7 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(
-            host("https://www.Google.com/search?q=x").as_deref(),
-            Some("google.com")
-        );
+        assert_eq!(host("https://www.Google.com/search?q=x").as_deref(), Some("google.com"));
         assert_eq!(
             host("http://user@news.ycombinator.com:8080/item").as_deref(),
             Some("news.ycombinator.com")
@@ -343,14 +325,12 @@ mod tests {
     fn devices() {
         let iphone = device(Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile/15E148 Safari/604.1"));
         assert_eq!(
-            (
-                iphone.class,
-                iphone.os.as_deref(),
-                iphone.browser.as_deref()
-            ),
+            (iphone.class, iphone.os.as_deref(), iphone.browser.as_deref()),
             (DeviceClass::Mobile, Some("iOS"), Some("Safari"))
         );
-        let win = device(Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36 Edg/120.0"));
+        let win = device(Some(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36 Edg/120.0",
+        ));
         assert_eq!(
             (win.class, win.os.as_deref(), win.browser.as_deref()),
             (DeviceClass::Desktop, Some("Windows"), Some("Edge"))

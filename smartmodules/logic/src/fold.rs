@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use onramp_schemas::event::EventKind;
 use onramp_schemas::{
-    Acquisition, Changes, Counters, EnrichedEvent, Outcome, Page, ProfileUpdate, RejectedEvent,
-    RestartSnapshot, SessionChange, StepChange, UserFoldState, SNAPSHOT_VERSION,
+    Acquisition, Changes, Counters, EnrichedEvent, Outcome, Page, ProfileUpdate, RejectedEvent, RestartSnapshot,
+    StepChange, UserFoldState, SNAPSHOT_VERSION,
 };
 
 use crate::params::{parse_duration_ms, ParamError};
@@ -90,11 +90,8 @@ impl FoldConfig {
         if cfg.state_ttl_ms < cfg.session_timeout_ms {
             return Err(ParamError {
                 param: PARAM_STATE_TTL,
-                value: get(PARAM_STATE_TTL).unwrap_or_default(),
-                expected: format!(
-                    "a duration at least session_timeout ({} ms)",
-                    cfg.session_timeout_ms
-                ),
+                value: get(PARAM_STATE_TTL).unwrap_or_else(|| DEFAULT_STATE_TTL.to_string()),
+                expected: format!("a duration at least session_timeout ({} ms)", cfg.session_timeout_ms),
             });
         }
         Ok(cfg)
@@ -191,11 +188,7 @@ impl FoldState {
                 break;
             }
             for user in entry.remove() {
-                if self
-                    .users
-                    .get(&user)
-                    .is_some_and(|s| s.last_active_ms < horizon)
-                {
+                if self.users.get(&user).is_some_and(|s| s.last_active_ms < horizon) {
                     self.users.remove(&user);
                 }
             }
@@ -242,8 +235,7 @@ impl FoldState {
         };
         if update.user_id.is_empty() {
             update.outcome = Outcome::Skipped;
-            update.skip_reason =
-                Some("missing_identity: neither user_id nor anonymous_id is set".into());
+            update.skip_reason = Some("missing_identity: neither user_id nor anonymous_id is set".into());
             return update;
         }
         let watermark = self.watermark_ms.map_or(t, |w| w.max(t));
@@ -258,28 +250,19 @@ impl FoldState {
         let previous = live.map(|s| s.last_active_ms);
         self.watermark_ms = Some(watermark);
 
+        // (sessions started, time spent added)
         let session = match previous {
-            None => SessionChange {
-                started: true,
-                time_spent_ms: 0,
-            },
-            Some(last) if t > last.saturating_add(self.cfg.session_timeout_ms) => SessionChange {
-                started: true,
-                time_spent_ms: 0,
-            },
-            Some(last) if t >= last => SessionChange {
-                started: false,
-                time_spent_ms: (t - last).min(self.cfg.max_page_time_ms) as u64,
-            },
-            Some(_) => SessionChange::default(),
+            None => (1, 0),
+            Some(last) if t > last.saturating_add(self.cfg.session_timeout_ms) => (1, 0),
+            Some(last) if t >= last => (0, (t - last).min(self.cfg.max_page_time_ms) as u64),
+            Some(_) => (0, 0),
         };
         let state_reset = previous.is_none();
         let user_state = self.users.entry(update.user_id.clone()).or_default();
         if state_reset {
             *user_state = UserFoldState::default();
         }
-        let bucket_before =
-            (!state_reset).then(|| user_state.last_active_ms.div_euclid(EVICTION_BUCKET_MS));
+        let bucket_before = (!state_reset).then(|| user_state.last_active_ms.div_euclid(EVICTION_BUCKET_MS));
         user_state.observe(&e.event_id, t);
         let last_active = user_state.last_active_ms;
         if bucket_before != Some(last_active.div_euclid(EVICTION_BUCKET_MS)) {
@@ -293,15 +276,16 @@ impl FoldState {
     }
 }
 
-/// The profile changes one event makes (everything but the session, which needs state).
-fn changes_for(ev: &EnrichedEvent, state_reset: bool, session: SessionChange) -> Changes {
+/// The profile changes one event makes; `session` is (sessions started, time spent added).
+fn changes_for(ev: &EnrichedEvent, state_reset: bool, (sessions, time_spent_ms): (u64, u64)) -> Changes {
     let e = &ev.event;
     let en = &ev.enrichment;
     let mut c = Changes {
         state_reset,
-        session,
         counters: Counters {
             events: 1,
+            sessions,
+            time_spent_ms,
             ..Counters::default()
         },
         email: event_email(e).map(str::to_string),
@@ -364,44 +348,36 @@ mod tests {
 
     fn ev(id: &str, user: &str, ts: &str, kind: &str) -> EnrichedEvent {
         let raw = format!(r#"{{"event_id":"{id}","user_id":"{user}","timestamp":"{ts}",{kind}}}"#);
-        enrich(
-            parse_event(raw.as_bytes()).unwrap(),
-            &EnrichConfig::default(),
-        )
-        .unwrap()
+        enrich(parse_event(raw.as_bytes()).unwrap(), &EnrichConfig::default()).unwrap()
     }
     fn pv(id: &str, user: &str, ts: &str) -> EnrichedEvent {
-        ev(
-            id,
-            user,
-            ts,
-            r#""type":"page_view","properties":{"path":"/p"}"#,
-        )
+        ev(id, user, ts, r#""type":"page_view","properties":{"path":"/p"}"#)
     }
 
     #[test]
     fn sessions_and_time_spent() {
         let mut s = FoldState::new(FoldConfig::default());
-        let u1 = s.fold_event(&pv("a", "u", "2026-11-01T09:00:00Z"), 0);
-        assert!(u1.changes.as_ref().unwrap().session.started);
-        assert!(u1.changes.as_ref().unwrap().state_reset);
-        let u2 = s.fold_event(&pv("b", "u", "2026-11-01T09:02:00Z"), 1);
+        let mut session = |id: &str, ts: &str, offset: i64| {
+            let c = s.fold_event(&pv(id, "u", ts), offset).changes.unwrap();
+            (c.counters.sessions, c.counters.time_spent_ms, c.state_reset)
+        };
+        assert_eq!(session("a", "2026-11-01T09:00:00Z", 0), (1, 0, true));
+        assert_eq!(session("b", "2026-11-01T09:02:00Z", 1), (0, 120_000, false));
         assert_eq!(
-            u2.changes.unwrap().session,
-            SessionChange {
-                started: false,
-                time_spent_ms: 120_000
-            }
+            session("c", "2026-11-01T09:25:00Z", 2),
+            (0, 600_000, false),
+            "gap capped at max_page_time"
         );
-        // capped gap
-        let u3 = s.fold_event(&pv("c", "u", "2026-11-01T09:25:00Z"), 2);
-        assert_eq!(u3.changes.unwrap().session.time_spent_ms, 600_000);
-        // late event
-        let u4 = s.fold_event(&pv("d", "u", "2026-11-01T09:01:00Z"), 3);
-        assert_eq!(u4.changes.unwrap().session, SessionChange::default());
-        // new session after the timeout
-        let u5 = s.fold_event(&pv("e", "u", "2026-11-01T10:00:00Z"), 4);
-        assert!(u5.changes.unwrap().session.started);
+        assert_eq!(
+            session("d", "2026-11-01T09:01:00Z", 3),
+            (0, 0, false),
+            "a late event adds nothing"
+        );
+        assert_eq!(
+            session("e", "2026-11-01T10:00:00Z", 4),
+            (1, 0, false),
+            "new session after the timeout"
+        );
     }
 
     #[test]
@@ -413,8 +389,7 @@ mod tests {
         assert!(dup.changes.is_none());
         // the same id for another user is not a duplicate
         assert_eq!(
-            s.fold_event(&pv("a", "v", "2026-11-01T09:00:00Z"), 2)
-                .outcome,
+            s.fold_event(&pv("a", "v", "2026-11-01T09:00:00Z"), 2).outcome,
             Outcome::Applied
         );
     }
@@ -424,16 +399,9 @@ mod tests {
         let mut s = FoldState::new(FoldConfig::default());
         s.fold_event(&pv("a", "old", "2026-11-01T00:00:00Z"), 0);
         for i in 0..10 {
-            s.fold_event(
-                &pv(&format!("x{i}"), &format!("u{i}"), "2026-11-01T07:00:00Z"),
-                1 + i,
-            );
+            s.fold_event(&pv(&format!("x{i}"), &format!("u{i}"), "2026-11-01T07:00:00Z"), 1 + i);
         }
-        assert_eq!(
-            s.users_in_memory(),
-            10,
-            "`old` is 7h behind the watermark and evicted"
-        );
+        assert_eq!(s.users_in_memory(), 10, "`old` is 7h behind the watermark and evicted");
         let again = s.fold_event(&pv("a", "old", "2026-11-01T07:00:01Z"), 20);
         assert_eq!(again.outcome, Outcome::Applied, "dedup window is state_ttl");
         assert!(again.changes.unwrap().state_reset);
@@ -495,17 +463,18 @@ mod tests {
         assert!(FoldState::from_accumulator(FoldConfig::default(), b"{}")
             .unwrap_err()
             .contains("restart snapshot"));
-        assert!(
-            FoldState::from_accumulator(FoldConfig::default(), br#"{"version":9}"#)
-                .unwrap_err()
-                .contains("version 9")
-        );
-        let e = FoldConfig::from_params(|k| (k == PARAM_STATE_TTL).then(|| "5m".to_string()))
-            .unwrap_err();
+        assert!(FoldState::from_accumulator(FoldConfig::default(), br#"{"version":9}"#)
+            .unwrap_err()
+            .contains("version 9"));
+        let e = FoldConfig::from_params(|k| (k == PARAM_STATE_TTL).then(|| "5m".to_string())).unwrap_err();
         assert_eq!(e.param, PARAM_STATE_TTL);
-        let e =
-            FoldConfig::from_params(|k| (k == PARAM_SESSION_TIMEOUT).then(|| "soon".to_string()))
-                .unwrap_err();
+        let e = FoldConfig::from_params(|k| (k == PARAM_SESSION_TIMEOUT).then(|| "soon".to_string())).unwrap_err();
         assert_eq!(e.param, PARAM_SESSION_TIMEOUT);
+        let e = FoldConfig::from_params(|k| (k == PARAM_SESSION_TIMEOUT).then(|| "12h".to_string())).unwrap_err();
+        assert_eq!(
+            (e.param, e.value.as_str()),
+            (PARAM_STATE_TTL, DEFAULT_STATE_TTL),
+            "names the default in force"
+        );
     }
 }

@@ -54,12 +54,7 @@ pub fn parse_duration_ms(param: &'static str, value: &str) -> Result<i64, ParamE
 }
 
 /// Parses a whole number within `min..=max`.
-pub fn parse_bounded(
-    param: &'static str,
-    value: &str,
-    min: u64,
-    max: u64,
-) -> Result<u64, ParamError> {
+pub fn parse_bounded(param: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ParamError> {
     value
         .trim()
         .parse::<u64>()

@@ -11,9 +11,7 @@
 //! 6. `test_user`: an id with a test prefix, or an email at a test domain;
 //! 7. `bot`: a user agent that matches a bot pattern.
 
-use onramp_schemas::event::{
-    Context, EventKind, MAX_EVENT_ID_BYTES, MAX_IDENTITY_BYTES, MAX_TRAITS,
-};
+use onramp_schemas::event::{Context, EventKind, MAX_EVENT_ID_BYTES, MAX_IDENTITY_BYTES, MAX_TRAITS};
 use onramp_schemas::{Event, RejectReason, RejectedEvent, TraitValue, EVENT_TYPES};
 use serde::Deserialize;
 use serde_json::Value;
@@ -45,7 +43,7 @@ pub const DEFAULT_MAX_PAST: &str = "0";
 pub const DEFAULT_MAX_FUTURE: &str = "1d";
 /// Default bot patterns.
 pub const DEFAULT_BOT_USER_AGENTS: &str =
-    "bot,crawler,spider,slurp,headlesschrome,phantomjs,curl/,wget/,python-requests,go-http-client";
+    "bot/,bot;,bot),+http,crawler,spider,slurp,headlesschrome,phantomjs,curl/,wget/,python-requests,go-http-client";
 /// Default test email domains.
 pub const DEFAULT_TEST_EMAIL_DOMAINS: &str = "test.invalid,onramp-test.invalid";
 /// Default test id prefixes.
@@ -107,9 +105,7 @@ impl ValidateConfig {
         };
         let max_event_bytes = match get(PARAM_MAX_EVENT_BYTES) {
             None => DEFAULT_MAX_EVENT_BYTES,
-            Some(v) => {
-                parse_bounded(PARAM_MAX_EVENT_BYTES, &v, 1, MAX_MAX_EVENT_BYTES as u64)? as usize
-            }
+            Some(v) => parse_bounded(PARAM_MAX_EVENT_BYTES, &v, 1, MAX_MAX_EVENT_BYTES as u64)? as usize,
         };
         let max_past = get(PARAM_MAX_PAST).unwrap_or_else(|| DEFAULT_MAX_PAST.to_string());
         let max_past_ms = Some(parse_duration_ms(PARAM_MAX_PAST, &max_past)?).filter(|ms| *ms > 0);
@@ -129,8 +125,7 @@ impl ValidateConfig {
             bot_user_agents: lower_list(PARAM_BOT_USER_AGENTS, DEFAULT_BOT_USER_AGENTS),
             test_email_domains: lower_list(PARAM_TEST_EMAIL_DOMAINS, DEFAULT_TEST_EMAIL_DOMAINS),
             test_id_prefixes: parse_list(
-                &get(PARAM_TEST_ID_PREFIXES)
-                    .unwrap_or_else(|| DEFAULT_TEST_ID_PREFIXES.to_string()),
+                &get(PARAM_TEST_ID_PREFIXES).unwrap_or_else(|| DEFAULT_TEST_ID_PREFIXES.to_string()),
             ),
         })
     }
@@ -187,11 +182,7 @@ pub struct Accepted {
 
 /// Validates one record. `record_time_ms` is the timestamp stored with the record (the
 /// producer's); pass `None` when the record has none, and only the fixed bounds apply.
-pub fn validate(
-    bytes: &[u8],
-    record_time_ms: Option<i64>,
-    cfg: &ValidateConfig,
-) -> Result<Accepted, Rejection> {
+pub fn validate(bytes: &[u8], record_time_ms: Option<i64>, cfg: &ValidateConfig) -> Result<Accepted, Rejection> {
     if bytes.len() > cfg.max_event_bytes {
         return Err(Rejection::new(
             RejectReason::TooLarge,
@@ -214,17 +205,14 @@ pub fn validate(
     check_time(event_time_ms, record_time_ms, cfg)?;
     check_test_user(&event, cfg)?;
     check_bot(&event.context, cfg)?;
-    Ok(Accepted {
-        event,
-        event_time_ms,
-    })
+    Ok(Accepted { event, event_time_ms })
 }
 
 /// Parses a JSON event envelope v1. `properties` may be missing (taken as `{}`).
 /// Errors are `invalid_json`, `unknown_type` or `schema_violation` with the field path.
 pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| Rejection::new(RejectReason::InvalidJson, e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| Rejection::new(RejectReason::InvalidJson, e.to_string()))?;
     let Value::Object(mut obj) = value else {
         return Err(Rejection::new(
             RejectReason::SchemaViolation,
@@ -250,8 +238,7 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
         .remove("properties")
         .unwrap_or_else(|| Value::Object(Default::default()));
     let kind = kind_from_parts(&event_type, &properties)?;
-    let envelope: Envelope =
-        serde_path_to_error::deserialize(&Value::Object(obj)).map_err(schema_violation(""))?;
+    let envelope: Envelope = serde_path_to_error::deserialize(&Value::Object(obj)).map_err(schema_violation(""))?;
     Ok(Event {
         event_id: envelope.event_id,
         kind,
@@ -305,21 +292,28 @@ fn kind_from_parts(event_type: &str, properties: &Value) -> Result<EventKind, Re
 
 /// Maps a serde error to a `schema_violation` whose detail starts with the field path
 /// (`prefix` joined with serde's path; `.` for the root).
-fn schema_violation(
-    prefix: &'static str,
-) -> impl Fn(serde_path_to_error::Error<serde_json::Error>) -> Rejection {
+fn schema_violation(prefix: &'static str) -> impl Fn(serde_path_to_error::Error<serde_json::Error>) -> Rejection {
     move |e| {
-        let inner = e.path().to_string();
+        let mut inner = e.path().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let message = e.inner().to_string();
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            inner = if inner == "." {
+                field.to_string()
+            } else {
+                format!("{inner}.{field}")
+            };
+        }
         let path = match (prefix, inner.as_str()) {
             ("", ".") => ".".to_string(),
             (p, ".") => p.to_string(),
             ("", i) => i.to_string(),
             (p, i) => format!("{p}.{i}"),
         };
-        Rejection::new(
-            RejectReason::SchemaViolation,
-            format!("{path}: {}", e.inner()),
-        )
+        Rejection::new(RejectReason::SchemaViolation, format!("{path}: {message}"))
     }
 }
 
@@ -335,34 +329,23 @@ fn json_kind(v: &Value) -> &'static str {
 }
 
 fn check_fields(event: &Event) -> Result<(), Rejection> {
-    let violation = |path: &str, what: String| {
-        Err(Rejection::new(
-            RejectReason::SchemaViolation,
-            format!("{path}: {what}"),
-        ))
-    };
+    let violation =
+        |path: &str, what: String| Err(Rejection::new(RejectReason::SchemaViolation, format!("{path}: {what}")));
     if event.event_id.trim().is_empty() {
         return violation("event_id", "must not be empty".into());
     }
     if event.event_id.len() > MAX_EVENT_ID_BYTES {
-        return violation(
-            "event_id",
-            format!("longer than {MAX_EVENT_ID_BYTES} bytes"),
-        );
+        return violation("event_id", format!("longer than {MAX_EVENT_ID_BYTES} bytes"));
     }
-    for (path, id) in [
-        ("user_id", &event.user_id),
-        ("anonymous_id", &event.anonymous_id),
-    ] {
+    for (path, id) in [("user_id", &event.user_id), ("anonymous_id", &event.anonymous_id)] {
         if id.as_ref().is_some_and(|id| id.len() > MAX_IDENTITY_BYTES) {
             return violation(path, format!("longer than {MAX_IDENTITY_BYTES} bytes"));
         }
     }
     match &event.kind {
-        EventKind::Identify(identify) if identify.traits.len() > MAX_TRAITS => violation(
-            "properties.traits",
-            format!("more than {MAX_TRAITS} traits"),
-        ),
+        EventKind::Identify(identify) if identify.traits.len() > MAX_TRAITS => {
+            violation("properties.traits", format!("more than {MAX_TRAITS} traits"))
+        }
         EventKind::StepCompleted(step) if step.step.trim().is_empty() => {
             violation("properties.step", "must not be empty".into())
         }
@@ -395,11 +378,7 @@ pub fn parse_timestamp(ts: &str) -> Result<i64, Rejection> {
     Ok(ms)
 }
 
-fn check_time(
-    event_ms: i64,
-    record_ms: Option<i64>,
-    cfg: &ValidateConfig,
-) -> Result<(), Rejection> {
+fn check_time(event_ms: i64, record_ms: Option<i64>, cfg: &ValidateConfig) -> Result<(), Rejection> {
     let Some(record_ms) = record_ms.filter(|t| *t > 0) else {
         return Ok(());
     };
@@ -429,11 +408,7 @@ fn check_time(
 
 fn check_test_user(event: &Event, cfg: &ValidateConfig) -> Result<(), Rejection> {
     for id in [&event.user_id, &event.anonymous_id].into_iter().flatten() {
-        if let Some(prefix) = cfg
-            .test_id_prefixes
-            .iter()
-            .find(|p| id.starts_with(p.as_str()))
-        {
+        if let Some(prefix) = cfg.test_id_prefixes.iter().find(|p| id.starts_with(p.as_str())) {
             return Err(Rejection::new(
                 RejectReason::TestUser,
                 format!("id starts with `{prefix}`"),
@@ -441,11 +416,7 @@ fn check_test_user(event: &Event, cfg: &ValidateConfig) -> Result<(), Rejection>
         }
     }
     if let Some(email) = event_email(event) {
-        let domain = email
-            .rsplit('@')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let domain = email.rsplit('@').next().unwrap_or_default().to_ascii_lowercase();
         let is_test = cfg
             .test_email_domains
             .iter()
@@ -478,15 +449,8 @@ fn check_bot(context: &Context, cfg: &ValidateConfig) -> Result<(), Rejection> {
         return Ok(());
     };
     let lower = ua.to_ascii_lowercase();
-    match cfg
-        .bot_user_agents
-        .iter()
-        .find(|p| lower.contains(p.as_str()))
-    {
-        Some(p) => Err(Rejection::new(
-            RejectReason::Bot,
-            format!("user agent matches `{p}`"),
-        )),
+    match cfg.bot_user_agents.iter().find(|p| lower.contains(p.as_str())) {
+        Some(p) => Err(Rejection::new(RejectReason::Bot, format!("user agent matches `{p}`"))),
         None => Ok(()),
     }
 }
@@ -500,9 +464,7 @@ mod tests {
     const GOOD: &str = r#"{"event_id":"e1","type":"page_view","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z","properties":{"path":"/welcome"},"context":{"user_agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) Firefox/120.0"}}"#;
 
     fn reason(bytes: &[u8]) -> RejectReason {
-        validate(bytes, None, &ValidateConfig::default())
-            .unwrap_err()
-            .reason
+        validate(bytes, None, &ValidateConfig::default()).unwrap_err().reason
     }
 
     #[test]
@@ -524,7 +486,10 @@ mod tests {
         assert_eq!(reason(&[0xff, 0xfe]), RejectReason::InvalidJson);
         assert_eq!(reason(b""), RejectReason::InvalidJson);
         assert_eq!(reason(b"[1,2]"), RejectReason::SchemaViolation);
-        assert_eq!(reason(br#"{"type":"teleport","event_id":"e","user_id":"u","timestamp":"2026-11-01T09:00:00Z"}"#), RejectReason::UnknownType);
+        assert_eq!(
+            reason(br#"{"type":"teleport","event_id":"e","user_id":"u","timestamp":"2026-11-01T09:00:00Z"}"#),
+            RejectReason::UnknownType
+        );
         assert_eq!(
             reason(&GOOD.replace(r#""user_id":"u_1","#, "").into_bytes()),
             RejectReason::MissingIdentity
@@ -559,22 +524,23 @@ mod tests {
         let r = validate(bad.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
         assert!(r.detail.starts_with("context.user_agent:"), "{}", r.detail);
 
-        let bad = GOOD.replace(
-            r#""timestamp":"2026-11-01T09:00:00Z""#,
-            r#""timestamp":"yesterday""#,
-        );
+        let bad = GOOD.replace(r#""timestamp":"2026-11-01T09:00:00Z""#, r#""timestamp":"yesterday""#);
         let r = validate(bad.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
         assert!(r.detail.starts_with("timestamp:"), "{}", r.detail);
 
-        let click = r#"{"event_id":"e","type":"click","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{}}"#;
+        let click =
+            r#"{"event_id":"e","type":"click","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{}}"#;
         let r = validate(click.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
-        assert!(r.detail.contains("target"), "{}", r.detail);
+        assert!(r.detail.starts_with("properties.target: missing field"), "{}", r.detail);
+        let r = validate(br#"{"type":"click","user_id":"u"}"#, None, &ValidateConfig::default()).unwrap_err();
+        assert!(r.detail.starts_with("properties.target: missing field"), "{}", r.detail);
+        let r = validate(br#"{"type":"sign_up","user_id":"u"}"#, None, &ValidateConfig::default()).unwrap_err();
+        assert!(r.detail.starts_with("event_id: missing field"), "{}", r.detail);
     }
 
     #[test]
     fn time_limits_follow_the_record_timestamp() {
-        let cfg = ValidateConfig::from_params(|k| (k == PARAM_MAX_PAST).then(|| "1h".to_string()))
-            .unwrap();
+        let cfg = ValidateConfig::from_params(|k| (k == PARAM_MAX_PAST).then(|| "1h".to_string())).unwrap();
         let event_ms = 1_793_523_600_000;
         assert!(validate(GOOD.as_bytes(), Some(event_ms + 30 * 60_000), &cfg).is_ok());
         let r = validate(GOOD.as_bytes(), Some(event_ms + 2 * 3_600_000), &cfg).unwrap_err();
@@ -592,13 +558,9 @@ mod tests {
 
     #[test]
     fn malformed_params_name_the_param() {
-        let e = ValidateConfig::from_params(|k| {
-            (k == PARAM_MAX_EVENT_BYTES).then(|| "lots".to_string())
-        })
-        .unwrap_err();
+        let e = ValidateConfig::from_params(|k| (k == PARAM_MAX_EVENT_BYTES).then(|| "lots".to_string())).unwrap_err();
         assert_eq!(e.param, PARAM_MAX_EVENT_BYTES);
-        let e = ValidateConfig::from_params(|k| (k == PARAM_MODE).then(|| "both".to_string()))
-            .unwrap_err();
+        let e = ValidateConfig::from_params(|k| (k == PARAM_MODE).then(|| "both".to_string())).unwrap_err();
         assert_eq!(e.param, PARAM_MODE);
     }
 

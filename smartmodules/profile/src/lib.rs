@@ -1,15 +1,18 @@
 //! `onramp-profile`: an aggregate SmartModule that folds enriched events into per-user
 //! state and emits one `ProfileUpdate` per event (key = user id).
 //!
-//! Worked example (`tests/data/profile-session.json` holds these records):
+//! Worked example (`tests/data/profile-session.input.jsonl` holds these records; the
+//! golden case `profile-session.json` pins the output):
 //!
 //! ```text
 //! input records (enriched events, as onramp-enrich emits them):
 //!   page_view e1 by u_1 at 09:00:00, page_view e2 by u_1 at 09:02:00, e2 again
 //!
-//! $ smdk test --file ../../tests/data/profile-session.input.jsonl --raw -e session_timeout=30m
-//!   {"user_id":"u_1","offset":0,"outcome":"applied","event_id":"e1",…,"changes":{"state_reset":true,"session":{"started":true,"time_spent_ms":0},…}}
-//!   {"user_id":"u_1","offset":1,"outcome":"applied","event_id":"e2",…,"changes":{"session":{"time_spent_ms":120000},…}}
+//! $ smdk test --file ../../tests/data/profile-session.input.jsonl -e session_timeout=30m
+//!   {"user_id":"u_1","offset":0,"outcome":"applied","event_id":"e1",…,
+//!    "changes":{"state_reset":true,"counters":{"events":1,"page_views":1,"sessions":1,…},…}}
+//!   {"user_id":"u_1","offset":1,"outcome":"applied","event_id":"e2",…,
+//!    "changes":{"counters":{"events":1,"page_views":1,"time_spent_ms":120000,…},…}}
 //!   {"user_id":"u_1","offset":2,"outcome":"duplicate","event_id":"e2",…}
 //! ```
 //!
@@ -39,11 +42,8 @@ thread_local! {
 
 #[smartmodule(init)]
 fn init(params: SmartModuleExtraParams) -> Result<()> {
-    let cfg = FoldConfig::from_params(|k| params.get(k).cloned())
-        .map_err(|e| eyre!("onramp-profile: {e}"))?;
-    CONFIG
-        .set(cfg)
-        .map_err(|_| eyre!("onramp-profile: init called twice"))
+    let cfg = FoldConfig::from_params(|k| params.get(k).cloned()).map_err(|e| eyre!("onramp-profile: {e}"))?;
+    CONFIG.set(cfg).map_err(|_| eyre!("onramp-profile: init called twice"))
 }
 
 #[smartmodule(aggregate)]
@@ -51,8 +51,7 @@ pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result
     let cfg = *CONFIG.get_or_init(FoldConfig::default);
     let offset = current.offset();
     let update = STATE.with_borrow_mut(|state| {
-        let fold =
-            state.get_or_insert_with(|| FoldState::from_accumulator(cfg, accumulator.as_ref()));
+        let fold = state.get_or_insert_with(|| FoldState::from_accumulator(cfg, accumulator.as_ref()));
         match fold {
             Ok(fold) => fold.fold_record(current.value.as_ref(), offset),
             // Nothing is folded without a valid snapshot: folding from an empty state

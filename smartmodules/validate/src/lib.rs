@@ -1,7 +1,8 @@
 //! `onramp-validate`: a filter-map SmartModule that drops bad onboarding events, and
 //! with `mode=rejected` shows only the rejects, each with its reason.
 //!
-//! Worked example (`tests/data/validate-mixed.json` holds these records):
+//! Worked example (`tests/data/validate-mixed.input.jsonl` holds these records; the golden
+//! cases `validate-mixed.json` and `validate-mixed-rejected.json` pin the outputs):
 //!
 //! ```text
 //! input records:
@@ -9,10 +10,10 @@
 //!   {"event_id":"e2","type":"teleport","user_id":"u_1","timestamp":"2026-11-01T09:00:01Z"}
 //!   not json
 //!
-//! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl --raw
+//! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl
 //!   {"event_id":"e1","type":"sign_up","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z"}
 //!
-//! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl --raw -e mode=rejected
+//! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl -e mode=rejected
 //!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}"}
 //!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json"}
 //! ```
@@ -31,11 +32,8 @@ static CONFIG: OnceLock<ValidateConfig> = OnceLock::new();
 
 #[smartmodule(init)]
 fn init(params: SmartModuleExtraParams) -> Result<()> {
-    let cfg = ValidateConfig::from_params(|k| params.get(k).cloned())
-        .map_err(|e| eyre!("onramp-validate: {e}"))?;
-    CONFIG
-        .set(cfg)
-        .map_err(|_| eyre!("onramp-validate: init called twice"))
+    let cfg = ValidateConfig::from_params(|k| params.get(k).cloned()).map_err(|e| eyre!("onramp-validate: {e}"))?;
+    CONFIG.set(cfg).map_err(|_| eyre!("onramp-validate: init called twice"))
 }
 
 #[smartmodule(filter_map)]
@@ -45,9 +43,7 @@ pub fn filter_map(record: &SmartModuleRecord) -> Result<Option<(Option<RecordDat
     let result = validate(value, Some(record.timestamp()), cfg);
     Ok(match (result, cfg.mode) {
         (Ok(_), Mode::Accepted) => Some((record.key.clone(), record.value.clone())),
-        (Err(rejection), Mode::Rejected) => {
-            Some((record.key.clone(), rejection.to_record(value).into()))
-        }
+        (Err(rejection), Mode::Rejected) => Some((record.key.clone(), rejection.to_record(value).into())),
         _ => None,
     })
 }

@@ -1,0 +1,439 @@
+//! The sled store: profiles, per-partition checkpoints, fold state for restarts, reject
+//! records, counters, and metadata — written exactly once per batch.
+//!
+//! # Trees
+//! | tree | key | value |
+//! |---|---|---|
+//! | `profiles` | user id | `Profile` JSON |
+//! | `fold_state` | partition (u32 BE) ++ user id | `UserFoldState` JSON (restart snapshot material) |
+//! | `checkpoints` | partition (u32 BE) | [`Checkpoint`] JSON |
+//! | `rejects` | partition (u32 BE) ++ offset (i64 BE) | `RejectedEvent` JSON (dead letters, never dropped) |
+//! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped) |
+//! | `meta` | name | schema version, partition count, chain params |
+//!
+//! # Exactly once (DESIGN.md rule 1)
+//! [`Store::commit`] applies a batch's updates with `Profile::apply`, records its rejects
+//! and counters, and moves the partition's checkpoint to the batch's last offset, all in
+//! one sled transaction: either all of it is durable or none of it is. A run resumes each
+//! partition at checkpoint + 1, so no record is applied twice or skipped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use onramp_schemas::{Outcome, Profile, ProfileUpdate, RejectedEvent, RestartSnapshot, UserFoldState};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+/// The store layout version this build reads and writes.
+pub const STORE_VERSION: u32 = 1;
+
+/// Where a partition's consumption stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Last offset consumed (applied or dropped); the next run starts at `offset + 1`.
+    pub offset: i64,
+    /// Greatest event time applied in the partition, ms (the fold's watermark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_time_ms: Option<i64>,
+}
+
+/// What a run expects of the store it opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// The chain params, rendered as text; a store written with other params would not
+    /// continue deterministically, so a mismatch is refused.
+    pub chain_params: String,
+}
+
+/// Store errors. Each message says what was found and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, or a store it cannot read).
+    #[error("store {path}: {source}. If the directory is damaged, restore it from a backup (`onramp export`) or remove it to start over")]
+    Sled {
+        /// Store directory.
+        path: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// sled panicked opening the store (it does on some corruptions).
+    #[error("store {path} is corrupt or unreadable ({message}); restore it from a backup or remove it to start over")]
+    Corrupt {
+        /// Store directory.
+        path: PathBuf,
+        /// What sled said.
+        message: String,
+    },
+    /// The store was written by another layout version.
+    #[error("store {path} has layout version {found}; this onramp reads version {STORE_VERSION}. Use the onramp release that wrote it, or export and re-import")]
+    Version {
+        /// Store directory.
+        path: PathBuf,
+        /// Version found.
+        found: String,
+    },
+    /// Opened with another partition count or chain params than it was written with.
+    #[error("store {path} was written with {what} `{found}`, this run has `{expected}`. Use the same settings, or a new --store")]
+    Settings {
+        /// Store directory.
+        path: PathBuf,
+        /// Which setting.
+        what: &'static str,
+        /// Stored value.
+        found: String,
+        /// This run's value.
+        expected: String,
+    },
+    /// A stored value does not decode.
+    #[error("store {path}: {tree} entry {key} does not decode ({reason}); the store is damaged")]
+    Decode {
+        /// Store directory.
+        path: PathBuf,
+        /// Tree.
+        tree: &'static str,
+        /// Key, lossy text.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+    /// No store at the path (read-only commands).
+    #[error("no onramp store at {0}; run `onramp run` (or `onramp demo`) first, or pass --store")]
+    Missing(PathBuf),
+}
+
+/// One batch's results, committed atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Partition.
+    pub partition: u32,
+    /// Last offset of the input batch (the new checkpoint).
+    pub last_offset: i64,
+    /// Records read.
+    pub events_in: u64,
+    /// The chain's profile updates.
+    pub updates: Vec<ProfileUpdate>,
+    /// Records the validate module rejected, with their offsets.
+    pub rejects: Vec<(i64, RejectedEvent)>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Updates applied.
+    pub applied: u64,
+    /// Duplicate updates (changed nothing).
+    pub duplicates: u64,
+    /// Skipped updates.
+    pub skipped: u64,
+    /// Distinct profiles written.
+    pub profiles_touched: u64,
+}
+
+/// The store.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    profiles: sled::Tree,
+    fold_state: sled::Tree,
+    checkpoints: sled::Tree,
+    rejects: sled::Tree,
+    counters: sled::Tree,
+    meta: sled::Tree,
+}
+
+const META_VERSION: &[u8] = b"store_version";
+const META_PARTITIONS: &[u8] = b"partitions";
+const META_PARAMS: &[u8] = b"chain_params";
+
+impl Store {
+    /// Opens (or creates) the store for a run, refusing one written with another layout
+    /// version, partition count or chain params.
+    pub fn open(path: &Path, settings: &StoreSettings) -> Result<Store, StoreError> {
+        let store = Store::open_any(path)?;
+        store.check_version()?;
+        for (key, what, expected) in [
+            (META_PARTITIONS, "partition count", settings.partitions.to_string()),
+            (META_PARAMS, "chain params", settings.chain_params.clone()),
+        ] {
+            match store.meta.get(key).map_err(|e| store.sled(e))? {
+                Some(found) if found.as_ref() != expected.as_bytes() => {
+                    return Err(StoreError::Settings {
+                        path: path.to_path_buf(),
+                        what,
+                        found: String::from_utf8_lossy(&found).into_owned(),
+                        expected,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    store.meta.insert(key, expected.as_bytes()).map_err(|e| store.sled(e))?;
+                }
+            }
+        }
+        store.db.flush().map_err(|e| store.sled(e))?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading (profile lookups, stats, export).
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.join("conf").exists() && !path.join("db").exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let store = Store::open_any(path)?;
+        store.check_version()?;
+        Ok(store)
+    }
+
+    fn open_any(path: &Path) -> Result<Store, StoreError> {
+        let config = sled::Config::new().path(path).flush_every_ms(Some(500));
+        let opened = std::panic::catch_unwind(|| config.open());
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(source)) => return Err(StoreError::Sled { path: path.to_path_buf(), source }),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled panicked".into());
+                return Err(StoreError::Corrupt { path: path.to_path_buf(), message });
+            }
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(|source| StoreError::Sled { path: path.to_path_buf(), source });
+        let store = Store {
+            path: path.to_path_buf(),
+            profiles: tree("profiles")?,
+            fold_state: tree("fold_state")?,
+            checkpoints: tree("checkpoints")?,
+            rejects: tree("rejects")?,
+            counters: tree("counters")?,
+            meta: tree("meta")?,
+            db,
+        };
+        Ok(store)
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        match self.meta.get(META_VERSION).map_err(|e| self.sled(e))? {
+            None if self.profiles.is_empty() && self.checkpoints.is_empty() => {
+                self.meta.insert(META_VERSION, STORE_VERSION.to_string().as_bytes()).map_err(|e| self.sled(e))?;
+                Ok(())
+            }
+            None => Err(StoreError::Version { path: self.path.clone(), found: "none".into() }),
+            Some(v) if v.as_ref() == STORE_VERSION.to_string().as_bytes() => Ok(()),
+            Some(v) => Err(StoreError::Version { path: self.path.clone(), found: String::from_utf8_lossy(&v).into_owned() }),
+        }
+    }
+
+    fn sled(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled { path: self.path.clone(), source }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(value).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            tree,
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The partition count the store was written with, if any run wrote it.
+    pub fn partitions(&self) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_PARTITIONS)
+            .map_err(|e| self.sled(e))?
+            .and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
+    }
+
+    /// The partition's checkpoint, if it has one.
+    pub fn checkpoint(&self, partition: u32) -> Result<Option<Checkpoint>, StoreError> {
+        let key = partition.to_be_bytes();
+        match self.checkpoints.get(key).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode("checkpoints", &key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every partition's checkpoint.
+    pub fn checkpoints(&self) -> Result<BTreeMap<u32, Checkpoint>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.checkpoints.iter() {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let p = u32::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
+            out.insert(p, self.decode("checkpoints", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The restart snapshot for a partition at its checkpoint (DESIGN.md rule 5): its
+    /// watermark and the fold state of its users live within `state_ttl_ms` of it.
+    pub fn snapshot(&self, partition: u32, state_ttl_ms: i64) -> Result<RestartSnapshot, StoreError> {
+        let watermark = self.checkpoint(partition)?.and_then(|c| c.max_event_time_ms);
+        let mut users: Vec<(String, UserFoldState)> = Vec::new();
+        for item in self.fold_state.scan_prefix(partition.to_be_bytes()) {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let user = String::from_utf8_lossy(&k[4..]).into_owned();
+            users.push((user, self.decode("fold_state", &k, &v)?));
+        }
+        Ok(RestartSnapshot::at_checkpoint(watermark, state_ttl_ms, users.iter().map(|(u, s)| (u.as_str(), s))))
+    }
+
+    /// Commits one batch in one transaction (see the module docs).
+    pub fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+        let mut committed = Committed::default();
+        let trees = (&self.profiles, &self.fold_state, &self.checkpoints, &self.rejects, &self.counters);
+        let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, counters)| {
+            committed = Committed::default();
+            let part = batch.partition.to_be_bytes();
+            let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
+            let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
+                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                None => Checkpoint { offset: -1, max_event_time_ms: None },
+            };
+            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+            for u in &batch.updates {
+                match u.outcome {
+                    Outcome::Applied => committed.applied += 1,
+                    Outcome::Duplicate => {
+                        committed.duplicates += 1;
+                        continue;
+                    }
+                    Outcome::Skipped => {
+                        committed.skipped += 1;
+                        continue;
+                    }
+                }
+                if !touched.contains_key(u.user_id.as_str()) {
+                    let profile = match profiles.get(u.user_id.as_bytes())? {
+                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                        None => Profile::new(&u.user_id),
+                    };
+                    touched.insert(&u.user_id, profile);
+                }
+                if let Some(p) = touched.get_mut(u.user_id.as_str()) {
+                    p.apply(u);
+                }
+                checkpoint.max_event_time_ms =
+                    Some(checkpoint.max_event_time_ms.map_or(u.event_time_ms, |m| m.max(u.event_time_ms)));
+            }
+            for (user, profile) in &touched {
+                profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
+                let mut key = part.to_vec();
+                key.extend_from_slice(user.as_bytes());
+                fold_state.insert(key, serde_json::to_vec(&profile.fold).map_err(abort)?)?;
+            }
+            for (offset, rejected) in &batch.rejects {
+                let mut key = part.to_vec();
+                key.extend_from_slice(&offset.to_be_bytes());
+                rejects.insert(key, serde_json::to_vec(rejected).map_err(abort)?)?;
+                *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
+            }
+            checkpoint.offset = checkpoint.offset.max(batch.last_offset);
+            checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
+            add(counters, "events_in", batch.events_in)?;
+            add(counters, "accepted", committed.applied + committed.duplicates + committed.skipped)?;
+            add(counters, "applied", committed.applied)?;
+            add(counters, "duplicates", committed.duplicates)?;
+            add(counters, "skipped", committed.skipped)?;
+            add(counters, "rejected", batch.rejects.len() as u64)?;
+            for (name, n) in &reasons {
+                add(counters, name, *n)?;
+            }
+            committed.profiles_touched = touched.len() as u64;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(committed),
+            Err(TransactionError::Abort(reason)) => {
+                Err(StoreError::Decode { path: self.path.clone(), tree: "profiles", key: String::new(), reason })
+            }
+            Err(TransactionError::Storage(e)) => Err(self.sled(e)),
+        }
+    }
+
+    /// Makes everything committed so far durable (fsync).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
+    }
+
+    /// One profile.
+    pub fn profile(&self, user: &str) -> Result<Option<Profile>, StoreError> {
+        match self.profiles.get(user.as_bytes()).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode("profiles", user.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Profiles in user-id order, starting after `after` (exclusive) when given.
+    pub fn profiles_after(&self, after: Option<&str>) -> impl Iterator<Item = Result<Profile, StoreError>> + '_ {
+        let iter = match after {
+            Some(a) => {
+                let mut start = a.as_bytes().to_vec();
+                start.push(0);
+                self.profiles.range(start..)
+            }
+            None => self.profiles.iter(),
+        };
+        iter.map(move |item| {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            self.decode("profiles", &k, &v)
+        })
+    }
+
+    /// Number of profiles.
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Counters (events in, accepted, rejected.<reason>, duplicates, …).
+    pub fn counters(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for item in self.counters.iter() {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let n = u64::from_be_bytes(v.as_ref().try_into().unwrap_or_default());
+            out.insert(String::from_utf8_lossy(&k).into_owned(), n);
+        }
+        Ok(out)
+    }
+
+    /// Rejected records of a partition, in offset order.
+    pub fn rejects(&self, partition: u32) -> impl Iterator<Item = Result<(i64, RejectedEvent), StoreError>> + '_ {
+        self.rejects.scan_prefix(partition.to_be_bytes()).map(move |item| {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            let offset = i64::from_be_bytes(k[4..].try_into().unwrap_or_default());
+            Ok((offset, self.decode("rejects", &k, &v)?))
+        })
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn abort(e: serde_json::Error) -> ConflictableTransactionError<String> {
+    ConflictableTransactionError::Abort(e.to_string())
+}
+
+fn add(tree: &TransactionalTree, name: &str, n: u64) -> Result<(), ConflictableTransactionError<String>> {
+    if n == 0 {
+        return Ok(());
+    }
+    let cur = tree
+        .get(name.as_bytes())?
+        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or_default()))
+        .unwrap_or(0);
+    tree.insert(name.as_bytes(), &(cur + n).to_be_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Chain benchmark: prints figures, asserts nothing. Run with `cargo xtask bench` (or
+//! `cargo bench -p onramp-tests --bench chain -- [--events N] [--quick]`).
+//!
+//! 1. events/s of the full chain (validate → enrich → profile) in fluvio-smartengine,
+//!    with 1k and with 1M distinct users (same event count): the ratio should stay near 1;
+//! 2. the same logic compiled natively (same JSON encode/decode between steps): the
+//!    Wasm/native ratio;
+//! 3. the stock aggregate pattern (Fluvio's aggregate-json: a JSON map of all users as the
+//!    accumulator) at 100 and 1k users, and the user count at which it stops working.
+
+use std::time::Instant;
+
+use fluvio_smartengine::SmartEngine;
+use onramp::chain::{Chain, ChainParams, InputRecord};
+use onramp::wasm::{default_wasm_dir, Module, WasmModules};
+use onramp_logic::enrich::{enrich, EnrichConfig};
+use onramp_logic::fold::{FoldConfig, FoldState};
+use onramp_logic::validate::{validate, ValidateConfig};
+use onramp_schemas::EnrichedEvent;
+use onramp_tests::synthetic::stream;
+
+/// Records per chain call, like one SPU fetch of ~200 KB.
+const BATCH: usize = 1_000;
+/// Event-time span of a run: inside `state_ttl`, so every user stays live (worst case).
+const SPAN_MS: i64 = 5 * 3_600_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let events: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let modules = onramp_tests::modules();
+    let engine = SmartEngine::new();
+
+    println!("onramp chain benchmark: {events} events per run, batches of {BATCH}, event time spread over 5h");
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    let few = stream(events, 1_000, SPAN_MS, 1);
+    let many = stream(events, 1_000_000, SPAN_MS, 1);
+    let wasm_few = wasm_chain(&engine, modules, &few);
+    let wasm_many = wasm_chain(&engine, modules, &many);
+    let native_few = native_chain(&few);
+    let native_many = native_chain(&many);
+    println!();
+    println!("| run | users | events/s |");
+    println!("|---|---:|---:|");
+    println!("| Wasm chain (fluvio-smartengine) | 1k | {wasm_few:.0} |");
+    println!("| Wasm chain (fluvio-smartengine) | 1M | {wasm_many:.0} |");
+    println!("| same logic, native | 1k | {native_few:.0} |");
+    println!("| same logic, native | 1M | {native_many:.0} |");
+    println!();
+    println!("1M-users / 1k-users throughput, Wasm: {:.2}", wasm_many / wasm_few);
+    println!("Wasm / native throughput (1k users): {:.2}", wasm_few / native_few);
+    println!("Wasm / native throughput (1M users): {:.2}", wasm_many / native_many);
+
+    println!();
+    stock_pattern(&engine, modules, quick);
+}
+
+fn input(values: &[Vec<u8>]) -> Vec<InputRecord> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| InputRecord {
+            key: None,
+            value: v.clone(),
+            offset: i as i64,
+            timestamp_ms: -1,
+        })
+        .collect()
+}
+
+/// Events/s of the full Wasm chain.
+fn wasm_chain(engine: &SmartEngine, modules: &WasmModules, values: &[Vec<u8>]) -> f64 {
+    let records = input(values);
+    let mut chain = Chain::full(engine, modules, &ChainParams::default(), None).expect("chain");
+    let start = Instant::now();
+    let mut out = 0usize;
+    for batch in records.chunks(BATCH) {
+        out += chain.process(batch).expect("no chain error").len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(out > values.len() * 9 / 10, "updates came out");
+    values.len() as f64 / secs
+}
+
+/// Events/s of the same logic compiled natively, with the same JSON between steps.
+fn native_chain(values: &[Vec<u8>]) -> f64 {
+    let vcfg = ValidateConfig::default();
+    let ecfg = EnrichConfig::default();
+    let mut fold = FoldState::new(FoldConfig::default());
+    let start = Instant::now();
+    let mut bytes_out = 0usize;
+    for (offset, v) in values.iter().enumerate() {
+        let Ok(accepted) = validate(v, None, &vcfg) else {
+            continue;
+        };
+        let Ok(enriched) = enrich(accepted.event, &ecfg) else {
+            continue;
+        };
+        let wire = serde_json::to_vec(&enriched).expect("JSON");
+        let back: EnrichedEvent = serde_json::from_slice(&wire).expect("JSON");
+        let update = fold.fold_event(&back, offset as i64);
+        bytes_out += serde_json::to_vec(&update).expect("JSON").len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert!(bytes_out > 0);
+    values.len() as f64 / secs
+}
+
+/// The stock pattern: validate → enrich → stock-aggregate.
+fn stock_pattern(engine: &SmartEngine, modules: &WasmModules, quick: bool) {
+    let stock = build_stock_aggregate();
+    println!("stock aggregate pattern (accumulator = JSON map of all users), batches of {BATCH}:");
+    println!("| users | events/s | accumulator bytes | result |");
+    println!("|---:|---:|---:|---|");
+    let sizes: &[u64] = if quick {
+        &[100, 1_000, 5_000]
+    } else {
+        &[100, 1_000, 2_000, 5_000, 10_000]
+    };
+    for &users in sizes {
+        // First every user once (builds the map), then timed events over the same users.
+        let warm: Vec<Vec<u8>> = (0..users).map(|u| rename(&stream(1, 1, 1, u)[0], u)).collect();
+        let timed = stream(2_000, users, 60_000, 9);
+        let mut all = warm.clone();
+        all.extend(timed.iter().cloned());
+        let records = input(&all);
+        let mut chain = match stock_chain(engine, modules, &stock) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("| {users} | - | - | chain failed to start: {e} |");
+                continue;
+            }
+        };
+        let mut result = "ok".to_string();
+        let mut last_len = 0usize;
+        let mut timed_secs = 0.0;
+        let mut timed_events = 0usize;
+        for batch in records.chunks(BATCH) {
+            let is_timed = batch[0].offset >= warm.len() as i64;
+            let start = Instant::now();
+            match chain.process(batch) {
+                Ok(out) => {
+                    last_len = out.last().map_or(last_len, |r| r.value.len());
+                    if is_timed {
+                        timed_secs += start.elapsed().as_secs_f64();
+                        timed_events += batch.len();
+                    }
+                }
+                Err(e) => {
+                    result = format!("fails: {}", e.to_string().lines().next().unwrap_or_default());
+                    break;
+                }
+            }
+        }
+        let rate = if timed_events > 0 {
+            format!("{:.0}", timed_events as f64 / timed_secs)
+        } else {
+            "-".into()
+        };
+        println!("| {users} | {rate} | {last_len} | {result} |");
+    }
+}
+
+/// Gives a one-event stream the user `u_<u>`.
+fn rename(line: &[u8], u: u64) -> Vec<u8> {
+    let mut v: serde_json::Value = serde_json::from_slice(line).expect("JSON");
+    v["user_id"] = serde_json::json!(format!("u_{u}"));
+    v["event_id"] = serde_json::json!(format!("w{u}"));
+    serde_json::to_vec(&v).expect("JSON")
+}
+
+fn stock_chain(engine: &SmartEngine, modules: &WasmModules, stock: &[u8]) -> Result<Chain, String> {
+    // The stock module stands in for onramp-profile at the end of the chain.
+    let mut with_stock = modules.clone();
+    with_stock.profile = stock.to_vec();
+    Chain::build(engine, &with_stock, &Module::ALL, &ChainParams::default(), None).map_err(|e| e.to_string())
+}
+
+fn build_stock_aggregate() -> Vec<u8> {
+    let root = onramp::wasm::workspace_root();
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--profile",
+            "release-lto",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "stock-aggregate",
+        ])
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building stock-aggregate failed");
+    std::fs::read(default_wasm_dir().join("stock_aggregate.wasm")).expect("stock_aggregate.wasm")
+}

@@ -1,0 +1,236 @@
+//! The reference fold: raw events → profiles, written plainly, with no SmartModule, no
+//! `ProfileUpdate` and no `Profile::apply`. Tests compare the real pipeline against it.
+//!
+//! It computes each profile field straight from its definition over the user's accepted
+//! events (a min, a max, a sum, "the value of the event with the greatest (time, offset)"),
+//! so that an ordering or bookkeeping bug in the fold or in `Profile::apply` shows up.
+//!
+//! Two things it borrows on purpose: the per-event *gate* (`validate`, a stateless
+//! yes/no) and the per-event *enrichment* (device, campaign, funnel position: stateless
+//! functions with their own unit and golden tests). Everything stateful — dedup,
+//! sessions, ordering, first/last, counters — is computed here independently.
+//!
+//! Its dedup is global (an `event_id` counts once per user, ever) and it never evicts
+//! state; the real fold's dedup window is `state_ttl` and its 32 most recent ids. The two
+//! agree when duplicates arrive within 32 events of the same user and no user is idle for
+//! longer than `state_ttl` while their late events are still arriving — which is how the
+//! tests and the traffic generator produce them.
+
+use std::collections::{BTreeMap, HashSet};
+
+use onramp_logic::enrich::{enrich, EnrichConfig};
+use onramp_logic::validate::{event_email, validate, ValidateConfig};
+use onramp_schemas::event::EventKind;
+use onramp_schemas::profile::{AsOf, FirstTouch, FunnelProgress, RecentEvent, StepProgress, DEDUP_IDS, RECENT_EVENTS};
+use onramp_schemas::{Acquisition, Counters, EnrichedEvent, Lww, Page, Profile, UserFoldState};
+
+/// Session and time-spent settings (the profile module's params).
+#[derive(Debug, Clone, Copy)]
+pub struct ReferenceConfig {
+    /// `session_timeout`, ms.
+    pub session_timeout_ms: i64,
+    /// `max_page_time`, ms.
+    pub max_page_time_ms: i64,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        ReferenceConfig {
+            session_timeout_ms: 30 * 60_000,
+            max_page_time_ms: 10 * 60_000,
+        }
+    }
+}
+
+/// One accepted, de-duplicated event of a user, in partition order.
+struct Seen {
+    offset: i64,
+    t: i64,
+    ev: EnrichedEvent,
+}
+
+/// Folds one partition's records (`(offset, value)` in offset order) into profiles.
+pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTreeMap<String, Profile> {
+    let gate = ValidateConfig::default();
+    let enrich_cfg = EnrichConfig::default();
+    let mut by_user: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
+    let mut seen_ids: HashSet<(String, String)> = HashSet::new();
+    for (offset, value) in records {
+        let Ok(accepted) = validate(value, None, &gate) else {
+            continue;
+        };
+        let Ok(ev) = enrich(accepted.event, &enrich_cfg) else {
+            continue;
+        };
+        let user = ev.event.identity().unwrap_or_default().to_string();
+        if !seen_ids.insert((user.clone(), ev.event.event_id.clone())) {
+            continue;
+        }
+        by_user.entry(user).or_default().push(Seen {
+            offset: *offset,
+            t: accepted.event_time_ms,
+            ev,
+        });
+    }
+    by_user
+        .into_iter()
+        .map(|(user, events)| (user.clone(), profile_of(&user, &events, cfg)))
+        .collect()
+}
+
+/// The latest (by event time, then offset) of the values `f` gives.
+fn latest<T>(events: &[Seen], f: impl Fn(&Seen) -> Option<T>) -> Option<Lww<T>> {
+    events
+        .iter()
+        .filter_map(|s| f(s).map(|v| (s.t, s.offset, v)))
+        .max_by_key(|(t, o, _)| (*t, *o))
+        .map(|(at_ms, offset, value)| Lww { value, at_ms, offset })
+}
+
+fn first_time(events: &[Seen], f: impl Fn(&Seen) -> bool) -> Option<i64> {
+    events.iter().filter(|s| f(s)).map(|s| s.t).min()
+}
+
+fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
+    let kind = |s: &Seen| s.ev.event.kind.clone();
+    let mut p = Profile::new(user);
+    p.first_seen_ms = events.iter().map(|s| s.t).min().unwrap_or_default();
+    p.last_seen_ms = events.iter().map(|s| s.t).max().unwrap_or_default();
+    p.signed_up_ms = first_time(events, |s| matches!(kind(s), EventKind::SignUp(_)));
+    p.email_verified_ms = first_time(events, |s| matches!(kind(s), EventKind::EmailVerified(_)));
+    p.completed_ms = first_time(events, |s| matches!(kind(s), EventKind::OnboardingCompleted(_)));
+    p.email = latest(events, |s| event_email(&s.ev.event).map(str::to_string));
+    p.anonymous_id = latest(events, |s| {
+        let e = &s.ev.event;
+        e.user_id.as_ref().filter(|u| !u.is_empty())?;
+        e.anonymous_id.clone().filter(|a| !a.is_empty())
+    });
+    let mut trait_names: Vec<String> = Vec::new();
+    for s in events {
+        if let EventKind::Identify(i) = &s.ev.event.kind {
+            trait_names.extend(i.traits.keys().cloned());
+        }
+    }
+    for name in trait_names {
+        let value = latest(events, |s| match &s.ev.event.kind {
+            EventKind::Identify(i) => i.traits.get(&name).cloned(),
+            _ => None,
+        });
+        if let Some(v) = value {
+            p.traits.insert(name, v);
+        }
+    }
+    p.last_page = latest(events, |s| match &s.ev.event.kind {
+        EventKind::PageView(pv) => Some(Page {
+            path: s.ev.enrichment.page_path.clone(),
+            title: pv
+                .title
+                .clone()
+                .or_else(|| s.ev.event.context.page.as_ref().and_then(|pg| pg.title.clone())),
+        }),
+        _ => None,
+    });
+    let count = |f: &dyn Fn(&EventKind) -> u64| events.iter().map(|s| f(&s.ev.event.kind)).sum::<u64>();
+    p.counters = Counters {
+        events: events.len() as u64,
+        page_views: count(&|k| matches!(k, EventKind::PageView(_)) as u64),
+        clicks: count(&|k| matches!(k, EventKind::Click(_)) as u64),
+        steps_completed: count(&|k| matches!(k, EventKind::StepCompleted(_)) as u64),
+        features_used: count(&|k| matches!(k, EventKind::FeatureUsed(_)) as u64),
+        invites_sent: count(&|k| match k {
+            EventKind::InviteSent(i) => u64::from(i.count),
+            _ => 0,
+        }),
+        ..Counters::default()
+    };
+    // Sessions, walking the user's events in partition order.
+    let mut latest_t: Option<i64> = None;
+    for s in events {
+        match latest_t {
+            None => p.counters.sessions += 1,
+            Some(last) if s.t > last + cfg.session_timeout_ms => p.counters.sessions += 1,
+            Some(last) if s.t >= last => p.counters.time_spent_ms += (s.t - last).min(cfg.max_page_time_ms) as u64,
+            Some(_) => {}
+        }
+        latest_t = Some(latest_t.map_or(s.t, |l| l.max(s.t)));
+    }
+    // Steps: the step an event completes, with its first completion time.
+    for s in events {
+        let name = match &s.ev.event.kind {
+            EventKind::StepCompleted(sc) => Some(sc.step.clone()),
+            _ => s.ev.enrichment.funnel.as_ref().map(|f| f.step.clone()),
+        };
+        let Some(name) = name else { continue };
+        let funnel = s.ev.enrichment.funnel.as_ref();
+        let entry = p.steps.entry(name).or_insert(StepProgress {
+            first_completed_ms: s.t,
+            index: None,
+            next: None,
+        });
+        entry.first_completed_ms = entry.first_completed_ms.min(s.t);
+        if let Some(f) = funnel {
+            entry.index = Some(f.index);
+            entry.next = f.next.clone();
+        }
+    }
+    let total = events
+        .iter()
+        .filter_map(|s| s.ev.enrichment.funnel.as_ref().map(|f| f.total))
+        .max()
+        .unwrap_or(0);
+    let funnel_steps: Vec<(&String, &StepProgress)> = p.steps.iter().filter(|(_, st)| st.index.is_some()).collect();
+    let furthest = funnel_steps.iter().max_by_key(|(_, st)| st.index);
+    p.funnel = FunnelProgress {
+        total_steps: total,
+        completed_steps: funnel_steps.len() as u32,
+        progress_pct: if total == 0 {
+            0
+        } else {
+            (funnel_steps.len() as u32 * 100 / total).min(100)
+        },
+        current_step: furthest.map(|(n, _)| (*n).clone()),
+        next_step: furthest.and_then(|(_, st)| st.next.clone()),
+    };
+    p.acquisition = events
+        .iter()
+        .filter(|s| s.ev.enrichment.campaign.is_some() || s.ev.enrichment.referrer_host.is_some())
+        .min_by_key(|s| (s.t, s.offset))
+        .map(|s| FirstTouch {
+            acquisition: Acquisition {
+                campaign: s.ev.enrichment.campaign.clone(),
+                referrer_host: s.ev.enrichment.referrer_host.clone(),
+            },
+            at_ms: s.t,
+            offset: s.offset,
+        });
+    p.last_device = latest(events, |s| {
+        s.ev.event
+            .context
+            .user_agent
+            .as_ref()
+            .map(|_| s.ev.enrichment.device.clone())
+    });
+    p.locale = latest(events, |s| s.ev.enrichment.locale.clone());
+    let mut recent: Vec<&Seen> = events.iter().collect();
+    recent.sort_by_key(|s| std::cmp::Reverse((s.t, s.offset)));
+    p.recent_events = recent
+        .into_iter()
+        .take(RECENT_EVENTS)
+        .map(|s| RecentEvent {
+            event_id: s.ev.event.event_id.clone(),
+            event_type: s.ev.event.type_name().to_string(),
+            at_ms: s.t,
+            offset: s.offset,
+        })
+        .collect();
+    let skip = events.len().saturating_sub(DEDUP_IDS);
+    p.fold = UserFoldState {
+        last_active_ms: p.last_seen_ms,
+        recent_ids: events[skip..].iter().map(|s| s.ev.event.event_id.clone()).collect(),
+    };
+    p.as_of = AsOf {
+        offset: events.iter().map(|s| s.offset).max().unwrap_or(-1),
+        event_time_ms: p.last_seen_ms,
+    };
+    p
+}

@@ -1,0 +1,261 @@
+//! The built `.wasm` chain in `fluvio-smartengine`: hostile input, restart equivalence,
+//! and the chain + `Profile::apply` against the plain reference fold.
+
+use std::collections::BTreeMap;
+
+use onramp::chain::{Chain, ChainParams, InputRecord};
+use onramp::wasm::Module;
+use onramp_schemas::{Outcome, Profile, ProfileUpdate, RejectReason, RejectedEvent, RestartSnapshot};
+use onramp_tests::reference::{reference_fold, ReferenceConfig};
+use onramp_tests::synthetic::{self, ts, T0};
+use onramp_tests::{engine, modules, records, run};
+use proptest::prelude::*;
+use serde_json::json;
+
+const STATE_TTL_MS: i64 = 6 * 3_600_000;
+
+fn updates(out: &[onramp::chain::OutputRecord]) -> Vec<ProfileUpdate> {
+    out.iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("a ProfileUpdate"))
+        .collect()
+}
+
+fn fold_into(profiles: &mut BTreeMap<String, Profile>, updates: &[ProfileUpdate]) {
+    for u in updates {
+        if u.outcome == Outcome::Applied {
+            profiles
+                .entry(u.user_id.clone())
+                .or_insert_with(|| Profile::new(&u.user_id))
+                .apply(u);
+        }
+    }
+}
+
+/// Hostile records: (what it is, bytes, the reason validate must give).
+fn hostile() -> Vec<(&'static str, Vec<u8>, RejectReason)> {
+    let ok = |extra: serde_json::Value| {
+        let mut ev = json!({"event_id":"h","type":"page_view","user_id":"u_h","timestamp":"2026-11-01T09:00:00Z","properties":{"path":"/"}});
+        for (k, v) in extra.as_object().unwrap() {
+            ev[k] = v.clone();
+        }
+        serde_json::to_vec(&ev).unwrap()
+    };
+    let mut deep_props = String::from(
+        r#"{"event_id":"h","type":"page_view","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"title":"#,
+    );
+    deep_props += &"[".repeat(100);
+    deep_props += &"]".repeat(100);
+    deep_props += "}}";
+    vec![
+        ("empty record", vec![], RejectReason::InvalidJson),
+        ("bad UTF-8", vec![b'{', 0xc3, 0x28, b'}'], RejectReason::InvalidJson),
+        ("raw NUL bytes", vec![0, 0, 0, 0], RejectReason::InvalidJson),
+        ("NUL inside JSON text", b"{\"event_id\":\"a\0b\"}".to_vec(), RejectReason::InvalidJson),
+        ("lone surrogate escape", br#"{"event_id":"\ud800","type":"click"}"#.to_vec(), RejectReason::InvalidJson),
+        ("nesting 100k deep", "[".repeat(100_000).into_bytes(), RejectReason::TooLarge),
+        ("nesting 20k deep, under the size limit", "[".repeat(20_000).into_bytes(), RejectReason::InvalidJson),
+        ("deep nesting inside properties", deep_props.into_bytes(), RejectReason::SchemaViolation),
+        ("huge exponent", b"1e999999".to_vec(), RejectReason::InvalidJson),
+        ("huge integer as event_id", ok(json!({"event_id": 12_345_678_901_234_567_890u64})), RejectReason::SchemaViolation),
+        ("integer beyond u64 as count", br#"{"event_id":"h","type":"invite_sent","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"count":123456789012345678901234567890}}"#.to_vec(), RejectReason::SchemaViolation),
+        ("1 MiB string", ok(json!({"properties": {"path": "x".repeat(1 << 20)}})), RejectReason::TooLarge),
+        ("JSON string", br#""hello""#.to_vec(), RejectReason::SchemaViolation),
+        ("JSON null", b"null".to_vec(), RejectReason::SchemaViolation),
+        ("JSON number", b"42".to_vec(), RejectReason::SchemaViolation),
+        ("array", b"[{}]".to_vec(), RejectReason::SchemaViolation),
+        ("empty object", b"{}".to_vec(), RejectReason::SchemaViolation),
+        ("type is a number", ok(json!({"type": 3})), RejectReason::SchemaViolation),
+        ("unknown type", ok(json!({"type": "page_view\u{0}"})), RejectReason::UnknownType),
+        ("wrong property type", ok(json!({"properties": {"path": {"a": 1}}})), RejectReason::SchemaViolation),
+        ("properties is an array", ok(json!({"properties": [1]})), RejectReason::SchemaViolation),
+        ("context is a string", ok(json!({"context": "web"})), RejectReason::SchemaViolation),
+        ("empty user_id, no anonymous_id", ok(json!({"user_id": ""})), RejectReason::MissingIdentity),
+        ("user_id is null", ok(json!({"user_id": null})), RejectReason::MissingIdentity),
+        ("year 9999", ok(json!({"timestamp": "9999-12-31T23:59:59Z"})), RejectReason::TimestampOutOfRange),
+        ("timestamp without zone", ok(json!({"timestamp": "2026-11-01T09:00:00"})), RejectReason::SchemaViolation),
+        ("headless browser", ok(json!({"context": {"user_agent": "Mozilla/5.0 HeadlessChrome/120.0"}})), RejectReason::Bot),
+        ("test user prefix", ok(json!({"user_id": "qa_robot"})), RejectReason::TestUser),
+        ("event_id of 10k chars", ok(json!({"event_id": "e".repeat(10_000)})), RejectReason::SchemaViolation),
+        ("100 traits", br#"{"event_id":"h","type":"identify","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"traits":{"#.iter().copied().chain((0..100).map(|i| format!("\"t{i}\":1")).collect::<Vec<_>>().join(",").into_bytes()).chain(b"}}}".iter().copied()).collect(), RejectReason::SchemaViolation),
+    ]
+}
+
+/// Proves no module errors or traps on any hostile record, alone or chained, and that
+/// `mode=rejected` gives each one the right reason.
+#[test]
+fn hostile_inputs_never_error_and_get_the_right_reason() {
+    let corpus = hostile();
+    let values: Vec<Vec<u8>> = corpus.iter().map(|(_, v, _)| v.clone()).collect();
+    let input = records(&values);
+
+    let mut rejected = ChainParams::default();
+    rejected.set(Module::Validate, "mode", "rejected");
+    let out = run(&[Module::Validate], &rejected, &input);
+    assert_eq!(out.len(), corpus.len(), "every hostile record is rejected");
+    for ((what, bytes, reason), rec) in corpus.iter().zip(&out) {
+        let r: RejectedEvent = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(r.reason, *reason, "{what}: {}", r.detail);
+        assert_eq!(r.payload, String::from_utf8_lossy(bytes), "{what}: payload kept");
+    }
+
+    // The full chain drops them all without an error.
+    assert!(run(&Module::ALL, &ChainParams::default(), &input).is_empty());
+    // enrich alone turns each into a rejected-event record; profile alone skips each.
+    let enriched = run(&[Module::Enrich], &ChainParams::default(), &input);
+    assert_eq!(enriched.len(), corpus.len());
+    let skipped = updates(&run(&[Module::Profile], &ChainParams::default(), &input));
+    assert!(skipped
+        .iter()
+        .all(|u| u.outcome == Outcome::Skipped && u.skip_reason.is_some()));
+    // A 1 MiB-scale event under a raised limit goes all the way through.
+    let mut big = ChainParams::default();
+    big.set(Module::Validate, "max_event_bytes", "1048576");
+    let huge = serde_json::to_vec(&json!({"event_id":"big","type":"page_view","user_id":"u_big","timestamp":"2026-11-01T09:00:00Z","properties":{"title": "\u{0}é".repeat(100_000)}})).unwrap();
+    let out = updates(&run(&Module::ALL, &big, &records(&[huge])));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].outcome, Outcome::Applied);
+}
+
+fn stream(n: usize, users: u64, seed: u64) -> Vec<Vec<u8>> {
+    synthetic::stream(n, users, n as i64 * 20_000, seed)
+}
+
+/// Proves a stream split in two, the second half started from the restart snapshot the
+/// consumer builds from its stored profiles, gives exactly the updates of one unbroken
+/// stream (DESIGN rule 5).
+#[test]
+fn restart_from_snapshot_equals_an_unbroken_stream() {
+    let values = stream(600, 25, 7);
+    let input = records(&values);
+    let unbroken = run(&Module::ALL, &ChainParams::default(), &input);
+    for split in [1, 137, 300, input.len() - 1] {
+        let mut first = Chain::full(engine(), modules(), &ChainParams::default(), None).unwrap();
+        let mut out = first.process(&input[..split]).unwrap();
+        let mut profiles = BTreeMap::new();
+        fold_into(&mut profiles, &updates(&out));
+        let watermark = profiles.values().map(|p| p.last_seen_ms).max();
+        let snapshot = RestartSnapshot::at_checkpoint(
+            watermark,
+            STATE_TTL_MS,
+            profiles.iter().map(|(u, p)| (u.as_str(), &p.fold)),
+        );
+        let mut second = Chain::full(engine(), modules(), &ChainParams::default(), Some(&snapshot)).unwrap();
+        out.extend(second.process(&input[split..]).unwrap());
+        assert_eq!(out, unbroken, "split at {split}");
+    }
+}
+
+/// Proves the chain's updates folded with `Profile::apply` equal the reference fold on a
+/// generated stream with late events and retries, batch boundaries anywhere.
+#[test]
+fn chain_plus_apply_equals_the_reference_fold() {
+    let values = stream(2_000, 60, 11);
+    let input = records(&values);
+    let mut chain = Chain::full(engine(), modules(), &ChainParams::default(), None).unwrap();
+    let mut profiles = BTreeMap::new();
+    for batch in input.chunks(97) {
+        fold_into(&mut profiles, &updates(&chain.process(batch).unwrap()));
+    }
+    let numbered: Vec<(i64, Vec<u8>)> = values.into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    let expected = reference_fold(&numbered, ReferenceConfig::default());
+    assert_eq!(profiles.len(), expected.len());
+    for (user, want) in &expected {
+        assert_eq!(profiles.get(user), Some(want), "profile of {user}");
+    }
+}
+
+fn arb_event() -> impl Strategy<Value = (u8, u8, i64, u8, bool, bool)> {
+    // (user, kind, minutes after T0, variant, has user agent, also anonymous id)
+    (0u8..6, 0u8..9, 0i64..240, 0u8..4, any::<bool>(), any::<bool>())
+}
+
+fn event_json(i: usize, (user, kind, minutes, variant, ua, anon): (u8, u8, i64, u8, bool, bool)) -> Vec<u8> {
+    let steps = ["profile", "workspace", "billing", "sign_up"];
+    let mut ev = match kind {
+        0 => json!({"type":"sign_up","properties":{"email": format!("p{variant}@acme.io"),"method":"email"}}),
+        1 => json!({"type":"page_view","properties":{"path": format!("/p{variant}"),"title": format!("T{variant}"),
+                    "url": if variant % 2 == 0 { format!("https://a.example/?utm_source=s{variant}&utm_medium=m") } else { "https://a.example/".to_string() }}}),
+        2 => json!({"type":"click","properties":{"target": format!("b{variant}")}}),
+        3 => json!({"type":"step_completed","properties":{"step": (steps[variant as usize])}}),
+        4 => json!({"type":"email_verified"}),
+        5 => {
+            json!({"type":"identify","properties":{"traits":{"plan": format!("plan{variant}"), "n": variant, "email": format!("i{variant}@acme.io")}}})
+        }
+        6 => json!({"type":"feature_used","properties":{"feature": format!("f{variant}")}}),
+        7 => json!({"type":"invite_sent","properties":{"count": variant + 1}}),
+        _ => json!({"type":"onboarding_completed"}),
+    };
+    ev["event_id"] = json!(format!("e{i}"));
+    if user == 5 {
+        ev["anonymous_id"] = json!("anon_5");
+    } else {
+        ev["user_id"] = json!(format!("u{user}"));
+        if anon {
+            ev["anonymous_id"] = json!(format!("anon_{variant}"));
+        }
+    }
+    ev["timestamp"] = json!(ts(T0 + minutes * 60_000 + i as i64));
+    if ua {
+        ev["context"] = json!({"user_agent": (["Mozilla/5.0 (iPhone) Mobile Safari/604.1", "Mozilla/5.0 (Windows NT 10.0) Firefox/120.0"][variant as usize % 2]),
+                               "locale": (["en_us", "FR", "bogus-locale-x"][variant as usize % 3]),
+                               "page": {"referrer": format!("https://r{variant}.example/")}});
+    }
+    serde_json::to_vec(&ev).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Proves, for arbitrary event mixes with shuffled event times (minutes drawn at
+    /// random, so arrival order is not time order) and injected retries, that the Wasm
+    /// chain folded by `Profile::apply` equals the plain reference fold.
+    #[test]
+    fn prop_chain_equals_reference(
+        events in prop::collection::vec(arb_event(), 1..80),
+        dups in prop::collection::vec((0usize..80, 1usize..6), 0..10),
+    ) {
+        let mut values: Vec<Vec<u8>> = events.iter().enumerate().map(|(i, e)| event_json(i, *e)).collect();
+        for (at, later) in dups {
+            if at < values.len() {
+                let copy = values[at].clone();
+                values.insert((at + later).min(values.len()), copy);
+            }
+        }
+        let out = run(&Module::ALL, &ChainParams::default(), &records(&values));
+        let mut profiles = BTreeMap::new();
+        fold_into(&mut profiles, &updates(&out));
+        let numbered: Vec<(i64, Vec<u8>)> = values.into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect();
+        let expected = reference_fold(&numbered, ReferenceConfig::default());
+        prop_assert_eq!(profiles, expected);
+    }
+}
+
+/// Proves an input batch keeps offsets: every update names the offset of its record, in
+/// a batch whose base offset is not zero and whose rejected records leave gaps.
+#[test]
+fn updates_carry_the_offsets_of_their_records() {
+    let values = stream(50, 5, 3);
+    let mut input: Vec<InputRecord> = records(&values);
+    for r in input.iter_mut() {
+        r.offset += 1_000;
+    }
+    input[10].value = b"garbage".to_vec();
+    let out = run(&Module::ALL, &ChainParams::default(), &input);
+    let offsets: Vec<i64> = updates(&out).iter().map(|u| u.offset).collect();
+    let expected: Vec<i64> = (1_000..1_000 + input.len() as i64).filter(|o| *o != 1_010).collect();
+    assert_eq!(offsets, expected);
+    assert!(out.iter().zip(updates(&out)).all(|(r, u)| r.offset == u.offset));
+}
+
+/// Proves accepted records leave `onramp-validate` byte for byte, key included.
+#[test]
+fn validate_passes_accepted_records_unchanged() {
+    let values = stream(30, 3, 5);
+    let mut input = records(&values);
+    input.iter_mut().for_each(|r| r.key = Some(b"k".to_vec()));
+    let out = run(&[Module::Validate], &ChainParams::default(), &input);
+    assert_eq!(out.len(), input.len());
+    for (i, o) in input.iter().zip(&out) {
+        assert_eq!((&i.key, &i.value, i.offset), (&o.key, &o.value, o.offset));
+    }
+}

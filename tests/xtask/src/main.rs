@@ -1,0 +1,133 @@
+//! onramp's project commands, the same ones the README and CI use:
+//!
+//! ```text
+//! cargo xtask setup   # wasm targets (rustup) and wasm-bindgen-test-runner at the Cargo.lock version
+//! cargo xtask build   # the three SmartModules (wasm32-wasip1, release-lto) and the onramp binary
+//! cargo xtask test    # setup, build, fmt, clippy, all tests native, logic tests under wasm-bindgen-test
+//! cargo xtask bench   # benchmarks that print figures (see BENCHMARKS.md)
+//! ```
+
+use std::process::{exit, Command};
+
+const MODULES: [&str; 3] = ["onramp-validate", "onramp-enrich", "onramp-profile"];
+/// Crates whose unit tests also run compiled to wasm32-unknown-unknown.
+const WASM_TESTED: [&str; 2] = ["onramp-logic", "onramp-schemas"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build") => setup_targets().and_then(|_| build()),
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 setup   add the wasm targets; install wasm-bindgen-test-runner matching Cargo.lock\n  \
+                 build   build the SmartModules (wasm32-wasip1, release-lto) and the onramp binary\n  \
+                 test    setup, build, cargo fmt --check, clippy -D warnings, all tests, wasm unit tests\n  \
+                 bench   run the benchmarks (figures go in BENCHMARKS.md); extra args go to the bench"
+            );
+            exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e}");
+        exit(1);
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn setup_targets() -> Result<(), String> {
+    run(Command::new("rustup").args(["target", "add", "wasm32-wasip1", "wasm32-unknown-unknown"]))
+}
+
+fn setup() -> Result<(), String> {
+    setup_targets()?;
+    let want = locked_version("wasm-bindgen")?;
+    let have = Command::new("wasm-bindgen-test-runner")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if have.ends_with(&format!(" {want}")) {
+        eprintln!("xtask: {have} is installed");
+        return Ok(());
+    }
+    // The runner must match the wasm-bindgen in Cargo.lock exactly.
+    run(cargo().args(["install", "wasm-bindgen-cli", "--version", &want]))
+}
+
+/// The version of `name` in Cargo.lock.
+fn locked_version(name: &str) -> Result<String, String> {
+    let lock = std::fs::read_to_string(workspace().join("Cargo.lock")).map_err(|e| format!("Cargo.lock: {e}"))?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == format!("name = \"{name}\"") {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    Err(format!("{name} is not in Cargo.lock"))
+}
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn build() -> Result<(), String> {
+    let mut wasm = cargo();
+    wasm.current_dir(workspace())
+        .args(["build", "--profile", "release-lto", "--target", "wasm32-wasip1"]);
+    for m in MODULES {
+        wasm.args(["-p", m]);
+    }
+    run(&mut wasm)?;
+    run(cargo()
+        .current_dir(workspace())
+        .args(["build", "--release", "-p", "onramp"]))
+}
+
+fn test() -> Result<(), String> {
+    setup()?;
+    build()?;
+    let ws = workspace();
+    run(cargo().current_dir(&ws).args(["fmt", "--all", "--check"]))?;
+    run(cargo()
+        .current_dir(&ws)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().current_dir(&ws).args(["test", "--workspace"]))?;
+    let mut wasm_tests = cargo();
+    wasm_tests
+        .current_dir(&ws)
+        .args(["test", "--target", "wasm32-unknown-unknown", "--lib"]);
+    for c in WASM_TESTED {
+        wasm_tests.args(["-p", c]);
+    }
+    run(&mut wasm_tests)
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    setup_targets()?;
+    build()?;
+    run(cargo()
+        .current_dir(workspace())
+        .args(["bench", "-p", "onramp-tests", "--"])
+        .args(extra))
+}
