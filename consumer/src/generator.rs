@@ -19,7 +19,7 @@
 //! - test accounts ([`GeneratorConfig::test_user_share`]) with `test_` ids: rejected as
 //!   `test_user`;
 //! - late lines ([`GeneratorConfig::late_share`]), emitted after later events: at most
-//!   [`MAX_LATE_MS`] of event time and [`MAX_LATE_LINES`] lines late;
+//!   [`MAX_LATE_MS`] of event time and about [`MAX_LATE_LINES`] lines late;
 //! - duplicates ([`GeneratorConfig::duplicate_share`]): the same line again 1 to
 //!   [`MAX_DUPLICATE_LINES`] lines later, as a client retry sends it;
 //! - malformed lines ([`GeneratorConfig::malformed_share`]) of the kinds in [`Malformed`],
@@ -102,7 +102,8 @@ pub const FUNNEL_STEPS: [&str; FUNNEL_LEN] = [
 /// verify their email, and so on; about 16% of visitors complete onboarding.
 pub const DEFAULT_STEP_CONVERSION: [f64; FUNNEL_LEN] = [0.70, 0.85, 0.90, 0.85, 0.60, 0.80, 0.90];
 
-/// A late line is emitted at most this many lines after its place in the stream.
+/// A late line is emitted at most this many lines after its place in the stream (unless
+/// several held lines fall due at once).
 pub const MAX_LATE_LINES: u64 = 64;
 /// A late line is emitted before any event more than this much event time after its own
 /// (4 minutes).
@@ -345,21 +346,18 @@ impl Generator {
             return None;
         }
         loop {
-            // Nothing upcoming: every held line is due.
-            let upcoming = self.upcoming_ms().unwrap_or(i64::MAX);
+            // With no fresh event to come, every held line is due.
+            let upcoming = self.upcoming_ms();
             let emitted = self.emitted;
-            if let Some(i) = self
-                .held
-                .iter()
-                .position(|h| h.due_line <= emitted || h.due_ms < upcoming)
-            {
+            let due = |h: &Held| h.due_line <= emitted || upcoming.is_none_or(|at| h.due_ms < at);
+            if let Some(i) = self.held.iter().position(due) {
                 let held = self.held.remove(i);
                 return Some(self.emit(held.line, held.time_ms));
             }
             let (line, time_ms) = self.produce()?;
             if self.rng.chance(self.cfg.late_share) {
                 let due_line = self.emitted + 1 + self.rng.below(MAX_LATE_LINES);
-                let due_ms = time_ms + self.rng.range(5 * SECOND_MS, MAX_LATE_MS);
+                let due_ms = time_ms.saturating_add(self.rng.range(5 * SECOND_MS, MAX_LATE_MS));
                 let line = GeneratedLine { late: true, ..line };
                 self.held.push(Held {
                     due_line,
@@ -494,7 +492,7 @@ impl Generator {
             }
             if let Some(next) = visitor.beats.front() {
                 self.active.push(Active {
-                    at: at + next.gap_ms,
+                    at: at.saturating_add(next.gap_ms),
                     n,
                     visitor,
                 });
@@ -530,7 +528,7 @@ impl Generator {
         let is_event = !matches!(line.kind, LineKind::Malformed(_));
         if is_event && !line.duplicate && self.rng.chance(self.cfg.duplicate_share) {
             let due_line = self.emitted + self.rng.below(MAX_DUPLICATE_LINES);
-            let due_ms = time_ms + self.rng.range(SECOND_MS, MAX_DUPLICATE_MS);
+            let due_ms = time_ms.saturating_add(self.rng.range(SECOND_MS, MAX_DUPLICATE_MS));
             let copy = GeneratedLine {
                 text: line.text.clone(),
                 kind: line.kind,
@@ -1499,6 +1497,32 @@ mod tests {
             newest = newest.max(t);
         }
         assert!(out_of_order > 50, "{out_of_order} lines out of order");
+    }
+
+    /// Some users come back after a break longer than `SESSION_GAP_MS` (a new session),
+    /// while most gaps are seconds to minutes.
+    #[test]
+    fn some_users_take_session_breaks() {
+        let mut last: HashMap<String, i64> = HashMap::new();
+        let (mut gaps, mut breaks) = (0, 0);
+        for line in default_run()
+            .iter()
+            .filter(|l| l.kind == LineKind::Event && !l.late && !l.duplicate)
+        {
+            let event = parse_event(line.text.as_bytes()).unwrap();
+            let visitor = event
+                .identity()
+                .unwrap()
+                .trim_start_matches(['a', 'u', '_'])
+                .to_string();
+            let t = event_time(&line.text);
+            if let Some(previous) = last.insert(visitor, t) {
+                gaps += 1;
+                breaks += usize::from(t - previous > SESSION_GAP_MS);
+            }
+        }
+        assert!(breaks > 20, "{breaks} breaks");
+        assert!(breaks * 50 < gaps, "{breaks} breaks in {gaps} gaps");
     }
 
     /// `max_events` stops the stream after exactly that many lines, a prefix of the full run.

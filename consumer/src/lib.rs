@@ -5,10 +5,23 @@
 //! - [`wasm`]: finds, builds and loads the three `.wasm` SmartModules.
 //! - [`chain`]: runs them in-process through `fluvio-smartengine`, one chain per
 //!   partition, exactly as the SPU does.
+//! - [`source`]: embedded sources (file, stdin, generator) read like a topic.
+//! - [`partition`]: record keys and partitions, exactly as the Fluvio producer assigns them.
+//! - [`pipeline`]: `onramp run`: source → partitioner → chain per partition → store.
+//! - [`store`]: the sled store; one transaction per batch applies the updates and moves
+//!   the partition's checkpoint (exactly once).
+//! - [`query`]: the store's read side — profile listing with filters and a stable cursor,
+//!   funnel statistics and their text rendering, JSON-lines export; hints judged against
+//!   the newest event time, never the wall clock.
 //! - [`generator`]: the deterministic onboarding traffic generator — realistic journeys
 //!   through the funnel plus bots, test accounts, late, duplicate and malformed lines, one
 //!   JSON line at a time, for the embedded source, the tests and the benchmarks.
 
 pub mod chain;
 pub mod generator;
+pub mod partition;
+pub mod pipeline;
+pub mod query;
+pub mod source;
+pub mod store;
 pub mod wasm;

@@ -190,20 +190,33 @@ impl Store {
 
     fn open_any(path: &Path) -> Result<Store, StoreError> {
         let config = sled::Config::new().path(path).flush_every_ms(Some(500));
-        let opened = std::panic::catch_unwind(|| config.open());
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(source)) => return Err(StoreError::Sled { path: path.to_path_buf(), source }),
+            Ok(Err(source)) => {
+                return Err(StoreError::Sled {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<String>()
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "sled panicked".into());
-                return Err(StoreError::Corrupt { path: path.to_path_buf(), message });
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    message,
+                });
             }
         };
-        let tree = |name: &str| db.open_tree(name).map_err(|source| StoreError::Sled { path: path.to_path_buf(), source });
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Sled {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
         let store = Store {
             path: path.to_path_buf(),
             profiles: tree("profiles")?,
@@ -220,20 +233,36 @@ impl Store {
     fn check_version(&self) -> Result<(), StoreError> {
         match self.meta.get(META_VERSION).map_err(|e| self.sled(e))? {
             None if self.profiles.is_empty() && self.checkpoints.is_empty() => {
-                self.meta.insert(META_VERSION, STORE_VERSION.to_string().as_bytes()).map_err(|e| self.sled(e))?;
+                self.meta
+                    .insert(META_VERSION, STORE_VERSION.to_string().as_bytes())
+                    .map_err(|e| self.sled(e))?;
                 Ok(())
             }
-            None => Err(StoreError::Version { path: self.path.clone(), found: "none".into() }),
+            None => Err(StoreError::Version {
+                path: self.path.clone(),
+                found: "none".into(),
+            }),
             Some(v) if v.as_ref() == STORE_VERSION.to_string().as_bytes() => Ok(()),
-            Some(v) => Err(StoreError::Version { path: self.path.clone(), found: String::from_utf8_lossy(&v).into_owned() }),
+            Some(v) => Err(StoreError::Version {
+                path: self.path.clone(),
+                found: String::from_utf8_lossy(&v).into_owned(),
+            }),
         }
     }
 
     fn sled(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled { path: self.path.clone(), source }
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&self, tree: &'static str, key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<T, StoreError> {
         serde_json::from_slice(value).map_err(|e| StoreError::Decode {
             path: self.path.clone(),
             tree,
@@ -286,20 +315,32 @@ impl Store {
             let user = String::from_utf8_lossy(&k[4..]).into_owned();
             users.push((user, self.decode("fold_state", &k, &v)?));
         }
-        Ok(RestartSnapshot::at_checkpoint(watermark, state_ttl_ms, users.iter().map(|(u, s)| (u.as_str(), s))))
+        Ok(RestartSnapshot::at_checkpoint(
+            watermark,
+            state_ttl_ms,
+            users.iter().map(|(u, s)| (u.as_str(), s)),
+        ))
     }
 
     /// Commits one batch in one transaction (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
-        let mut committed = Committed::default();
-        let trees = (&self.profiles, &self.fold_state, &self.checkpoints, &self.rejects, &self.counters);
+        let trees = (
+            &self.profiles,
+            &self.fold_state,
+            &self.checkpoints,
+            &self.rejects,
+            &self.counters,
+        );
         let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, counters)| {
-            committed = Committed::default();
+            let mut committed = Committed::default();
             let part = batch.partition.to_be_bytes();
             let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
             let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
                 Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                None => Checkpoint { offset: -1, max_event_time_ms: None },
+                None => Checkpoint {
+                    offset: -1,
+                    max_event_time_ms: None,
+                },
             };
             let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
             for u in &batch.updates {
@@ -324,8 +365,11 @@ impl Store {
                 if let Some(p) = touched.get_mut(u.user_id.as_str()) {
                     p.apply(u);
                 }
-                checkpoint.max_event_time_ms =
-                    Some(checkpoint.max_event_time_ms.map_or(u.event_time_ms, |m| m.max(u.event_time_ms)));
+                checkpoint.max_event_time_ms = Some(
+                    checkpoint
+                        .max_event_time_ms
+                        .map_or(u.event_time_ms, |m| m.max(u.event_time_ms)),
+                );
             }
             for (user, profile) in &touched {
                 profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
@@ -342,7 +386,11 @@ impl Store {
             checkpoint.offset = checkpoint.offset.max(batch.last_offset);
             checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
             add(counters, "events_in", batch.events_in)?;
-            add(counters, "accepted", committed.applied + committed.duplicates + committed.skipped)?;
+            add(
+                counters,
+                "accepted",
+                committed.applied + committed.duplicates + committed.skipped,
+            )?;
             add(counters, "applied", committed.applied)?;
             add(counters, "duplicates", committed.duplicates)?;
             add(counters, "skipped", committed.skipped)?;
@@ -351,13 +399,16 @@ impl Store {
                 add(counters, name, *n)?;
             }
             committed.profiles_touched = touched.len() as u64;
-            Ok(())
+            Ok(committed)
         });
         match result {
-            Ok(()) => Ok(committed),
-            Err(TransactionError::Abort(reason)) => {
-                Err(StoreError::Decode { path: self.path.clone(), tree: "profiles", key: String::new(), reason })
-            }
+            Ok(committed) => Ok(committed),
+            Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {
+                path: self.path.clone(),
+                tree: "profiles",
+                key: String::new(),
+                reason,
+            }),
             Err(TransactionError::Storage(e)) => Err(self.sled(e)),
         }
     }

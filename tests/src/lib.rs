@@ -26,6 +26,25 @@ pub fn modules() -> &'static WasmModules {
     })
 }
 
+/// The `onramp` binary, built (once per process) from the current sources.
+pub fn onramp_bin() -> std::path::PathBuf {
+    static BIN: OnceLock<std::path::PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = onramp::wasm::workspace_root();
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--quiet", "-p", "onramp", "--bin", "onramp"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the onramp binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("onramp")
+    })
+    .clone()
+}
+
 /// One engine for the process (it is cheap to share).
 pub fn engine() -> &'static SmartEngine {
     static ENGINE: OnceLock<SmartEngine> = OnceLock::new();

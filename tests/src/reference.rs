@@ -10,11 +10,13 @@
 //! functions with their own unit and golden tests). Everything stateful — dedup,
 //! sessions, ordering, first/last, counters — is computed here independently.
 //!
-//! Its dedup is global (an `event_id` counts once per user, ever) and it never evicts
-//! state; the real fold's dedup window is `state_ttl` and its 32 most recent ids. The two
-//! agree when duplicates arrive within 32 events of the same user and no user is idle for
-//! longer than `state_ttl` while their late events are still arriving — which is how the
-//! tests and the traffic generator produce them.
+//! Its dedup is global (an `event_id` counts once per user, ever); the real fold's dedup
+//! window is `state_ttl` and the user's 32 most recent ids. The two agree when duplicates
+//! arrive within 32 events of the same user and within `state_ttl`, which is how the tests
+//! and the traffic generator produce them. State expiry is modelled by its definition: an
+//! event finds its user's state expired when the partition's newest event time (itself
+//! included) is more than `state_ttl` after the user's newest event time; such an event
+//! starts a new session and restarts the user's fold state.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -31,6 +33,8 @@ pub struct ReferenceConfig {
     pub session_timeout_ms: i64,
     /// `max_page_time`, ms.
     pub max_page_time_ms: i64,
+    /// `state_ttl`, ms.
+    pub state_ttl_ms: i64,
 }
 
 impl Default for ReferenceConfig {
@@ -38,6 +42,7 @@ impl Default for ReferenceConfig {
         ReferenceConfig {
             session_timeout_ms: 30 * 60_000,
             max_page_time_ms: 10 * 60_000,
+            state_ttl_ms: 6 * 3_600_000,
         }
     }
 }
@@ -47,6 +52,8 @@ struct Seen {
     offset: i64,
     t: i64,
     ev: EnrichedEvent,
+    /// The user's state had expired when this event arrived.
+    expired: bool,
 }
 
 /// Folds one partition's records (`(offset, value)` in offset order) into profiles.
@@ -55,6 +62,8 @@ pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTree
     let enrich_cfg = EnrichConfig::default();
     let mut by_user: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
     let mut seen_ids: HashSet<(String, String)> = HashSet::new();
+    let mut watermark = i64::MIN;
+    let mut user_last: BTreeMap<String, i64> = BTreeMap::new();
     for (offset, value) in records {
         let Ok(accepted) = validate(value, None, &gate) else {
             continue;
@@ -66,10 +75,18 @@ pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTree
         if !seen_ids.insert((user.clone(), ev.event.event_id.clone())) {
             continue;
         }
+        let t = accepted.event_time_ms;
+        watermark = watermark.max(t);
+        let expired = user_last
+            .get(&user)
+            .is_some_and(|last| watermark - last > cfg.state_ttl_ms);
+        let last = user_last.entry(user.clone()).or_insert(t);
+        *last = if expired { t } else { (*last).max(t) };
         by_user.entry(user).or_default().push(Seen {
             offset: *offset,
-            t: accepted.event_time_ms,
+            t,
             ev,
+            expired,
         });
     }
     by_user
@@ -146,6 +163,9 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
     // Sessions, walking the user's events in partition order.
     let mut latest_t: Option<i64> = None;
     for s in events {
+        if s.expired {
+            latest_t = None;
+        }
         match latest_t {
             None => p.counters.sessions += 1,
             Some(last) if s.t > last + cfg.session_timeout_ms => p.counters.sessions += 1,
@@ -223,10 +243,13 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
             offset: s.offset,
         })
         .collect();
-    let skip = events.len().saturating_sub(DEDUP_IDS);
+    // Fold state: the events since the state last expired; their newest time, last ids.
+    let since = events.iter().rposition(|s| s.expired).unwrap_or(0);
+    let live = &events[since..];
+    let skip = live.len().saturating_sub(DEDUP_IDS);
     p.fold = UserFoldState {
-        last_active_ms: p.last_seen_ms,
-        recent_ids: events[skip..].iter().map(|s| s.ev.event.event_id.clone()).collect(),
+        last_active_ms: live.iter().map(|s| s.t).max().unwrap_or_default(),
+        recent_ids: live[skip..].iter().map(|s| s.ev.event.event_id.clone()).collect(),
     };
     p.as_of = AsOf {
         offset: events.iter().map(|s| s.offset).max().unwrap_or(-1),

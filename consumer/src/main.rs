@@ -1,0 +1,451 @@
+//! The `onramp` command: parse flags, set up logging, call the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use onramp::chain::ChainParams;
+use onramp::generator::{self, GeneratorConfig};
+use onramp::pipeline::{self, Durability, RunConfig};
+use onramp::query::{self, Hint, ProfileFilter};
+use onramp::source::Input;
+use onramp::store::Store;
+use onramp::wasm;
+use onramp_logic::enrich::EnrichConfig;
+
+/// Default store directory (relative to the current directory).
+const DEFAULT_STORE: &str = "onramp-data";
+/// Default store of `onramp demo`.
+const DEFAULT_DEMO_STORE: &str = "onramp-demo";
+
+#[derive(Parser)]
+#[command(
+    name = "onramp",
+    version,
+    about = "Real-time personalisation of customer onboarding: SmartModules fold onboarding events into per-user profiles.",
+    long_about = "onramp runs three Fluvio SmartModules (validate → enrich → profile) over onboarding events and \
+folds their profile updates, exactly once, into a sled store that apps read to personalise onboarding.\n\n\
+Without a cluster, `onramp run` executes the same .wasm in-process through fluvio-smartengine, \
+the engine the Fluvio SPU embeds.",
+    after_help = "Examples:\n  \
+onramp demo                                     # a day of generated traffic, end to end\n  \
+onramp run --input events.jsonl --partitions 3  # fold a JSON-lines file into ./onramp-data\n  \
+onramp generate --users 500 > events.jsonl      # realistic traffic as JSON lines\n  \
+onramp profile get u_0000042                    # one profile\n  \
+onramp stats                                    # the funnel"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline: events → SmartModule chain → store.
+    #[command(after_help = "Examples:\n  \
+onramp run --input events.jsonl\n  \
+cat events.jsonl | onramp run --input - --partitions 3\n  \
+onramp run --generate --users 10000 --durability relaxed\n  \
+onramp run --input events.jsonl --param validate.max_event_bytes=65536 --param profile.session_timeout=45m\n\n\
+Running again on the same store resumes each partition after its checkpoint: records already \
+committed are skipped, so a crashed run can simply be started again.")]
+    Run(RunArgs),
+    /// Write generated onboarding traffic as JSON lines.
+    #[command(after_help = "Example:\n  onramp generate --seed 7 --users 1000 --output events.jsonl")]
+    Generate {
+        #[command(flatten)]
+        gen: GeneratorArgs,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Look up profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// The funnel: users per step, step-to-step conversion, median time between steps, reject reasons.
+    Stats {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The funnel steps, in order (as given to the enrich module).
+        #[arg(long, default_value = onramp_logic::enrich::DEFAULT_STEPS)]
+        steps: String,
+    },
+    /// Every profile as one JSON line, sorted by user id (backups, warehouses, `diff` of two stores).
+    Export {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Generate a realistic day of onboarding traffic, run it end to end, print the summary and the funnel.
+    Demo {
+        /// Store directory (replaced on each demo run).
+        #[arg(long, default_value = DEFAULT_DEMO_STORE)]
+        store: PathBuf,
+        /// Distinct users in the generated day.
+        #[arg(long, default_value_t = generator::DEFAULT_USERS)]
+        users: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = generator::DEFAULT_SEED)]
+        seed: u64,
+        /// Partitions.
+        #[arg(long, default_value_t = 3)]
+        partitions: u32,
+    },
+}
+
+#[derive(Args)]
+struct StoreArg {
+    /// Store directory.
+    #[arg(long, env = "ONRAMP_STORE", default_value = DEFAULT_STORE)]
+    store: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ProfileCommand {
+    /// One profile as pretty JSON, with its derived hints.
+    Get {
+        /// User id (or anonymous id).
+        user: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Profiles matching filters, in user-id order, a page at a time.
+    #[command(after_help = "Examples:\n  \
+onramp profile list --step email_verified --limit 20\n  \
+onramp profile list --hint stalled\n  \
+onramp profile list --active-since 2026-11-02T12:00:00Z --cursor u_0000120")]
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Only users whose furthest funnel step is this.
+        #[arg(long)]
+        step: Option<String>,
+        /// Only users who completed this step.
+        #[arg(long)]
+        completed_step: Option<String>,
+        /// Only users with this hint: stalled or activated.
+        #[arg(long)]
+        hint: Option<Hint>,
+        /// Only users who completed onboarding (true) or not (false).
+        #[arg(long)]
+        completed: Option<bool>,
+        /// Only users seen at or after this RFC 3339 time.
+        #[arg(long)]
+        active_since: Option<String>,
+        /// Page size (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Continue after this cursor (printed at the end of the previous page).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// JSON-lines input file; `-` for standard input.
+    #[arg(long, short, conflicts_with = "generate", required_unless_present = "generate")]
+    input: Option<String>,
+    /// Use the built-in traffic generator as input.
+    #[arg(long)]
+    generate: bool,
+    #[command(flatten)]
+    gen: GeneratorArgs,
+    #[command(flatten)]
+    store: StoreArg,
+    /// Partitions: users are hashed to partitions exactly as the Fluvio producer hashes record keys.
+    #[arg(long, default_value_t = pipeline::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// A chain param, `<module>.<param>=<value>` (module: validate, enrich, profile); repeatable.
+    #[arg(long = "param", value_name = "MODULE.KEY=VALUE")]
+    params: Vec<String>,
+    /// Directory of the built .wasm SmartModules.
+    #[arg(long, env = "ONRAMP_WASM_DIR", default_value_os_t = wasm::default_wasm_dir())]
+    wasm_dir: PathBuf,
+    /// Records per partition batch (one store transaction each).
+    #[arg(long, default_value_t = pipeline::DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+    /// durable: flush each batch before reading on; relaxed: background flush (faster, still exactly once).
+    #[arg(long, value_enum, default_value_t = Durability::Durable)]
+    durability: Durability,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct GeneratorArgs {
+    /// Generator seed (same seed, same traffic).
+    #[arg(long, default_value_t = generator::DEFAULT_SEED)]
+    seed: u64,
+    /// Distinct users who arrive.
+    #[arg(long, default_value_t = generator::DEFAULT_USERS)]
+    users: u64,
+    /// Stop after this many lines.
+    #[arg(long)]
+    events: Option<u64>,
+    /// Share of visitors that are bots.
+    #[arg(long, default_value_t = generator::DEFAULT_BOT_SHARE)]
+    bot_share: f64,
+    /// Share of users that are test accounts.
+    #[arg(long, default_value_t = generator::DEFAULT_TEST_USER_SHARE)]
+    test_user_share: f64,
+    /// Share of very hot users (hundreds of events each).
+    #[arg(long, default_value_t = generator::DEFAULT_HOT_USER_SHARE)]
+    hot_user_share: f64,
+    /// Share of events delivered late (out of event-time order).
+    #[arg(long, default_value_t = generator::DEFAULT_LATE_SHARE)]
+    late_share: f64,
+    /// Share of events sent twice (client retries).
+    #[arg(long, default_value_t = generator::DEFAULT_DUPLICATE_SHARE)]
+    duplicate_share: f64,
+    /// Share of extra malformed lines.
+    #[arg(long, default_value_t = generator::DEFAULT_MALFORMED_SHARE)]
+    malformed_share: f64,
+}
+
+impl GeneratorArgs {
+    fn config(&self) -> anyhow::Result<GeneratorConfig> {
+        for (name, v) in [
+            ("--bot-share", self.bot_share),
+            ("--test-user-share", self.test_user_share),
+            ("--hot-user-share", self.hot_user_share),
+            ("--late-share", self.late_share),
+            ("--duplicate-share", self.duplicate_share),
+            ("--malformed-share", self.malformed_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{name} must be between 0 and 1, got {v}");
+            }
+        }
+        Ok(GeneratorConfig {
+            seed: self.seed,
+            users: self.users,
+            max_events: self.events,
+            bot_share: self.bot_share,
+            test_user_share: self.test_user_share,
+            hot_user_share: self.hot_user_share,
+            late_share: self.late_share,
+            duplicate_share: self.duplicate_share,
+            malformed_share: self.malformed_share,
+            ..GeneratorConfig::default()
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ONRAMP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => run(args),
+        Command::Generate { gen, output } => {
+            let cfg = gen.config()?;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut n = 0u64;
+            for line in generator::Generator::new(cfg) {
+                writeln!(out, "{line}")?;
+                n += 1;
+            }
+            out.flush()?;
+            tracing::info!(lines = n, "generated");
+            Ok(())
+        }
+        Command::Profile(ProfileCommand::Get { user, store }) => {
+            let store = Store::open_existing(&store.store)?;
+            let Some(profile) = store.profile(&user)? else {
+                bail!("no profile for `{user}` in {}", store.path().display());
+            };
+            let reference = query::reference_time_ms(&store)?.unwrap_or(profile.last_seen_ms);
+            let mut value = serde_json::to_value(&profile)?;
+            value["hints"] = serde_json::to_value(profile.hints(reference))?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+        Command::Profile(ProfileCommand::List {
+            store,
+            step,
+            completed_step,
+            hint,
+            completed,
+            active_since,
+            limit,
+            cursor,
+        }) => {
+            let store = Store::open_existing(&store.store)?;
+            let active_since_ms = match active_since {
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .with_context(|| format!("--active-since `{t}` is not an RFC 3339 time"))?
+                        .timestamp_millis(),
+                ),
+                None => None,
+            };
+            let filter = ProfileFilter {
+                step,
+                completed_step,
+                hint,
+                completed,
+                active_since_ms,
+            };
+            let page = query::list_profiles(&store, &filter, cursor.as_deref(), limit)?;
+            let mut out = std::io::stdout().lock();
+            for p in &page.profiles {
+                writeln!(out, "{}", serde_json::to_string(p)?)?;
+            }
+            match page.next_cursor {
+                Some(c) => eprintln!("{} profiles; next page: --cursor {c}", page.profiles.len()),
+                None => eprintln!("{} profiles; end of list", page.profiles.len()),
+            }
+            Ok(())
+        }
+        Command::Stats { store, json, steps } => {
+            let store = Store::open_existing(&store.store)?;
+            let steps = EnrichConfig::from_params(|_| Some(steps.clone()))?.steps;
+            let stats = query::funnel_stats(&store, &steps)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", query::render_funnel(&stats));
+            }
+            Ok(())
+        }
+        Command::Export { store, output } => {
+            let store = Store::open_existing(&store.store)?;
+            let n = match &output {
+                Some(path) => {
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                    );
+                    query::export_lines(&store, &mut f)?
+                }
+                None => query::export_lines(&store, &mut std::io::BufWriter::new(std::io::stdout().lock()))?,
+            };
+            tracing::info!(profiles = n, "exported");
+            Ok(())
+        }
+        Command::Demo {
+            store,
+            users,
+            seed,
+            partitions,
+        } => demo(store, users, seed, partitions),
+    }
+}
+
+fn shutdown_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    if let Err(e) = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst)) {
+        tracing::warn!("cannot install the ctrl-c handler: {e}");
+    }
+    flag
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut params = ChainParams::default();
+    for p in &args.params {
+        params.set_from_arg(p).map_err(anyhow::Error::msg)?;
+    }
+    let input = match (args.generate, args.input.as_deref()) {
+        (true, _) => Input::Generate(args.gen.config()?),
+        (false, Some("-")) => Input::Stdin,
+        (false, Some(path)) => Input::File(PathBuf::from(path)),
+        (false, None) => bail!("give --input FILE (or - for stdin) or --generate"),
+    };
+    let cfg = RunConfig {
+        input,
+        store: args.store.store,
+        partitions: args.partitions,
+        params,
+        wasm_dir: args.wasm_dir,
+        batch_size: args.batch_size as usize,
+        durability: args.durability,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
+    let summary = pipeline::run(&cfg, &shutdown_flag())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(())
+}
+
+fn demo(store: PathBuf, users: u64, seed: u64, partitions: u32) -> anyhow::Result<()> {
+    eprintln!("onramp demo: building the SmartModules (wasm32-wasip1, release-lto) if needed…");
+    let wasm_dir = wasm::build_modules()?;
+    if store.exists() {
+        std::fs::remove_dir_all(&store)
+            .with_context(|| format!("cannot replace the demo store {}", store.display()))?;
+    }
+    let gen = GeneratorConfig {
+        seed,
+        users,
+        ..GeneratorConfig::default()
+    };
+    eprintln!("onramp demo: a day of onboarding traffic from {users} users through validate → enrich → profile…");
+    let cfg = RunConfig {
+        input: Input::Generate(gen),
+        store: store.clone(),
+        partitions,
+        params: ChainParams::default(),
+        wasm_dir,
+        batch_size: pipeline::DEFAULT_BATCH_SIZE,
+        durability: Durability::Durable,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let summary = pipeline::run(&cfg, &shutdown_flag())?;
+    println!("== run summary\n{}", summary.render());
+    let db = Store::open_existing(&store)?;
+    let steps = EnrichConfig::default().steps;
+    let stats = query::funnel_stats(&db, &steps)?;
+    println!("== funnel\n{}", query::render_funnel(&stats));
+    let example = db
+        .profiles_after(None)
+        .filter_map(Result::ok)
+        .find(|p| p.completed_ms.is_some());
+    let shown = example.map(|p| p.user_id).unwrap_or_else(|| "<user id>".into());
+    println!("== next");
+    println!(
+        "look up a profile:   onramp profile get {shown} --store {}",
+        store.display()
+    );
+    println!(
+        "stalled users:       onramp profile list --hint stalled --store {}",
+        store.display()
+    );
+    println!("the funnel again:    onramp stats --store {}", store.display());
+    println!("every profile:       onramp export --store {}", store.display());
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Record keys and partition assignment, exactly as the Fluvio producer does it, so that
+//! an embedded run and a cluster run over the same events put every user in the same
+//! partition at the same offset (and so give identical profiles).
+//!
+//! - The key of an event line is its `user_id`, else its `anonymous_id` (non-empty);
+//!   a line with neither (or that is not JSON) has no key.
+//! - Keyed records go to `siphash(key) % partitions`: `SipHasher::new()` (zero keys)
+//!   over the key bytes hashed as a Rust `[u8]`, as in Fluvio's
+//!   `SiphashRoundRobinPartitioner`.
+//! - Keyless records go round-robin, counting keyless records only, from partition 0.
+
+use std::hash::{Hash, Hasher};
+
+use serde::Deserialize;
+use siphasher::sip::SipHasher;
+
+/// The record key of an event line: its user id, else its anonymous id.
+pub fn record_key(line: &[u8]) -> Option<Vec<u8>> {
+    #[derive(Deserialize)]
+    struct Ids {
+        #[serde(default)]
+        user_id: Option<serde_json::Value>,
+        #[serde(default)]
+        anonymous_id: Option<serde_json::Value>,
+    }
+    let ids: Ids = serde_json::from_slice(line).ok()?;
+    let text = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.into_bytes()),
+        _ => None,
+    };
+    text(ids.user_id).or_else(|| text(ids.anonymous_id))
+}
+
+/// Assigns partitions like the Fluvio producer.
+#[derive(Debug, Clone)]
+pub struct Partitioner {
+    partitions: u32,
+    round_robin: u32,
+}
+
+impl Partitioner {
+    /// A partitioner over `partitions` (at least 1).
+    pub fn new(partitions: u32) -> Self {
+        Partitioner {
+            partitions: partitions.max(1),
+            round_robin: 0,
+        }
+    }
+
+    /// The partition of a record with this key.
+    pub fn partition(&mut self, key: Option<&[u8]>) -> u32 {
+        match key {
+            Some(k) => {
+                let mut hasher = SipHasher::new();
+                k.hash(&mut hasher);
+                (hasher.finish() % u64::from(self.partitions)) as u32
+            }
+            None => {
+                let p = self.round_robin % self.partitions;
+                self.round_robin = self.round_robin.wrapping_add(1);
+                p
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves keys come from user_id, then anonymous_id, and bad lines have none.
+    #[test]
+    fn keys() {
+        assert_eq!(
+            record_key(br#"{"user_id":"u1","anonymous_id":"a"}"#),
+            Some(b"u1".to_vec())
+        );
+        assert_eq!(record_key(br#"{"user_id":"","anonymous_id":"a"}"#), Some(b"a".to_vec()));
+        assert_eq!(record_key(br#"{"user_id":5}"#), None);
+        assert_eq!(record_key(b"not json"), None);
+    }
+
+    /// Proves the hash matches Fluvio's partitioner (values computed with
+    /// `fluvio::producer::partitioning::partition_siphash`'s algorithm) and keyless
+    /// records go round-robin.
+    #[test]
+    fn partitions_like_fluvio() {
+        let mut p = Partitioner::new(3);
+        let mut hasher = SipHasher::new();
+        b"u_1"[..].hash(&mut hasher);
+        assert_eq!(p.partition(Some(b"u_1")), (hasher.finish() % 3) as u32);
+        assert_eq!(
+            [
+                p.partition(None),
+                p.partition(None),
+                p.partition(None),
+                p.partition(None)
+            ],
+            [0, 1, 2, 0]
+        );
+        let mut one = Partitioner::new(1);
+        assert_eq!(one.partition(Some(b"x")), 0);
+    }
+}
