@@ -182,7 +182,7 @@ pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
     let mut rejected_params = cfg.params.clone();
     rejected_params.set(Module::Validate, "mode", "rejected");
     // Build one chain first so bad params fail before the store is created.
-    let mut reject_chain = Chain::build(&engine, &modules, &[Module::Validate], &rejected_params, None)?;
+    let reject_chain = Chain::build(&engine, &modules, &[Module::Validate], &rejected_params, None)?;
     let mut lines = Lines::open(&cfg.input)?;
 
     let store = Store::open(
@@ -214,25 +214,30 @@ pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
         });
     }
 
-    let mut summary = Summary::default();
-    let mut touched: HashSet<String> = HashSet::new();
+    let mut sink = Sink {
+        reject_chain,
+        store: &store,
+        durability: cfg.durability,
+        summary: Summary::default(),
+        touched: HashSet::new(),
+    };
     let mut partitioner = Partitioner::new(cfg.partitions);
     let progress = Progress::new(cfg.progress_bar);
     for line in &mut lines {
         if shutdown.load(Ordering::SeqCst) {
-            summary.interrupted = true;
+            sink.summary.interrupted = true;
             tracing::warn!("signal received: committing the pending batches and stopping");
             break;
         }
         let line = line?;
-        summary.lines_read += 1;
+        sink.summary.lines_read += 1;
         let key = record_key(&line);
         let p = partitioner.partition(key.as_deref());
         let state = &mut parts[p as usize];
         let offset = state.next_offset;
         state.next_offset += 1;
         if offset <= state.checkpoint {
-            summary.already_committed += 1;
+            sink.summary.already_committed += 1;
             continue;
         }
         state.pending.push(InputRecord {
@@ -242,126 +247,116 @@ pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
             timestamp_ms: -1,
         });
         if state.pending.len() >= cfg.batch_size {
-            commit_batch(
-                p,
-                state,
-                &mut reject_chain,
-                &store,
-                cfg.durability,
-                &mut summary,
-                &mut touched,
-            )?;
-            progress.tick(&summary, started);
+            sink.commit(p, state)?;
+            progress.tick(&sink.summary, started);
         }
     }
     for (p, state) in parts.iter_mut().enumerate() {
-        commit_batch(
-            p as u32,
-            state,
-            &mut reject_chain,
-            &store,
-            cfg.durability,
-            &mut summary,
-            &mut touched,
-        )?;
+        sink.commit(p as u32, state)?;
     }
     store.flush()?;
     progress.finish();
-    summary.profiles_touched = touched.len() as u64;
+    let mut summary = sink.summary;
+    summary.profiles_touched = sink.touched.len() as u64;
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
 }
 
-fn commit_batch(
-    partition: u32,
-    state: &mut PartitionState,
-    reject_chain: &mut Chain,
-    store: &Store,
+/// Where batches go: the store, plus the run's accounting.
+struct Sink<'a> {
+    /// `onramp-validate` with `mode=rejected`, to learn why dropped records were dropped.
+    reject_chain: Chain,
+    store: &'a Store,
     durability: Durability,
-    summary: &mut Summary,
-    touched: &mut HashSet<String>,
-) -> anyhow::Result<()> {
-    if state.pending.is_empty() {
-        return Ok(());
-    }
-    let batch_records = std::mem::take(&mut state.pending);
-    let chain_start = Instant::now();
-    let out = state
-        .chain
-        .process(&batch_records)
-        .with_context(|| format!("partition {partition}: the chain failed"))?;
-    let mut updates = Vec::with_capacity(out.len());
-    for rec in &out {
-        let update: ProfileUpdate = serde_json::from_slice(&rec.value).with_context(|| {
-            format!(
-                "partition {partition} offset {}: the chain emitted a non-update",
-                rec.offset
-            )
-        })?;
-        if update.outcome == Outcome::Skipped {
-            let reason = update.skip_reason.as_deref().unwrap_or_default();
-            if reason.contains("restart snapshot") {
-                bail!("partition {partition}: the profile aggregate refused its restart snapshot: {reason}");
+    summary: Summary,
+    touched: HashSet<String>,
+}
+
+impl Sink<'_> {
+    /// Runs a partition's pending records through its chain and commits the result.
+    fn commit(&mut self, partition: u32, state: &mut PartitionState) -> anyhow::Result<()> {
+        if state.pending.is_empty() {
+            return Ok(());
+        }
+        let batch_records = std::mem::take(&mut state.pending);
+        let chain_start = Instant::now();
+        let out = state
+            .chain
+            .process(&batch_records)
+            .with_context(|| format!("partition {partition}: the chain failed"))?;
+        let mut updates = Vec::with_capacity(out.len());
+        for rec in &out {
+            let update: ProfileUpdate = serde_json::from_slice(&rec.value).with_context(|| {
+                format!(
+                    "partition {partition} offset {}: the chain emitted a non-update",
+                    rec.offset
+                )
+            })?;
+            if update.outcome == Outcome::Skipped {
+                let reason = update.skip_reason.as_deref().unwrap_or_default();
+                if reason.contains("restart snapshot") {
+                    bail!("partition {partition}: the profile aggregate refused its restart snapshot: {reason}");
+                }
+                tracing::warn!(partition, offset = update.offset, reason, "fold skipped a record");
             }
-            tracing::warn!(partition, offset = update.offset, reason, "fold skipped a record");
+            updates.push(update);
         }
-        updates.push(update);
-    }
-    let kept: HashSet<i64> = out.iter().map(|r| r.offset).collect();
-    let dropped: Vec<InputRecord> = batch_records
-        .iter()
-        .filter(|r| !kept.contains(&r.offset))
-        .cloned()
-        .collect();
-    let mut rejects = Vec::with_capacity(dropped.len());
-    if !dropped.is_empty() {
-        for rec in reject_chain.process(&dropped)? {
-            let rejected: RejectedEvent = serde_json::from_slice(&rec.value)
-                .with_context(|| format!("partition {partition} offset {}: bad reject record", rec.offset))?;
-            rejects.push((rec.offset, rejected));
+        let kept: HashSet<i64> = out.iter().map(|r| r.offset).collect();
+        let dropped: Vec<InputRecord> = batch_records
+            .iter()
+            .filter(|r| !kept.contains(&r.offset))
+            .cloned()
+            .collect();
+        let mut rejects = Vec::with_capacity(dropped.len());
+        if !dropped.is_empty() {
+            for rec in self.reject_chain.process(&dropped)? {
+                let rejected: RejectedEvent = serde_json::from_slice(&rec.value)
+                    .with_context(|| format!("partition {partition} offset {}: bad reject record", rec.offset))?;
+                rejects.push((rec.offset, rejected));
+            }
+            if rejects.len() != dropped.len() {
+                bail!(
+                    "partition {partition}: the filter dropped {} records but validate (mode=rejected) explains {}",
+                    dropped.len(),
+                    rejects.len()
+                );
+            }
         }
-        if rejects.len() != dropped.len() {
-            bail!(
-                "partition {partition}: the filter dropped {} records but validate (mode=rejected) explains {}",
-                dropped.len(),
-                rejects.len()
-            );
-        }
-    }
-    summary.chain_ms += chain_start.elapsed().as_millis() as u64;
+        self.summary.chain_ms += chain_start.elapsed().as_millis() as u64;
 
-    let last_offset = batch_records.last().map_or(-1, |r| r.offset);
-    let batch = Batch {
-        partition,
-        last_offset,
-        events_in: batch_records.len() as u64,
-        updates,
-        rejects,
-    };
-    let store_start = Instant::now();
-    let committed = store.commit(&batch)?;
-    if durability == Durability::Durable {
-        store.flush()?;
-    }
-    summary.store_ms += store_start.elapsed().as_millis() as u64;
-    state.checkpoint = last_offset;
-
-    summary.batches += 1;
-    summary.events_in += batch.events_in;
-    summary.accepted += batch.updates.len() as u64;
-    summary.applied += committed.applied;
-    summary.duplicates += committed.duplicates;
-    summary.skipped += committed.skipped;
-    for (_, r) in &batch.rejects {
-        *summary.rejected.entry(r.reason.to_string()).or_default() += 1;
-    }
-    for u in &batch.updates {
-        if u.outcome == Outcome::Applied && !touched.contains(&u.user_id) {
-            touched.insert(u.user_id.clone());
+        let last_offset = batch_records.last().map_or(-1, |r| r.offset);
+        let batch = Batch {
+            partition,
+            last_offset,
+            events_in: batch_records.len() as u64,
+            updates,
+            rejects,
+        };
+        let store_start = Instant::now();
+        let committed = self.store.commit(&batch)?;
+        if self.durability == Durability::Durable {
+            self.store.flush()?;
         }
+        self.summary.store_ms += store_start.elapsed().as_millis() as u64;
+        state.checkpoint = last_offset;
+
+        self.summary.batches += 1;
+        self.summary.events_in += batch.events_in;
+        self.summary.accepted += batch.updates.len() as u64;
+        self.summary.applied += committed.applied;
+        self.summary.duplicates += committed.duplicates;
+        self.summary.skipped += committed.skipped;
+        for (_, r) in &batch.rejects {
+            *self.summary.rejected.entry(r.reason.to_string()).or_default() += 1;
+        }
+        for u in &batch.updates {
+            if u.outcome == Outcome::Applied && !self.touched.contains(&u.user_id) {
+                self.touched.insert(u.user_id.clone());
+            }
+        }
+        tracing::debug!(partition, last_offset, applied = committed.applied, "batch committed");
+        Ok(())
     }
-    tracing::debug!(partition, last_offset, applied = committed.applied, "batch committed");
-    Ok(())
 }
 
 /// Progress: a bar on a terminal, a log line every few seconds otherwise.

@@ -155,7 +155,15 @@ fn stock_pattern(engine: &SmartEngine, modules: &WasmModules, quick: bool) {
                     }
                 }
                 Err(e) => {
-                    result = format!("fails: {}", e.to_string().lines().next().unwrap_or_default());
+                    // The engine's message is a wasm backtrace; its last line says why.
+                    let text = e.to_string();
+                    let why = text
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or_default()
+                        .trim();
+                    result = format!("fails: {why}");
                     break;
                 }
             }

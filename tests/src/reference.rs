@@ -203,11 +203,10 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
     p.funnel = FunnelProgress {
         total_steps: total,
         completed_steps: funnel_steps.len() as u32,
-        progress_pct: if total == 0 {
-            0
-        } else {
-            (funnel_steps.len() as u32 * 100 / total).min(100)
-        },
+        progress_pct: (funnel_steps.len() as u32 * 100)
+            .checked_div(total)
+            .unwrap_or(0)
+            .min(100),
         current_step: furthest.map(|(n, _)| (*n).clone()),
         next_step: furthest.and_then(|(_, st)| st.next.clone()),
     };

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask setup   # wasm targets (rustup) and wasm-bindgen-test-runner at the Cargo.lock version
 //! cargo xtask build   # the three SmartModules (wasm32-wasip1, release-lto) and the onramp binary
-//! cargo xtask test    # setup, build, fmt, clippy, all tests native, logic tests under wasm-bindgen-test
+//! cargo xtask test    # setup, build the modules, fmt, clippy, all tests, logic tests under wasm-bindgen-test
 //! cargo xtask bench   # benchmarks that print figures (see BENCHMARKS.md)
 //! ```
 
@@ -91,14 +91,18 @@ fn workspace() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn build() -> Result<(), String> {
+fn build_modules() -> Result<(), String> {
     let mut wasm = cargo();
     wasm.current_dir(workspace())
         .args(["build", "--profile", "release-lto", "--target", "wasm32-wasip1"]);
     for m in MODULES {
         wasm.args(["-p", m]);
     }
-    run(&mut wasm)?;
+    run(&mut wasm)
+}
+
+fn build() -> Result<(), String> {
+    build_modules()?;
     run(cargo()
         .current_dir(workspace())
         .args(["build", "--release", "-p", "onramp"]))
@@ -106,7 +110,7 @@ fn build() -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     setup()?;
-    build()?;
+    build_modules()?;
     let ws = workspace();
     run(cargo().current_dir(&ws).args(["fmt", "--all", "--check"]))?;
     run(cargo()
@@ -125,7 +129,7 @@ fn test() -> Result<(), String> {
 
 fn bench(extra: &[String]) -> Result<(), String> {
     setup_targets()?;
-    build()?;
+    build_modules()?;
     run(cargo()
         .current_dir(workspace())
         .args(["bench", "-p", "onramp-tests", "--"])
