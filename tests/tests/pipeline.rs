@@ -200,14 +200,14 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300 + rand(1_500)));
+        std::thread::sleep(Duration::from_millis(300 + rand(2_200)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
         }
         child.wait().unwrap();
     }
-    ok(&[
+    let last: serde_json::Value = serde_json::from_str(&ok(&[
         "run",
         "--input",
         &input,
@@ -217,7 +217,13 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
         "2",
         "--batch-size",
         "50",
-    ]);
+        "--json",
+    ]))
+    .unwrap();
+    assert!(
+        last["already_committed"].as_u64().unwrap() > 0,
+        "the killed runs committed something before the final run: {last}"
+    );
     let got = export(&crashed);
     assert_eq!(
         got.lines().count(),
