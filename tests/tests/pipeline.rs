@@ -13,13 +13,12 @@ use onramp_tests::onramp_bin;
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
 
 fn onramp(args: &[&str]) -> Output {
-    let out = Command::new(onramp_bin())
+    onramp_tests::modules(); // the .wasm files, built from the current sources
+    Command::new(onramp_bin())
         .args(args)
         .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
         .output()
-        .expect("onramp runs");
-    onramp_tests::modules(); // make sure the .wasm files are built for the next call
-    out
+        .expect("onramp runs")
 }
 
 fn ok(args: &[&str]) -> String {
@@ -33,8 +32,14 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn write_traffic(dir: &Path, cfg: GeneratorConfig) -> (PathBuf, Vec<String>) {
-    let lines: Vec<String> = Generator::new(cfg).collect();
+/// Writes the generator's traffic for `seed` and `users` (other settings default).
+fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
+    let lines: Vec<String> = Generator::new(GeneratorConfig {
+        seed,
+        users,
+        ..GeneratorConfig::default()
+    })
+    .collect();
     let path = dir.join("events.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     (path, lines)
@@ -75,14 +80,7 @@ fn reference(lines: &[String], partitions: u32) -> BTreeMap<String, Profile> {
 #[test]
 fn run_equals_the_reference_fold() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, lines) = write_traffic(
-        dir.path(),
-        GeneratorConfig {
-            seed: 3,
-            users: 400,
-            ..GeneratorConfig::default()
-        },
-    );
+    let (input, lines) = write_traffic(dir.path(), 3, 400);
     let store = dir.path().join("store");
     let summary = ok(&[
         "run",
@@ -145,14 +143,7 @@ fn run_equals_the_reference_fold() {
 #[test]
 fn sigkill_and_restart_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, _) = write_traffic(
-        dir.path(),
-        GeneratorConfig {
-            seed: 11,
-            users: 1_500,
-            ..GeneratorConfig::default()
-        },
-    );
+    let (input, _) = write_traffic(dir.path(), 11, 1_500);
     let input = input.to_str().unwrap().to_string();
     let clean = dir.path().join("clean");
     ok(&[
