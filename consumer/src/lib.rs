@@ -2,6 +2,8 @@
 //! a store.
 //!
 //! # Layout
+//! - [`api`]: the HTTP read API (profiles, funnel, update stream, erasure, health).
+//! - [`metrics`]: Prometheus metrics of a run.
 //! - [`wasm`]: finds, builds and loads the three `.wasm` SmartModules.
 //! - [`chain`]: runs them in-process through `fluvio-smartengine`, one chain per
 //!   partition, exactly as the SPU does.
@@ -17,8 +19,10 @@
 //!   through the funnel plus bots, test accounts, late, duplicate and malformed lines, one
 //!   JSON line at a time, for the embedded source, the tests and the benchmarks.
 
+pub mod api;
 pub mod chain;
 pub mod generator;
+pub mod metrics;
 pub mod partition;
 pub mod pipeline;
 pub mod query;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use onramp::api::{ApiConfig, Hub};
 use onramp::chain::ChainParams;
 use onramp::generator::{self, GeneratorConfig};
 use onramp::pipeline::{self, Durability, RunConfig};
@@ -84,6 +85,16 @@ committed are skipped, so a crashed run can simply be started again.")]
         /// Output file (default: standard output).
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+    /// Serve a store's read API while nothing else writes it (DELETE is refused: read-only).
+    #[command(
+        after_help = "Example:\n  onramp serve --store onramp-demo --listen 127.0.0.1:7878\n  curl http://127.0.0.1:7878/v1/funnel"
+    )]
+    Serve {
+        #[command(flatten)]
+        store: StoreArg,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Generate a realistic day of onboarding traffic, run it end to end, print the summary and the funnel.
     Demo {
@@ -180,6 +191,46 @@ struct RunArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// Address of the read API (profiles, funnel, update stream, metrics); `off` for none.
+    /// Anything but loopback requires --token.
+    #[arg(long, env = "ONRAMP_LISTEN", default_value = onramp::api::DEFAULT_LISTEN)]
+    listen: String,
+    /// Bearer token for the read API: required for DELETE and for any non-loopback --listen.
+    #[arg(long, env = "ONRAMP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// /readyz answers 200 while fewer records than this are read but not yet committed.
+    #[arg(long, default_value_t = onramp::api::DEFAULT_READY_MAX_LAG)]
+    ready_max_lag: u64,
+}
+
+impl ApiArgs {
+    /// Starts the API when --listen is not `off`.
+    fn start(&self, hub: &Arc<Hub>, partitions: u32) -> anyhow::Result<()> {
+        if self.listen == "off" {
+            return Ok(());
+        }
+        let listen = self.listen.parse().with_context(|| {
+            format!(
+                "--listen `{}` is not an address such as 127.0.0.1:7878 (or `off`)",
+                self.listen
+            )
+        })?;
+        let cfg = ApiConfig {
+            listen,
+            token: self.token.clone(),
+            steps: EnrichConfig::default().steps,
+            partitions,
+        };
+        let addr = onramp::api::start(cfg, hub.clone())?;
+        tracing::info!("read API listening on http://{addr}");
+        Ok(())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -359,6 +410,22 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             seed,
             partitions,
         } => demo(store, users, seed, partitions),
+        Command::Serve { store, api } => {
+            if api.listen == "off" {
+                bail!("onramp serve needs --listen");
+            }
+            let store = Store::open_existing(&store.store)?;
+            let hub = Hub::new(api.ready_max_lag, true);
+            let partitions = store.partitions()?.unwrap_or(1);
+            hub.set_store(store);
+            api.start(&hub, partitions)?;
+            let stop = shutdown_flag();
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            tracing::info!("stopping");
+            Ok(())
+        }
     }
 }
 
@@ -393,7 +460,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         progress_bar: std::io::stderr().is_terminal(),
     };
     tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
-    let summary = pipeline::run(&cfg, &shutdown_flag())?;
+    let hub = Hub::new(args.api.ready_max_lag, false);
+    args.api.start(&hub, cfg.partitions)?;
+    let summary = pipeline::run_observed(&cfg, &shutdown_flag(), hub.as_ref())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

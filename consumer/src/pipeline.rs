@@ -25,7 +25,7 @@ use onramp_schemas::{Outcome, ProfileUpdate, RejectedEvent};
 use crate::chain::{Chain, ChainParams, InputRecord};
 use crate::partition::{record_key, Partitioner};
 use crate::source::{precheck, Input, Lines};
-use crate::store::{Batch, Store, StoreSettings};
+use crate::store::{Batch, Committed, Store, StoreSettings};
 use crate::wasm::{Module, WasmModules};
 
 /// Default records per partition batch.
@@ -170,8 +170,26 @@ struct PartitionState {
     pending: Vec<InputRecord>,
 }
 
+/// Hooks into a run: the read API and metrics watch it through this.
+pub trait Observer: Sync {
+    /// The store is open (before the first record is read).
+    fn store_opened(&self, _store: &Store) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// A batch was committed; `backlog` is the number of records read but not yet committed.
+    fn committed(&self, _batch: &Batch, _committed: &Committed, _apply_seconds: f64, _backlog: u64) {}
+}
+
+/// No hooks.
+impl Observer for () {}
+
 /// Runs the pipeline until the input ends or `shutdown` is set.
 pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
+    run_observed(cfg, shutdown, &())
+}
+
+/// [`run`], telling `observer` about the store and every commit.
+pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Observer) -> anyhow::Result<Summary> {
     let started = Instant::now();
     // Everything that can be refused is checked before the store is touched.
     let modules = WasmModules::load(&cfg.wasm_dir)?;
@@ -192,6 +210,7 @@ pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
             chain_params: params_fingerprint(&cfg.params),
         },
     )?;
+    observer.store_opened(&store)?;
     let mut parts = Vec::new();
     for p in 0..cfg.partitions {
         let checkpoint = store.checkpoint(p)?;
@@ -218,6 +237,7 @@ pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
         reject_chain,
         store: &store,
         durability: cfg.durability,
+        observer,
         summary: Summary::default(),
         touched: HashSet::new(),
     };
@@ -268,6 +288,7 @@ struct Sink<'a> {
     reject_chain: Chain,
     store: &'a Store,
     durability: Durability,
+    observer: &'a dyn Observer,
     summary: Summary,
     touched: HashSet<String>,
 }
@@ -337,6 +358,7 @@ impl Sink<'_> {
         if self.durability == Durability::Durable {
             self.store.flush()?;
         }
+        let apply_seconds = store_start.elapsed().as_secs_f64();
         self.summary.store_ms += store_start.elapsed().as_millis() as u64;
         state.checkpoint = last_offset;
 
@@ -354,6 +376,8 @@ impl Sink<'_> {
                 self.touched.insert(u.user_id.clone());
             }
         }
+        let backlog = self.summary.lines_read - self.summary.already_committed - self.summary.events_in;
+        self.observer.committed(&batch, &committed, apply_seconds, backlog);
         tracing::debug!(partition, last_offset, applied = committed.applied, "batch committed");
         Ok(())
     }

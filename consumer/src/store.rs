@@ -132,6 +132,15 @@ pub struct Committed {
     pub profiles_touched: u64,
 }
 
+/// What [`Store::erase`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Erased {
+    /// The profile existed and was removed.
+    pub profile: bool,
+    /// Fold state existed and was removed.
+    pub fold_state: bool,
+}
+
 /// The store.
 #[derive(Clone)]
 pub struct Store {
@@ -411,6 +420,35 @@ impl Store {
             }),
             Err(TransactionError::Storage(e)) => Err(self.sled(e)),
         }
+    }
+
+    /// Erases a user: their profile and their fold state, in one transaction. Returns
+    /// what was removed. Later events for the user start a new profile.
+    pub fn erase(&self, user: &str, partition: u32) -> Result<Erased, StoreError> {
+        let mut key = partition.to_be_bytes().to_vec();
+        key.extend_from_slice(user.as_bytes());
+        let result = (&self.profiles, &self.fold_state).transaction(|(profiles, fold_state)| {
+            let profile = profiles.remove(user.as_bytes())?.is_some();
+            let fold = fold_state.remove(key.as_slice())?.is_some();
+            Ok::<_, ConflictableTransactionError<String>>(Erased {
+                profile,
+                fold_state: fold,
+            })
+        });
+        let erased = match result {
+            Ok(e) => e,
+            Err(TransactionError::Abort(reason)) => {
+                return Err(StoreError::Decode {
+                    path: self.path.clone(),
+                    tree: "profiles",
+                    key: user.into(),
+                    reason,
+                })
+            }
+            Err(TransactionError::Storage(e)) => return Err(self.sled(e)),
+        };
+        self.flush()?;
+        Ok(erased)
     }
 
     /// Makes everything committed so far durable (fsync).

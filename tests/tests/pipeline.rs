@@ -17,6 +17,7 @@ fn onramp(args: &[&str]) -> Output {
     Command::new(onramp_bin())
         .args(args)
         .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+        .env("ONRAMP_LISTEN", "off")
         .output()
         .expect("onramp runs")
 }
@@ -187,6 +188,7 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
             ])
             .args(["--batch-size", "50", "--durability", durability])
             .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+            .env("ONRAMP_LISTEN", "off")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,235 @@
+//! Prometheus metrics of a run, rendered as text for `GET /metrics`.
+//!
+//! Names follow STYLE.md: snake_case, counters end in `_total`, units in the name, labels
+//! with few values (outcome, reason, partition — never a user id). Records dropped on
+//! purpose (rejects, duplicates) are counted apart from failures.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds of the `onramp_batch_apply_seconds` buckets.
+pub const APPLY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Upper bounds of the `onramp_event_lag_seconds` buckets.
+pub const LAG_BUCKETS: [f64; 10] = [1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 604800.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.counts.len() != bounds.len() {
+            self.counts = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, bounds: &[f64]) {
+        for (i, b) in bounds.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts.get(i).copied().unwrap_or(0)
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: BTreeMap<(String, u32), u64>,
+    rejects: BTreeMap<String, u64>,
+    checkpoints: BTreeMap<u32, i64>,
+    batch_apply: Histogram,
+    event_lag: Histogram,
+}
+
+/// The run's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+    duplicates: AtomicU64,
+    updates_applied: AtomicU64,
+    stream_clients: AtomicU64,
+    streams_dropped: AtomicU64,
+}
+
+/// One committed batch, as the metrics see it.
+#[derive(Debug, Clone, Default)]
+pub struct BatchFigures {
+    /// Partition.
+    pub partition: u32,
+    /// New checkpoint.
+    pub checkpoint: i64,
+    /// Accepted records.
+    pub accepted: u64,
+    /// Rejects by reason.
+    pub rejects: BTreeMap<String, u64>,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Updates applied.
+    pub applied: u64,
+    /// Seconds the store commit took.
+    pub apply_seconds: f64,
+    /// Apply time − event time of each applied update, seconds.
+    pub event_lags: Vec<f64>,
+}
+
+impl Metrics {
+    /// Records a committed batch.
+    pub fn batch(&self, b: &BatchFigures) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.events.entry(("accepted".into(), b.partition)).or_default() += b.accepted;
+        let rejected: u64 = b.rejects.values().sum();
+        *inner.events.entry(("rejected".into(), b.partition)).or_default() += rejected;
+        for (reason, n) in &b.rejects {
+            *inner.rejects.entry(reason.clone()).or_default() += n;
+        }
+        inner.checkpoints.insert(b.partition, b.checkpoint);
+        inner.batch_apply.observe(&APPLY_BUCKETS, b.apply_seconds);
+        for lag in &b.event_lags {
+            inner.event_lag.observe(&LAG_BUCKETS, *lag);
+        }
+        self.duplicates.fetch_add(b.duplicates, Ordering::Relaxed);
+        self.updates_applied.fetch_add(b.applied, Ordering::Relaxed);
+    }
+
+    /// An update-stream client connected (`+1`) or left (`-1`).
+    pub fn stream_client(&self, connected: bool) {
+        if connected {
+            self.stream_clients.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stream_clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An update-stream client was dropped for being too slow.
+    pub fn stream_dropped(&self) {
+        self.streams_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, store_size_bytes: Option<u64>) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut out,
+            "onramp_events_total",
+            "counter",
+            "Records processed, by outcome and partition.",
+        );
+        for ((outcome, p), n) in &inner.events {
+            let _ = writeln!(
+                out,
+                "onramp_events_total{{outcome=\"{outcome}\",partition=\"{p}\"}} {n}"
+            );
+        }
+        head(
+            &mut out,
+            "onramp_rejects_total",
+            "counter",
+            "Records rejected by the validate module, by reason.",
+        );
+        for (reason, n) in &inner.rejects {
+            let _ = writeln!(out, "onramp_rejects_total{{reason=\"{reason}\"}} {n}");
+        }
+        head(
+            &mut out,
+            "onramp_duplicates_total",
+            "counter",
+            "Events dropped by the fold as duplicates.",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_duplicates_total {}",
+            self.duplicates.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "onramp_updates_applied_total",
+            "counter",
+            "Profile updates applied to the store.",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_updates_applied_total {}",
+            self.updates_applied.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "onramp_batch_apply_seconds",
+            "histogram",
+            "Time to commit one batch to the store.",
+        );
+        inner
+            .batch_apply
+            .render(&mut out, "onramp_batch_apply_seconds", &APPLY_BUCKETS);
+        head(
+            &mut out,
+            "onramp_event_lag_seconds",
+            "histogram",
+            "Apply time minus event time of applied updates.",
+        );
+        inner
+            .event_lag
+            .render(&mut out, "onramp_event_lag_seconds", &LAG_BUCKETS);
+        head(
+            &mut out,
+            "onramp_checkpoint_offset",
+            "gauge",
+            "Last committed offset, by partition.",
+        );
+        for (p, o) in &inner.checkpoints {
+            let _ = writeln!(out, "onramp_checkpoint_offset{{partition=\"{p}\"}} {o}");
+        }
+        head(
+            &mut out,
+            "onramp_update_stream_clients",
+            "gauge",
+            "Connected /v1/updates clients.",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_update_stream_clients {}",
+            self.stream_clients.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "onramp_update_stream_dropped_total",
+            "counter",
+            "Update-stream clients dropped for being slow.",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_update_stream_dropped_total {}",
+            self.streams_dropped.load(Ordering::Relaxed)
+        );
+        if let Some(bytes) = store_size_bytes {
+            head(
+                &mut out,
+                "onramp_store_size_bytes",
+                "gauge",
+                "Bytes the sled store takes on disk.",
+            );
+            let _ = writeln!(out, "onramp_store_size_bytes {bytes}");
+        }
+        out
+    }
+}
