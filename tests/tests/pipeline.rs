@@ -144,7 +144,7 @@ fn run_equals_the_reference_fold() {
 #[test]
 fn sigkill_and_restart_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, _) = write_traffic(dir.path(), 11, 1_500);
+    let (input, _) = write_traffic(dir.path(), 11, 3_000);
     let input = input.to_str().unwrap().to_string();
     let clean = dir.path().join("clean");
     ok(&[
@@ -189,11 +189,28 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
             .args(["--batch-size", "50", "--durability", durability])
             .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
             .env("ONRAMP_LISTEN", "off")
+            .env("ONRAMP_LOG", "onramp=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300 + rand(2_200)));
+        // Kill at a random point after the run's first commit (so every kill lands
+        // mid-run, not during start-up), up to 400 ms later.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("batch committed") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            child.wait().unwrap();
+            continue; // ended without committing anything new
+        }
+        std::thread::sleep(Duration::from_millis(rand(400)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
