@@ -1,0 +1,152 @@
+//! Read-API load benchmark: prints figures, asserts nothing. Loopback only, bounded in
+//! time. Run with `cargo bench -p onramp-tests --bench api -- [--seconds N] [--clients N]`.
+//!
+//! Starts the release `onramp run --generate` with the API on 127.0.0.1:0, lets it ingest,
+//! then for a fixed time `clients` threads look up random early users
+//! (`GET /v1/profiles/u_<n>`, n < `--lookup-range`), while the pipeline keeps ingesting. Prints lookups/s,
+//! latency percentiles, and the ingest rate held during the load and before it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const USERS: u64 = 200_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let seconds = arg("--seconds", 15);
+    let clients = arg("--clients", 2);
+    // Looked-up ids: the earliest-arriving users, who exist after the warm-up (the
+    // generator's users arrive in id order over a day of event time).
+    let lookup_range = arg("--lookup-range", 5_000);
+    onramp_tests::modules();
+    let root = onramp::wasm::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "onramp"])
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(target.join("release/onramp"))
+        .args([
+            "run",
+            "--generate",
+            "--users",
+            &USERS.to_string(),
+            "--durability",
+            "relaxed",
+        ])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            dir.path().join("store").to_str().unwrap(),
+        ])
+        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let _ = tx.send(line[i..].trim().to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(120)).expect("API address");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let applied = |agent: &ureq::Agent| -> f64 {
+        let text = agent
+            .get(&format!("{base}/metrics"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("onramp_updates_applied_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // Warm-up: let some profiles exist, and measure the ingest rate with no readers.
+    std::thread::sleep(Duration::from_secs(5));
+    let a0 = applied(&agent);
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_rate = (applied(&agent) - a0) / 5.0;
+
+    let start_applied = applied(&agent);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let base = base.clone();
+            let agent = agent.clone();
+            let range = lookup_range;
+            std::thread::spawn(move || {
+                let mut x = 0x9e3779b97f4a7c15u64 ^ c;
+                let (mut lat, mut found, mut missing) = (Vec::new(), 0u64, 0u64);
+                while Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let url = format!("{base}/v1/profiles/u_{}", x % range);
+                    let t = Instant::now();
+                    let mut resp = agent.get(&url).call().unwrap();
+                    let _ = resp.body_mut().read_to_string();
+                    lat.push(t.elapsed());
+                    if resp.status().as_u16() == 200 {
+                        found += 1;
+                    } else {
+                        missing += 1;
+                    }
+                }
+                (lat, found, missing)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let (mut found, mut missing) = (0, 0);
+    for h in handles {
+        let (l, f, m) = h.join().unwrap();
+        lat.extend(l);
+        found += f;
+        missing += m;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let load_rate = (applied(&agent) - start_applied) / elapsed;
+    let _ = child.kill();
+    let _ = child.wait();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    println!("read API load: {clients} client threads for {elapsed:.1}s on loopback, ids u_0..u_{lookup_range}, while ingesting generated traffic ({USERS} users)");
+    println!("| lookups | lookups/s | p50 ms | p99 ms | max ms | found / not yet | ingest updates/s during | ingest updates/s before |");
+    println!("|---:|---:|---:|---:|---:|---|---:|---:|");
+    println!(
+        "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {found} / {missing} | {load_rate:.0} | {idle_rate:.0} |",
+        lat.len(),
+        lat.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    );
+}
