@@ -116,7 +116,7 @@ fn metric(base: &str, name: &str) -> f64 {
 }
 
 /// Proves, against a running pipeline: an update reaches `/v1/updates` after its batch
-/// commits; lookups, 404/400 error bodies; pages with no duplicates or gaps while writes
+/// commits, and `Last-Event-ID` replays what followed it; lookups, 404/400 error bodies; pages with no duplicates or gaps while writes
 /// continue; the funnel equals `onramp stats`; DELETE needs the token and erases;
 /// metrics are present and increase.
 #[test]
@@ -160,6 +160,20 @@ fn read_api_against_a_running_pipeline() {
     });
     let second = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert!(second.contains(r#""event_id":"e30""#), "{second}");
+
+    // Last-Event-ID resumes: from the first update's id, u_1's next one is replayed.
+    let first_seq = first["seq"].as_u64().unwrap();
+    let resumed = agent(None)
+        .get(&format!("{base}/v1/updates?user=u_1"))
+        .header("Last-Event-ID", &first_seq.to_string())
+        .call()
+        .unwrap();
+    let replayed = BufReader::new(resumed.into_body().into_reader())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
+        .unwrap();
+    assert!(replayed.contains(r#""event_id":"e30""#), "{replayed}");
 
     // Lookups and error bodies.
     let (status, p) = get(&base, "/v1/profiles/u_1");
