@@ -6,7 +6,7 @@
 //! | `GET /v1/profiles/{user_id}` | the profile, its hints and `as_of` (offset, event time) |
 //! | `GET /v1/profiles?step=&completed_step=&hint=&completed=&active_since=&limit=&cursor=` | filtered page, stable cursor |
 //! | `GET /v1/funnel` | users per step, conversion, median time between steps |
-//! | `GET /v1/updates?user=&step=` | Server-Sent Events: each applied update once its batch commits |
+//! | `GET /v1/updates?user=&step=&hint=` | Server-Sent Events: each applied update once its batch commits |
 //! | `DELETE /v1/profiles/{user_id}` | erasure (needs the token) |
 //! | `GET /metrics`, `/healthz`, `/readyz` | Prometheus text, alive, caught up |
 //!
@@ -35,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::{Stream, StreamExt};
-use onramp_schemas::{Outcome, ProfileUpdate};
+use onramp_schemas::{Hints, Outcome, ProfileUpdate};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -67,6 +67,8 @@ pub struct Streamed {
     pub partition: u32,
     /// The update.
     pub update: ProfileUpdate,
+    /// The user's hints once the update's batch committed.
+    pub hints: Hints,
 }
 
 /// Shared state of the API and the pipeline.
@@ -114,11 +116,12 @@ impl Hub {
             .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "starting", "the store is not open yet"))
     }
 
-    fn publish(&self, partition: u32, update: &ProfileUpdate) {
+    fn publish(&self, partition: u32, update: &ProfileUpdate, hints: Hints) {
         let item = Arc::new(Streamed {
             seq: self.next_seq.fetch_add(1, Ordering::SeqCst),
             partition,
             update: update.clone(),
+            hints,
         });
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() >= RESUME_WINDOW {
@@ -155,7 +158,8 @@ impl Observer for Hub {
         }
         for u in batch.updates.iter().filter(|u| u.outcome == Outcome::Applied) {
             figures.event_lags.push((now_ms - u.event_time_ms) as f64 / 1000.0);
-            self.publish(batch.partition, u);
+            let hints = committed.hints.get(&u.user_id).copied().unwrap_or_default();
+            self.publish(batch.partition, u, hints);
         }
         self.metrics.batch(&figures);
         self.backlog.store(backlog, Ordering::SeqCst);
@@ -430,10 +434,17 @@ async fn delete_profile(State(state): State<AppState>, Path(user): Path<String>)
 struct UpdateParams {
     user: Option<String>,
     step: Option<String>,
+    hint: Option<String>,
 }
 
-fn wanted(p: &UpdateParams, s: &Streamed) -> bool {
-    p.user.as_ref().is_none_or(|u| *u == s.update.user_id)
+fn wanted(p: &UpdateParams, hint: Option<Hint>, s: &Streamed) -> bool {
+    let hint_ok = match hint {
+        None => true,
+        Some(Hint::Stalled) => s.hints.stalled,
+        Some(Hint::Activated) => s.hints.activated,
+    };
+    hint_ok
+        && p.user.as_ref().is_none_or(|u| *u == s.update.user_id)
         && p.step.as_ref().is_none_or(|step| {
             s.update
                 .changes
@@ -456,6 +467,13 @@ async fn updates(
     params: Result<Query<UpdateParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let hint = match p.hint.as_deref() {
+        Some(h) => Some(
+            h.parse::<Hint>()
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hint", e.to_string()))?,
+        ),
+        None => None,
+    };
     let last_id: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -476,7 +494,7 @@ async fn updates(
     let replay = futures_util::stream::iter(
         backlog
             .into_iter()
-            .filter(move |s| wanted(&p2, s))
+            .filter(move |s| wanted(&p2, hint, s))
             .map(|s| Ok(sse_event(&s))),
     );
     let live = tokio_stream::wrappers::BroadcastStream::new(rx)
@@ -487,7 +505,11 @@ async fn updates(
         .scan(false, move |dropped, item| {
             let out = match item {
                 _ if *dropped => None,
-                Ok(s) => Some(if wanted(&p, &s) { Some(Ok(sse_event(&s))) } else { None }),
+                Ok(s) => Some(if wanted(&p, hint, &s) {
+                    Some(Ok(sse_event(&s)))
+                } else {
+                    None
+                }),
                 Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
                     *dropped = true;
                     hub.metrics.stream_dropped();

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use onramp_schemas::{Outcome, Profile, ProfileUpdate, RejectedEvent, RestartSnapshot, UserFoldState};
+use onramp_schemas::{Hints, Outcome, Profile, ProfileUpdate, RejectedEvent, RestartSnapshot, UserFoldState};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
@@ -120,7 +120,7 @@ pub struct Batch {
 }
 
 /// What a commit did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Committed {
     /// Updates applied.
     pub applied: u64,
@@ -130,6 +130,9 @@ pub struct Committed {
     pub skipped: u64,
     /// Distinct profiles written.
     pub profiles_touched: u64,
+    /// The hints of each written profile after the batch, judged at the partition's
+    /// watermark (for the update stream's `hint` filter).
+    pub hints: BTreeMap<String, Hints>,
 }
 
 /// What [`Store::erase`] removed.
@@ -408,6 +411,11 @@ impl Store {
                 add(counters, name, *n)?;
             }
             committed.profiles_touched = touched.len() as u64;
+            let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
+            committed.hints = touched
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.hints(reference)))
+                .collect();
             Ok(committed)
         });
         match result {

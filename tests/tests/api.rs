@@ -116,7 +116,8 @@ fn metric(base: &str, name: &str) -> f64 {
 }
 
 /// Proves, against a running pipeline: an update reaches `/v1/updates` after its batch
-/// commits, and `Last-Event-ID` replays what followed it; lookups, 404/400 error bodies; pages with no duplicates or gaps while writes
+/// commits, `Last-Event-ID` replays what followed it, and the hint filter passes only
+/// activated users; lookups, 404/400 error bodies; pages with no duplicates or gaps while writes
 /// continue; the funnel equals `onramp stats`; DELETE needs the token and erases;
 /// metrics are present and increase.
 #[test]
@@ -140,8 +141,22 @@ fn read_api_against_a_running_pipeline() {
             }
         }
     });
-    wait_for("the stream client to connect", || {
-        metric(&base, "onramp_update_stream_clients") >= 1.0
+    // And to updates of activated users only.
+    let (atx, arx) = mpsc::channel::<String>();
+    let activated_url = format!("{base}/v1/updates?hint=activated");
+    std::thread::spawn(move || {
+        let resp = agent(None).get(&activated_url).call().unwrap();
+        for line in BufReader::new(resp.into_body().into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(data) = line.strip_prefix("data:") {
+                let _ = atx.send(data.trim().to_string());
+            }
+        }
+    });
+    wait_for("the stream clients to connect", || {
+        metric(&base, "onramp_update_stream_clients") >= 2.0
     });
 
     // 30 users, one sign-up each, then a step for u_1: batches of 5 commit as they fill.
@@ -238,6 +253,18 @@ fn read_api_against_a_running_pipeline() {
         metric(&base, "onramp_updates_applied_total") >= before + 10.0
     });
     assert!(metric(&base, "onramp_batch_apply_seconds_count") > 0.0);
+
+    // The hint filter: only the user who completed onboarding shows on the activated stream.
+    let mut done = vec![event(300, "u_5", "onboarding_completed")];
+    done.extend((301..305).map(|k| event(k, "u_6", "page_view")));
+    send(&mut r, &done);
+    let activated = arx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an activated user's update");
+    assert!(
+        activated.contains(r#""event_id":"e300""#) && activated.contains(r#""activated":true"#),
+        "{activated}"
+    );
 
     // DELETE needs the token, then erases.
     let url = format!("{base}/v1/profiles/u_2");
