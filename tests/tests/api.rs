@@ -319,3 +319,58 @@ fn non_loopback_bind_needs_a_token() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address: give --token"));
     assert!(!dir.path().join("s").exists(), "nothing was written");
 }
+
+/// Proves `onramp serve` serves a finished store read-only: lookups work, DELETE is
+/// refused even with the token, and the store is unchanged.
+#[test]
+fn serve_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut r = start(&store);
+    send(
+        &mut r,
+        &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
+    );
+    drop(r.stdin.take());
+    assert!(r.child.wait().unwrap().success());
+
+    let mut child = Command::new(onramp_bin())
+        .args([
+            "serve",
+            "--store",
+            store.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            TOKEN,
+        ])
+        .env("ONRAMP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let _ = tx.send(line[i..].trim().to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("onramp serve announces its address");
+    let (status, p) = get(&base, "/v1/profiles/u_1");
+    assert_eq!((status, p["counters"]["page_views"].as_u64()), (200, Some(5)));
+    assert_eq!(get(&base, "/readyz").0, 200);
+    let resp = agent(Some(Duration::from_secs(10)))
+        .delete(&format!("{base}/v1/profiles/u_1"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(get(&base, "/v1/profiles/u_1").0, 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
