@@ -16,6 +16,12 @@
 //! [`MAX_QUERY_BYTES`]. Errors are JSON `{"error":{"code","message"}}`. User-supplied
 //! values are only ever sled keys, never paths.
 //!
+//! Erasure removes the profile and its fold state in one transaction, and makes the
+//! pipeline restart that partition's chain from the store's snapshot before its next
+//! batch, so the profile aggregate forgets the user too; later events start a new
+//! profile. A batch already inside the chain when the DELETE lands is committed after it
+//! and may write the user back (erase again, or erase while ingestion is paused).
+//!
 //! Update stream: a slow client whose buffer of [`STREAM_BUFFER`] updates overflows gets
 //! a final `dropped` event with the reason and is disconnected, so it never slows the
 //! pipeline. Each event's id is a sequence number of this process; `Last-Event-ID`
@@ -83,6 +89,7 @@ pub struct Hub {
     ready_max_lag: u64,
     read_only: bool,
     started: AtomicBool,
+    erased: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 impl Hub {
@@ -99,6 +106,7 @@ impl Hub {
             ready_max_lag,
             read_only,
             started: AtomicBool::new(false),
+            erased: Mutex::new(Default::default()),
         })
     }
 
@@ -163,6 +171,10 @@ impl Observer for Hub {
         }
         self.metrics.batch(&figures);
         self.backlog.store(backlog, Ordering::SeqCst);
+    }
+
+    fn take_erased(&self, partition: u32) -> bool {
+        self.erased.lock().unwrap_or_else(|e| e.into_inner()).remove(&partition)
     }
 }
 
@@ -418,6 +430,12 @@ async fn delete_profile(State(state): State<AppState>, Path(user): Path<String>)
     let store = state.hub.store()?;
     let partition = Partitioner::new(state.cfg.partitions).partition(Some(user.as_bytes()));
     let erased = store.erase(&user, partition)?;
+    state
+        .hub
+        .erased
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(partition);
     tracing::info!(partition, profile = erased.profile, "profile erased on request");
     if !erased.profile && !erased.fold_state {
         return Err(ApiError::new(

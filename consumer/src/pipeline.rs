@@ -178,6 +178,12 @@ pub trait Observer: Sync {
     }
     /// A batch was committed; `backlog` is the number of records read but not yet committed.
     fn committed(&self, _batch: &Batch, _committed: &Committed, _apply_seconds: f64, _backlog: u64) {}
+    /// True (once) when a user of `partition` was erased since the last call: the
+    /// partition's chain is then restarted from the store's snapshot, so the profile
+    /// aggregate forgets the erased user's in-memory state too.
+    fn take_erased(&self, _partition: u32) -> bool {
+        false
+    }
 }
 
 /// No hooks.
@@ -235,6 +241,12 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
 
     let mut sink = Sink {
         reject_chain,
+        restart: ChainRestart {
+            engine: &engine,
+            modules: &modules,
+            params: &cfg.params,
+            state_ttl_ms: fold_cfg.state_ttl_ms,
+        },
         store: &store,
         durability: cfg.durability,
         observer,
@@ -283,9 +295,18 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
 }
 
 /// Where batches go: the store, plus the run's accounting.
+/// What it takes to restart a partition's chain from the store's snapshot.
+struct ChainRestart<'a> {
+    engine: &'a SmartEngine,
+    modules: &'a WasmModules,
+    params: &'a ChainParams,
+    state_ttl_ms: i64,
+}
+
 struct Sink<'a> {
     /// `onramp-validate` with `mode=rejected`, to learn why dropped records were dropped.
     reject_chain: Chain,
+    restart: ChainRestart<'a>,
     store: &'a Store,
     durability: Durability,
     observer: &'a dyn Observer,
@@ -298,6 +319,14 @@ impl Sink<'_> {
     fn commit(&mut self, partition: u32, state: &mut PartitionState) -> anyhow::Result<()> {
         if state.pending.is_empty() {
             return Ok(());
+        }
+        if self.observer.take_erased(partition) {
+            // Every earlier batch is committed, so the snapshot at the checkpoint is exactly
+            // the aggregate's state, less the erased users.
+            let snapshot = self.store.snapshot(partition, self.restart.state_ttl_ms)?;
+            let r = &self.restart;
+            state.chain = Chain::full(r.engine, r.modules, r.params, Some(&snapshot))?;
+            tracing::info!(partition, "chain restarted from the store's snapshot after an erasure");
         }
         let batch_records = std::mem::take(&mut state.pending);
         let chain_start = Instant::now();

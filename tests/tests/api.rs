@@ -287,6 +287,23 @@ fn read_api_against_a_running_pipeline() {
     let body: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(body["removed"]["profile"], true);
     assert_eq!(get(&base, "/v1/profiles/u_2").0, 404);
+    // Later events for u_2 start a new profile, fold state included: a new session.
+    let before = metric(&base, "onramp_updates_applied_total");
+    send(
+        &mut r,
+        &(400..405).map(|k| event(k, "u_2", "page_view")).collect::<Vec<_>>(),
+    );
+    wait_for("u_2's new events", || {
+        metric(&base, "onramp_updates_applied_total") >= before + 5.0
+    });
+    let (status, p) = get(&base, "/v1/profiles/u_2");
+    assert_eq!(status, 200);
+    assert_eq!(p["counters"]["events"], 5);
+    assert_eq!(
+        p["counters"]["sessions"], 1,
+        "the aggregate forgot the erased user too: {p}"
+    );
+    assert_eq!(p["fold"]["recent_ids"].as_array().unwrap().len(), 5);
 
     // The funnel now equals `onramp stats` over the same store once the run has ended.
     wait_for("all writes to commit", || get(&base, "/readyz").0 == 200);
