@@ -391,3 +391,64 @@ fn serve_is_read_only() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Proves a client that stops reading the update stream is dropped with a reason once
+/// its buffer overflows, while the pipeline goes on committing.
+#[test]
+fn slow_update_stream_client_is_dropped() {
+    onramp_tests::modules();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(onramp_bin())
+        .args(["run", "--input", "-", "--store", dir.path().join("s").to_str().unwrap()])
+        .args([
+            "--batch-size",
+            "1000",
+            "--durability",
+            "relaxed",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+        .env("ONRAMP_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let _ = tx.send(line[i..].trim().to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Connect, then read nothing while 60k updates are committed.
+    let slow = agent(None).get(&format!("{base}/v1/updates")).call().unwrap();
+    wait_for("the client to connect", || {
+        metric(&base, "onramp_update_stream_clients") >= 1.0
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..60_000 {
+        writeln!(stdin, "{}", event(i, &format!("u_{}", i % 100), "page_view")).unwrap();
+    }
+    stdin.flush().unwrap(); // kept open: the server must outlive the reading below
+    wait_for("the slow client to be dropped", || {
+        metric(&base, "onramp_update_stream_dropped_total") >= 1.0
+    });
+    // Reading now, the client finds the reason at the end of what was buffered.
+    let reason = BufReader::new(slow.into_body().into_reader())
+        .lines()
+        .map_while(Result::ok)
+        .skip_while(|l| l != "event: dropped")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(reason.contains("client too slow"), "{reason}");
+    wait_for("all 60k updates to commit", || {
+        metric(&base, "onramp_updates_applied_total") >= 60_000.0
+    });
+    drop(stdin);
+    assert!(child.wait().unwrap().success(), "the pipeline finished regardless");
+}
