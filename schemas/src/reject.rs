@@ -70,4 +70,9 @@ pub struct RejectedEvent {
     pub detail: String,
     /// The original record, lossily decoded as UTF-8 (invalid bytes become U+FFFD).
     pub payload: String,
+    /// Offset of the rejected record in its partition. In a Fluvio cluster the records a
+    /// SmartModule chain emits reach the consumer renumbered (0, 1, 2… within the
+    /// output), so this is how `onramp run --source fluvio` learns which record it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
 }

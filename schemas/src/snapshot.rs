@@ -35,6 +35,12 @@ pub struct RestartSnapshot {
     /// Fold state of the users live at the checkpoint, by user id.
     #[serde(default)]
     pub users: BTreeMap<String, UserFoldState>,
+    /// The checkpoint itself, when the stream may re-deliver records at or below it: the
+    /// aggregate then skips those (they are already in the store and in `users`). A Fluvio
+    /// SPU resumes a stream at the start of the producer batch holding the requested offset,
+    /// so `onramp run --source fluvio` sets it; the embedded run never re-delivers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_after: Option<i64>,
 }
 
 impl RestartSnapshot {
@@ -55,6 +61,7 @@ impl RestartSnapshot {
                 .filter(|(_, s)| live(s))
                 .map(|(u, s)| (u.to_string(), s.clone()))
                 .collect(),
+            resume_after: None,
         }
     }
 }

@@ -52,6 +52,9 @@ pub fn map(record: &SmartModuleRecord) -> Result<(Option<RecordData>, RecordData
             let bytes = serde_json::to_vec(&e).unwrap_or_default();
             (key.or_else(|| record.key.clone()), bytes.into())
         }
-        Err(rejection) => (record.key.clone(), rejection.to_record(value).into()),
+        Err(rejection) => (
+            record.key.clone(),
+            rejection.to_record(value, Some(record.offset())).into(),
+        ),
     })
 }

@@ -106,6 +106,8 @@ pub struct FoldState {
     users: HashMap<String, UserFoldState>,
     /// Eviction buckets: bucket number → users whose `last_active` fell in it when pushed.
     buckets: BTreeMap<i64, Vec<String>>,
+    /// Records at or below this offset were applied before the restart: skipped.
+    resume_after: Option<i64>,
 }
 
 impl FoldState {
@@ -121,6 +123,7 @@ impl FoldState {
     pub fn from_snapshot(cfg: FoldConfig, snapshot: RestartSnapshot) -> Self {
         let mut state = FoldState::new(cfg);
         state.watermark_ms = snapshot.watermark_ms;
+        state.resume_after = snapshot.resume_after;
         for (user, fold) in snapshot.users {
             state.push_bucket(&user, fold.last_active_ms);
             state.users.insert(user, fold);
@@ -156,6 +159,7 @@ impl FoldState {
             version: SNAPSHOT_VERSION,
             watermark_ms: self.watermark_ms,
             users,
+            resume_after: None,
         }
     }
 
@@ -198,6 +202,20 @@ impl FoldState {
     /// Folds one record of the aggregate's input: an [`EnrichedEvent`] as JSON. Anything
     /// else (including a rejected-event record) gives a `skipped` update; never fails.
     pub fn fold_record(&mut self, value: &[u8], offset: i64) -> ProfileUpdate {
+        if let Some(after) = self.resume_after.filter(|&after| offset <= after) {
+            return ProfileUpdate {
+                user_id: String::new(),
+                offset,
+                outcome: Outcome::Skipped,
+                skip_reason: Some(format!(
+                    "already applied before the stream resumed after offset {after}"
+                )),
+                event_id: String::new(),
+                event_type: None,
+                event_time_ms: 0,
+                changes: None,
+            };
+        }
         match serde_json::from_slice::<EnrichedEvent>(value) {
             Ok(event) => self.fold_event(&event, offset),
             Err(e) => {
@@ -440,6 +458,47 @@ mod tests {
                 .map(|(i, e)| second.fold_event(e, 17 + i as i64)),
         );
         assert_eq!(got, expected);
+    }
+
+    /// Proves a stream that resumes before the checkpoint (a Fluvio SPU resumes at the start
+    /// of the producer batch) changes nothing for the records already applied: they are
+    /// skipped without touching the state, and the rest folds as if never interrupted.
+    #[test]
+    fn records_at_or_below_resume_after_are_skipped_without_state_change() {
+        let events: Vec<EnrichedEvent> = (0..20)
+            .map(|i| {
+                pv(
+                    &format!("e{i}"),
+                    &format!("u{}", i % 2),
+                    &format!("2026-11-01T09:{i:02}:00Z"),
+                )
+            })
+            .collect();
+        let mut whole = FoldState::new(FoldConfig::default());
+        let expected: Vec<_> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| whole.fold_event(e, i as i64))
+            .collect();
+
+        let mut first = FoldState::new(FoldConfig::default());
+        for (i, e) in events[..12].iter().enumerate() {
+            first.fold_record(&serde_json::to_vec(e).unwrap(), i as i64);
+        }
+        let mut snapshot = first.snapshot();
+        snapshot.resume_after = Some(11);
+        let mut second =
+            FoldState::from_accumulator(FoldConfig::default(), &serde_json::to_vec(&snapshot).unwrap()).unwrap();
+        // Re-delivered from offset 8: 8..=11 are skipped, 12.. fold normally.
+        for (i, e) in events.iter().enumerate().skip(8) {
+            let u = second.fold_record(&serde_json::to_vec(e).unwrap(), i as i64);
+            if i <= 11 {
+                assert_eq!(u.outcome, Outcome::Skipped);
+                assert!(u.skip_reason.unwrap().contains("resumed after offset 11"));
+            } else {
+                assert_eq!(u, expected[i], "offset {i}");
+            }
+        }
     }
 
     #[test]

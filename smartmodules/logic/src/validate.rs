@@ -148,12 +148,14 @@ impl Rejection {
         }
     }
 
-    /// The record emitted for this rejection in `mode=rejected`.
-    pub fn to_record(&self, payload: &[u8]) -> Vec<u8> {
+    /// The record emitted for this rejection in `mode=rejected`; `offset` is the rejected
+    /// record's own offset, when known.
+    pub fn to_record(&self, payload: &[u8], offset: Option<i64>) -> Vec<u8> {
         let rejected = RejectedEvent {
             reason: self.reason,
             detail: self.detail.clone(),
             payload: String::from_utf8_lossy(payload).into_owned(),
+            offset,
         };
         serde_json::to_vec(&rejected).unwrap_or_default()
     }
@@ -567,7 +569,7 @@ mod tests {
     #[test]
     fn rejected_record_keeps_the_payload_lossily() {
         let r = Rejection::new(RejectReason::InvalidJson, "x");
-        let rec: RejectedEvent = serde_json::from_slice(&r.to_record(&[b'a', 0xff, 0])).unwrap();
+        let rec: RejectedEvent = serde_json::from_slice(&r.to_record(&[b'a', 0xff, 0], None)).unwrap();
         assert_eq!(rec.payload, "a\u{fffd}\u{0}");
     }
 }

@@ -14,10 +14,12 @@
 //!   {"event_id":"e1","type":"sign_up","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z"}
 //!
 //! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl -e mode=rejected
-//!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}"}
-//!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json"}
+//!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}","offset":1}
+//!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json","offset":2}
 //! ```
 //!
+//! Each reject carries the offset of the record it rejects: in a Fluvio cluster the
+//! consumer cannot learn it from the output record (see `onramp_schemas::RejectedEvent`).
 //! Accepted records pass through byte for byte, with their key. The module never
 //! returns an error for a record: in Fluvio an error would stop the consumer's stream.
 //! The checks and their order are documented in `onramp_logic::validate`.
@@ -43,7 +45,10 @@ pub fn filter_map(record: &SmartModuleRecord) -> Result<Option<(Option<RecordDat
     let result = validate(value, Some(record.timestamp()), cfg);
     Ok(match (result, cfg.mode) {
         (Ok(_), Mode::Accepted) => Some((record.key.clone(), record.value.clone())),
-        (Err(rejection), Mode::Rejected) => Some((record.key.clone(), rejection.to_record(value).into())),
+        (Err(rejection), Mode::Rejected) => Some((
+            record.key.clone(),
+            rejection.to_record(value, Some(record.offset())).into(),
+        )),
         _ => None,
     })
 }
