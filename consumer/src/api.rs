@@ -223,7 +223,7 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Funnel steps for `/v1/funnel`.
     pub steps: Vec<String>,
-    /// Partition count (to find a user's fold state on erasure).
+    /// Partition count (to find a user's fold state on erasure) when the store has none yet.
     pub partitions: u32,
 }
 
@@ -428,7 +428,9 @@ async fn delete_profile(State(state): State<AppState>, Path(user): Path<String>)
         ));
     }
     let store = state.hub.store()?;
-    let partition = Partitioner::new(state.cfg.partitions).partition(Some(user.as_bytes()));
+    // The store records its partition count (with --source fluvio it is the topic's).
+    let partitions = store.partitions()?.unwrap_or(state.cfg.partitions);
+    let partition = Partitioner::new(partitions).partition(Some(user.as_bytes()));
     let erased = store.erase(&user, partition)?;
     state
         .hub

@@ -10,6 +10,10 @@
 //! - [`source`]: embedded sources (file, stdin, generator) read like a topic.
 //! - [`partition`]: record keys and partitions, exactly as the Fluvio producer assigns them.
 //! - [`pipeline`]: `onramp run`: source → partitioner → chain per partition → store.
+//! - [`cluster`]: cluster mode — `onramp setup` (topic + SmartModules through the admin
+//!   API), `onramp produce` (events into the topic, keyed by user), `onramp run --source
+//!   fluvio` (the chain runs in the SPU; per-partition streams merged by offset into the
+//!   same store batches).
 //! - [`store`]: the sled store; one transaction per batch applies the updates and moves
 //!   the partition's checkpoint (exactly once).
 //! - [`query`]: the store's read side — profile listing with filters and a stable cursor,
@@ -21,6 +25,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod cluster;
 pub mod generator;
 pub mod metrics;
 pub mod partition;

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use onramp::api::{ApiConfig, Hub};
 use onramp::chain::ChainParams;
+use onramp::cluster;
 use onramp::generator::{self, GeneratorConfig};
 use onramp::pipeline::{self, Durability, RunConfig};
 use onramp::query::{self, Hint, ProfileFilter};
@@ -35,6 +36,7 @@ the engine the Fluvio SPU embeds.",
     after_help = "Examples:\n  \
 onramp demo                                     # a day of generated traffic, end to end\n  \
 onramp run --input events.jsonl --partitions 3  # fold a JSON-lines file into ./onramp-data\n  \
+onramp setup && onramp produce --input events.jsonl && onramp run --source fluvio  # on a Fluvio cluster\n  \
 onramp generate --users 500 > events.jsonl      # realistic traffic as JSON lines\n  \
 onramp profile get u_0000042                    # one profile\n  \
 onramp stats                                    # the funnel"
@@ -55,6 +57,23 @@ onramp run --input events.jsonl --param validate.max_event_bytes=65536 --param p
 Running again on the same store resumes each partition after its checkpoint: records already \
 committed are skipped, so a crashed run can simply be started again.")]
     Run(RunArgs),
+    /// Create the events topic and load the three SmartModules into a Fluvio cluster (idempotent).
+    #[command(after_help = "Examples:\n  \
+onramp setup                                   # active Fluvio profile, topic onboarding-events, 3 partitions\n  \
+onramp setup --endpoint 127.0.0.1:9003 --partitions 6 --replication 2 --retention 7d\n\n\
+The modules are registered from the built .wasm files (--wasm-dir) and their SmartModule.toml \
+(--smartmodules-dir) exactly as `smdk load` registers them, under `group/name@version`. Running \
+setup again changes nothing and says so.")]
+    Setup(SetupArgs),
+    /// Send events to the cluster's events topic, keyed by user id.
+    #[command(after_help = "Examples:\n  \
+onramp produce --input events.jsonl\n  \
+onramp generate --users 1000 | onramp produce --input -\n  \
+onramp produce --generate --users 20000 --events 100000 --linger 5ms --batch-bytes 262144\n\n\
+Records are partitioned exactly like an embedded `onramp run --partitions N` over the same lines. \
+Failed sends are retried with backoff; records that still fail are logged with their line number, \
+counted, and make the command exit non-zero.")]
+    Produce(ProduceArgs),
     /// Write generated onboarding traffic as JSON lines.
     #[command(after_help = "Example:\n  onramp generate --seed 7 --users 1000 --output events.jsonl")]
     Generate {
@@ -161,8 +180,68 @@ onramp profile list --active-since 2026-11-02T12:00:00Z --cursor u_0000120")]
     },
 }
 
+/// Where `onramp run` reads events from.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    /// --input or --generate, through the chain in-process.
+    Embedded,
+    /// The cluster's events topic, through the chain in the SPU.
+    Fluvio,
+}
+
+#[derive(Args, Clone)]
+struct ClusterArgs {
+    /// SC address `host:port` (no TLS); default: the active Fluvio profile.
+    #[arg(long, env = "ONRAMP_FLUVIO_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Fluvio profile to use instead of the active one.
+    #[arg(long, conflicts_with = "endpoint")]
+    profile: Option<String>,
+    /// Events topic.
+    #[arg(long, env = "ONRAMP_TOPIC", default_value = cluster::DEFAULT_TOPIC)]
+    topic: String,
+}
+
+impl ClusterArgs {
+    fn target(&self) -> cluster::ClusterTarget {
+        cluster::ClusterTarget {
+            endpoint: self.endpoint.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
-struct RunArgs {
+struct SetupArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Partitions of the topic (an existing topic must have this many).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: u32,
+    /// Replication factor of a new topic.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    replication: u32,
+    /// Retention of a new topic: a number with unit s, m, h or d (e.g. 7d); default: the cluster's.
+    #[arg(long, value_parser = parse_duration)]
+    retention: Option<std::time::Duration>,
+    /// Directory of the built .wasm SmartModules.
+    #[arg(long, env = "ONRAMP_WASM_DIR", default_value_os_t = wasm::default_wasm_dir())]
+    wasm_dir: PathBuf,
+    /// Directory holding <module>/SmartModule.toml.
+    #[arg(long, default_value_os_t = cluster::default_smartmodules_dir())]
+    smartmodules_dir: PathBuf,
+    /// Replace a module already loaded under the same name with different bytes.
+    #[arg(long)]
+    replace: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// JSON-lines input file; `-` for standard input.
     #[arg(long, short, conflicts_with = "generate", required_unless_present = "generate")]
     input: Option<String>,
@@ -171,11 +250,56 @@ struct RunArgs {
     generate: bool,
     #[command(flatten)]
     gen: GeneratorArgs,
+    /// Producer batch size in bytes.
+    #[arg(long, default_value_t = cluster::produce::DEFAULT_BATCH_BYTES)]
+    batch_bytes: usize,
+    /// How long a batch may wait to fill up (e.g. 10ms, 1s).
+    #[arg(long, value_parser = parse_duration, default_value = "10ms")]
+    linger: std::time::Duration,
+    /// Retries of a failed record, with exponential backoff (100 ms doubling to 5 s).
+    #[arg(long, default_value_t = cluster::produce::DEFAULT_RETRIES)]
+    retries: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// embedded: --input/--generate through the chain in-process; fluvio: the cluster's topic, chain in the SPU.
+    #[arg(long, value_enum, default_value_t = Source::Embedded)]
+    source: Source,
+    /// JSON-lines input file; `-` for standard input (embedded source).
+    #[arg(long, short, conflicts_with = "generate")]
+    input: Option<String>,
+    /// Use the built-in traffic generator as input (embedded source).
+    #[arg(long)]
+    generate: bool,
+    #[command(flatten)]
+    gen: GeneratorArgs,
     #[command(flatten)]
     store: StoreArg,
-    /// Partitions: users are hashed to partitions exactly as the Fluvio producer hashes record keys.
-    #[arg(long, default_value_t = pipeline::DEFAULT_PARTITIONS, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    partitions: u32,
+    /// Partitions (embedded source; default 1): users are hashed to partitions exactly as the
+    /// Fluvio producer hashes record keys. With --source fluvio, the topic's partitions.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: Option<u32>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --source fluvio: send the local .wasm with each stream instead of using the loaded modules.
+    #[arg(long)]
+    adhoc: bool,
+    /// With --source fluvio: directory holding <module>/SmartModule.toml (names of the loaded modules).
+    #[arg(long, default_value_os_t = cluster::default_smartmodules_dir())]
+    smartmodules_dir: PathBuf,
+    /// With --source fluvio: most bytes of chain output one fetch returns. The default (the
+    /// maximum) is deliberate: the SPU cuts the chain's output at this size after the profile
+    /// aggregate has folded the cut records, which then come back as duplicates.
+    #[arg(long, default_value_t = cluster::consume::DEFAULT_MAX_BYTES)]
+    max_bytes: i32,
+    /// With --source fluvio: exit once every partition reached the end offset it had at start
+    /// (backfills, scripts, tests); without it, follow the topic until ctrl-c.
+    #[arg(long)]
+    stop_at_end: bool,
     /// A chain param, `<module>.<param>=<value>` (module: validate, enrich, profile); repeatable.
     #[arg(long = "param", value_name = "MODULE.KEY=VALUE")]
     params: Vec<String>,
@@ -298,7 +422,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ONRAMP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,onramp=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -314,6 +438,8 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run(args),
+        Command::Setup(args) => setup(args),
+        Command::Produce(args) => produce(args),
         Command::Generate { gen, output } => {
             let cfg = gen.config()?;
             let mut out: Box<dyn Write> = match &output {
@@ -443,32 +569,136 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for p in &args.params {
         params.set_from_arg(p).map_err(anyhow::Error::msg)?;
     }
-    let input = match (args.generate, args.input.as_deref()) {
-        (true, _) => Input::Generate(args.gen.config()?),
-        (false, Some("-")) => Input::Stdin,
-        (false, Some(path)) => Input::File(PathBuf::from(path)),
-        (false, None) => bail!("give --input FILE (or - for stdin) or --generate"),
-    };
-    let cfg = RunConfig {
-        input,
-        store: args.store.store,
-        partitions: args.partitions,
-        params,
-        wasm_dir: args.wasm_dir,
-        batch_size: args.batch_size as usize,
-        durability: args.durability,
-        progress_bar: std::io::stderr().is_terminal(),
-    };
-    tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
     let hub = Hub::new(args.api.ready_max_lag, false);
-    args.api.start(&hub, cfg.partitions)?;
-    let summary = pipeline::run_observed(&cfg, &shutdown_flag(), hub.as_ref())?;
+    let summary = match args.source {
+        Source::Fluvio => {
+            if args.input.is_some() || args.generate {
+                bail!("--source fluvio reads the cluster's topic; send events with `onramp produce --input …` instead");
+            }
+            if args.partitions.is_some() {
+                bail!("--source fluvio uses the topic's partitions (set by `onramp setup --partitions`); drop --partitions");
+            }
+            let chain = if args.adhoc {
+                cluster::consume::ChainSource::Adhoc {
+                    wasm_dir: args.wasm_dir,
+                }
+            } else {
+                cluster::consume::ChainSource::Loaded {
+                    smartmodules_dir: args.smartmodules_dir,
+                }
+            };
+            let cfg = cluster::consume::ClusterRunConfig {
+                target: args.cluster.target(),
+                topic: args.cluster.topic.clone(),
+                store: args.store.store,
+                params,
+                chain,
+                batch_size: args.batch_size as usize,
+                max_bytes: args.max_bytes,
+                durability: args.durability,
+                stop_at_end: args.stop_at_end,
+                progress_bar: std::io::stderr().is_terminal(),
+            };
+            tracing::info!(store = %cfg.store.display(), topic = %cfg.topic, "starting run (source: fluvio)");
+            // The API takes the partition count from the store, which records the topic's.
+            args.api.start(&hub, 1)?;
+            cluster::consume::run(&cfg, &shutdown_flag(), hub.as_ref())?
+        }
+        Source::Embedded => {
+            let input = match (args.generate, args.input.as_deref()) {
+                (true, _) => Input::Generate(args.gen.config()?),
+                (false, Some("-")) => Input::Stdin,
+                (false, Some(path)) => Input::File(PathBuf::from(path)),
+                (false, None) => bail!("give --input FILE (or - for stdin) or --generate (or --source fluvio)"),
+            };
+            if args.stop_at_end || args.adhoc {
+                bail!("--stop-at-end and --adhoc apply to --source fluvio");
+            }
+            let cfg = RunConfig {
+                input,
+                store: args.store.store,
+                partitions: args.partitions.unwrap_or(pipeline::DEFAULT_PARTITIONS),
+                params,
+                wasm_dir: args.wasm_dir,
+                batch_size: args.batch_size as usize,
+                durability: args.durability,
+                progress_bar: std::io::stderr().is_terminal(),
+            };
+            tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
+            args.api.start(&hub, cfg.partitions)?;
+            pipeline::run_observed(&cfg, &shutdown_flag(), hub.as_ref())?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", summary.render());
     }
     Ok(())
+}
+
+fn setup(args: SetupArgs) -> anyhow::Result<()> {
+    let cfg = cluster::setup::SetupConfig {
+        target: args.cluster.target(),
+        topic: args.cluster.topic.clone(),
+        partitions: args.partitions,
+        replication: args.replication,
+        retention: args.retention,
+        wasm_dir: args.wasm_dir,
+        smartmodules_dir: args.smartmodules_dir,
+        replace: args.replace,
+    };
+    let report = cluster::runtime()?.block_on(cluster::setup::setup(&cfg))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let input = match (args.generate, args.input.as_deref()) {
+        (true, _) => Input::Generate(args.gen.config()?),
+        (false, Some("-")) => Input::Stdin,
+        (false, Some(path)) => Input::File(PathBuf::from(path)),
+        (false, None) => bail!("give --input FILE (or - for stdin) or --generate"),
+    };
+    let cfg = cluster::produce::ProduceConfig {
+        target: args.cluster.target(),
+        topic: args.cluster.topic.clone(),
+        input,
+        batch_bytes: args.batch_bytes,
+        linger: args.linger,
+        retries: args.retries,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let report = cluster::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown_flag()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    cluster::produce::check(&report)
+}
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `7d`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 30s, 5m, 2h or 7d"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        "d" => n * 86_400_000,
+        _ => return Err(format!("`{s}`: the unit must be ms, s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 fn demo(store: PathBuf, users: u64, seed: u64, partitions: u32) -> anyhow::Result<()> {

@@ -47,6 +47,11 @@ impl Partitioner {
         }
     }
 
+    /// The partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
     /// The partition of a record with this key.
     pub fn partition(&mut self, key: Option<&[u8]>) -> u32 {
         match key {

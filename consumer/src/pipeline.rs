@@ -97,6 +97,10 @@ pub struct Summary {
     pub chain_ms: u64,
     /// Time committing to the store, ms.
     pub store_ms: u64,
+    /// Records a SmartModule failed on in the cluster (logged with their offsets, skipped).
+    pub smartmodule_errors: u64,
+    /// Times a partition's cluster streams were reopened after being lost.
+    pub reconnects: u64,
     /// True when stopped by a signal before the input ended.
     pub interrupted: bool,
 }
@@ -141,6 +145,15 @@ impl Summary {
             self.chain_ms as f64 / 1000.0,
             self.store_ms as f64 / 1000.0
         );
+        if self.smartmodule_errors > 0 {
+            s += &format!(
+                "smartmodule errors  {} (records skipped; each is logged with its offset)\n",
+                self.smartmodule_errors
+            );
+        }
+        if self.reconnects > 0 {
+            s += &format!("reconnects          {}\n", self.reconnects);
+        }
         if self.interrupted {
             s += "stopped early by a signal; the last batches were committed. Run again to continue.\n";
         }
@@ -247,29 +260,25 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
             params: &cfg.params,
             state_ttl_ms: fold_cfg.state_ttl_ms,
         },
-        store: &store,
-        durability: cfg.durability,
-        observer,
-        summary: Summary::default(),
-        touched: HashSet::new(),
+        recorder: Recorder::new(&store, cfg.durability, observer),
     };
     let mut partitioner = Partitioner::new(cfg.partitions);
     let progress = Progress::new(cfg.progress_bar);
     for line in &mut lines {
         if shutdown.load(Ordering::SeqCst) {
-            sink.summary.interrupted = true;
+            sink.recorder.summary.interrupted = true;
             tracing::warn!("signal received: committing the pending batches and stopping");
             break;
         }
         let line = line?;
-        sink.summary.lines_read += 1;
+        sink.recorder.summary.lines_read += 1;
         let key = record_key(&line);
         let p = partitioner.partition(key.as_deref());
         let state = &mut parts[p as usize];
         let offset = state.next_offset;
         state.next_offset += 1;
         if offset <= state.checkpoint {
-            sink.summary.already_committed += 1;
+            sink.recorder.summary.already_committed += 1;
             continue;
         }
         state.pending.push(InputRecord {
@@ -280,7 +289,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         });
         if state.pending.len() >= cfg.batch_size {
             sink.commit(p, state)?;
-            progress.tick(&sink.summary, started);
+            progress.tick(&sink.recorder.summary, started);
         }
     }
     for (p, state) in parts.iter_mut().enumerate() {
@@ -288,10 +297,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
     }
     store.flush()?;
     progress.finish();
-    let mut summary = sink.summary;
-    summary.profiles_touched = sink.touched.len() as u64;
-    summary.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(summary)
+    Ok(sink.recorder.finish(started))
 }
 
 /// Where batches go: the store, plus the run's accounting.
@@ -307,10 +313,15 @@ struct Sink<'a> {
     /// `onramp-validate` with `mode=rejected`, to learn why dropped records were dropped.
     reject_chain: Chain,
     restart: ChainRestart<'a>,
-    store: &'a Store,
-    durability: Durability,
-    observer: &'a dyn Observer,
-    summary: Summary,
+    recorder: Recorder<'a>,
+}
+
+/// Commits finished batches to the store and keeps the run's accounting.
+pub(crate) struct Recorder<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) durability: Durability,
+    pub(crate) observer: &'a dyn Observer,
+    pub(crate) summary: Summary,
     touched: HashSet<String>,
 }
 
@@ -320,10 +331,10 @@ impl Sink<'_> {
         if state.pending.is_empty() {
             return Ok(());
         }
-        if self.observer.take_erased(partition) {
+        if self.recorder.observer.take_erased(partition) {
             // Every earlier batch is committed, so the snapshot at the checkpoint is exactly
             // the aggregate's state, less the erased users.
-            let snapshot = self.store.snapshot(partition, self.restart.state_ttl_ms)?;
+            let snapshot = self.recorder.store.snapshot(partition, self.restart.state_ttl_ms)?;
             let r = &self.restart;
             state.chain = Chain::full(r.engine, r.modules, r.params, Some(&snapshot))?;
             tracing::info!(partition, "chain restarted from the store's snapshot after an erasure");
@@ -335,6 +346,7 @@ impl Sink<'_> {
             .process(&batch_records)
             .with_context(|| format!("partition {partition}: the chain failed"))?;
         let mut updates = Vec::with_capacity(out.len());
+        let summary = &mut self.recorder.summary;
         for rec in &out {
             let update: ProfileUpdate = serde_json::from_slice(&rec.value).with_context(|| {
                 format!(
@@ -372,7 +384,7 @@ impl Sink<'_> {
                 );
             }
         }
-        self.summary.chain_ms += chain_start.elapsed().as_millis() as u64;
+        summary.chain_ms += chain_start.elapsed().as_millis() as u64;
 
         let last_offset = batch_records.last().map_or(-1, |r| r.offset);
         let batch = Batch {
@@ -382,14 +394,45 @@ impl Sink<'_> {
             updates,
             rejects,
         };
+        self.recorder.record(&batch)?;
+        state.checkpoint = last_offset;
+        Ok(())
+    }
+}
+
+impl<'a> Recorder<'a> {
+    pub(crate) fn new(store: &'a Store, durability: Durability, observer: &'a dyn Observer) -> Self {
+        Recorder {
+            store,
+            durability,
+            observer,
+            summary: Summary::default(),
+            touched: HashSet::new(),
+        }
+    }
+
+    /// The run's summary, with the distinct profiles touched and the wall time.
+    pub(crate) fn finish(self, started: Instant) -> Summary {
+        let mut summary = self.summary;
+        summary.profiles_touched = self.touched.len() as u64;
+        summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        summary
+    }
+
+    /// Commits a finished batch (updates, rejects, counters and the new checkpoint in one
+    /// transaction), flushes it when durable, and accounts for it in the summary. Both
+    /// sources end here: the embedded chain above and the broker-side chain
+    /// ([`crate::cluster::consume`]).
+    pub(crate) fn record(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        let partition = batch.partition;
+        let last_offset = batch.last_offset;
         let store_start = Instant::now();
-        let committed = self.store.commit(&batch)?;
+        let committed = self.store.commit(batch)?;
         if self.durability == Durability::Durable {
             self.store.flush()?;
         }
         let apply_seconds = store_start.elapsed().as_secs_f64();
         self.summary.store_ms += store_start.elapsed().as_millis() as u64;
-        state.checkpoint = last_offset;
 
         self.summary.batches += 1;
         self.summary.events_in += batch.events_in;
@@ -405,21 +448,24 @@ impl Sink<'_> {
                 self.touched.insert(u.user_id.clone());
             }
         }
-        let backlog = self.summary.lines_read - self.summary.already_committed - self.summary.events_in;
-        self.observer.committed(&batch, &committed, apply_seconds, backlog);
+        let backlog = self
+            .summary
+            .lines_read
+            .saturating_sub(self.summary.already_committed + self.summary.events_in);
+        self.observer.committed(batch, &committed, apply_seconds, backlog);
         tracing::debug!(partition, last_offset, applied = committed.applied, "batch committed");
         Ok(())
     }
 }
 
 /// Progress: a bar on a terminal, a log line every few seconds otherwise.
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     last_log: std::cell::Cell<Instant>,
 }
 
 impl Progress {
-    fn new(bar: bool) -> Self {
+    pub(crate) fn new(bar: bool) -> Self {
         let bar = bar.then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.set_style(
@@ -434,7 +480,7 @@ impl Progress {
         }
     }
 
-    fn tick(&self, s: &Summary, started: Instant) {
+    pub(crate) fn tick(&self, s: &Summary, started: Instant) {
         let rate = s.events_in as f64 / started.elapsed().as_secs_f64().max(0.001);
         match &self.bar {
             Some(b) => b.set_message(format!(
@@ -458,7 +504,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -878,6 +878,7 @@ mod tests {
             reason,
             detail: String::new(),
             payload: "{}".into(),
+            offset: None,
         };
         store
             .commit(&Batch {

@@ -1,0 +1,675 @@
+//! `onramp run --source fluvio`: the chain runs in the SPU; onramp reads what it emits and
+//! commits it to the same store, with the same checkpoints and summary, as the embedded run.
+//!
+//! Per partition, two broker-side streams start at `Offset::absolute(checkpoint + 1)`:
+//!
+//! - the **update stream**: validate → enrich → profile, the profile aggregate seeded with
+//!   the partition's restart snapshot (the store's fold state at the checkpoint) as its
+//!   initial accumulator; it emits one `ProfileUpdate` per accepted record;
+//! - the **reject stream**: validate with `mode=rejected`; it emits one `RejectedEvent`
+//!   (reason, detail, payload) per rejected record.
+//!
+//! Every offset appears in exactly one of them, so merging the two by offset accounts for
+//! every record of the partition: a batch is the next contiguous run of offsets, committed
+//! (updates + rejects + counters + checkpoint) in one transaction — the same [`Batch`] the
+//! embedded pipeline commits, so both sources give identical stores.
+//!
+//! The client's own retry is disabled: it would resume every partition from one offset
+//! and hide SmartModule errors. Instead each partition reconnects by itself with
+//! exponential backoff, always from its committed checkpoint with a fresh snapshot (the
+//! aggregate's state must match the offset it resumes at). A SmartModule runtime error is
+//! logged with its offset, counted, and that record is skipped (the stream is reopened
+//! past it) rather than retried forever. An erasure through the read API restarts the
+//! partition's streams the same way, so the aggregate forgets the erased user.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use fluvio::consumer::{ConsumerConfigExt, RetryMode};
+use fluvio::dataplane::link::ErrorCode;
+use fluvio::metadata::topic::TopicSpec;
+use fluvio::ConsumerConfig;
+use fluvio::{
+    Offset, SmartModuleContextData, SmartModuleExtraParams, SmartModuleInvocation, SmartModuleInvocationWasm,
+    SmartModuleKind,
+};
+use futures_util::StreamExt;
+use onramp_logic::fold::FoldConfig;
+use onramp_schemas::{ProfileUpdate, RejectedEvent};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{loaded_name, ClusterTarget};
+use crate::chain::ChainParams;
+use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, Summary};
+use crate::store::{Batch, Store, StoreSettings};
+use crate::wasm::{Module, WasmModules};
+
+/// Default `max_bytes` of a fetch: as large as the protocol allows.
+///
+/// With a SmartModule chain the SPU reads every record available from the fetch offset,
+/// runs them all through the chain, and cuts the chain's *output* at `max_bytes`. The cut
+/// records were already folded by the stateful profile aggregate, so when they are sent
+/// again the aggregate sees them twice (they come out as duplicates and their changes are
+/// lost), and against fluvio 0.50.2 the stream also stalled after a cut (measured: an
+/// update stream from offset 0 with 1 MiB stopped at the first cut, ~1,700 updates in).
+/// A smaller value is only safe when one fetch's updates always fit.
+pub const DEFAULT_MAX_BYTES: i32 = i32::MAX;
+/// A partial batch is committed after this long without new records.
+pub const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest reconnect delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a loaded module may be reported missing before that is an error.
+pub const MISSING_MODULE_GRACE: Duration = Duration::from_secs(60);
+/// After one stream stopped at a SmartModule error, how long the other may take to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the broker gets the modules from.
+#[derive(Debug, Clone)]
+pub enum ChainSource {
+    /// The modules loaded by `onramp setup` / `smdk load`, by the names in their
+    /// `SmartModule.toml` (`group/name@version`).
+    Loaded {
+        /// Directory holding `<module>/SmartModule.toml`.
+        smartmodules_dir: PathBuf,
+    },
+    /// The local `.wasm` bytes, sent with the request (nothing needs to be loaded).
+    Adhoc {
+        /// Directory of the built `.wasm` files.
+        wasm_dir: PathBuf,
+    },
+}
+
+/// Everything `onramp run --source fluvio` needs.
+#[derive(Debug, Clone)]
+pub struct ClusterRunConfig {
+    /// The cluster.
+    pub target: ClusterTarget,
+    /// Events topic.
+    pub topic: String,
+    /// Store directory.
+    pub store: PathBuf,
+    /// Chain params.
+    pub params: ChainParams,
+    /// Loaded modules or ad-hoc wasm.
+    pub chain: ChainSource,
+    /// Records per committed batch (at most).
+    pub batch_size: usize,
+    /// `max_bytes` of each fetch.
+    pub max_bytes: i32,
+    /// Flush policy.
+    pub durability: Durability,
+    /// Stop once every partition reached the end offset it had at start.
+    pub stop_at_end: bool,
+    /// Show a progress bar.
+    pub progress_bar: bool,
+}
+
+/// The invocations of both streams, without the aggregate's accumulator.
+#[derive(Clone)]
+struct Invocations {
+    updates: Vec<SmartModuleInvocation>,
+    rejects: Vec<SmartModuleInvocation>,
+}
+
+impl Invocations {
+    fn new(cfg: &ClusterRunConfig) -> anyhow::Result<Self> {
+        let mut wasm = BTreeMap::new();
+        match &cfg.chain {
+            ChainSource::Loaded { smartmodules_dir } => {
+                for m in Module::ALL {
+                    wasm.insert(
+                        m,
+                        SmartModuleInvocationWasm::Predefined(loaded_name(smartmodules_dir, m)?),
+                    );
+                }
+            }
+            ChainSource::Adhoc { wasm_dir } => {
+                let modules = WasmModules::load(wasm_dir)?;
+                for m in Module::ALL {
+                    wasm.insert(
+                        m,
+                        SmartModuleInvocationWasm::adhoc_from_bytes(modules.bytes(m))
+                            .context("compressing the .wasm")?,
+                    );
+                }
+            }
+        }
+        let invocation = |m: Module, params: BTreeMap<String, String>| SmartModuleInvocation {
+            wasm: wasm[&m].clone(),
+            kind: SmartModuleKind::Generic(SmartModuleContextData::None),
+            params: SmartModuleExtraParams::new(params, None),
+            name: None,
+        };
+        let updates = Module::ALL.iter().map(|&m| invocation(m, cfg.params.of(m))).collect();
+        let mut reject_params = cfg.params.of(Module::Validate);
+        reject_params.insert("mode".into(), "rejected".into());
+        let rejects = vec![invocation(Module::Validate, reject_params)];
+        Ok(Invocations { updates, rejects })
+    }
+
+    fn updates_from(&self, accumulator: Vec<u8>) -> Vec<SmartModuleInvocation> {
+        let mut chain = self.updates.clone();
+        if let Some(profile) = chain.last_mut() {
+            profile.kind = SmartModuleKind::Generic(SmartModuleContextData::Aggregate { accumulator });
+        }
+        chain
+    }
+}
+
+/// Partition tasks → the committing loop.
+enum ToSink {
+    /// A contiguous run of offsets, ready to commit.
+    Batch(Batch),
+    /// Everything sent before is committed: answer with the checkpoint and the restart
+    /// snapshot (JSON) to resume from.
+    Resync {
+        partition: u32,
+        reply: oneshot::Sender<anyhow::Result<(i64, Vec<u8>)>>,
+    },
+    /// A SmartModule failed on one record (skipped).
+    SmartModuleError {
+        partition: u32,
+        offset: i64,
+        message: String,
+    },
+    /// A partition's streams are being reopened.
+    Reconnect,
+    /// A partition task cannot go on.
+    Fatal(anyhow::Error),
+}
+
+/// What partition tasks share.
+struct Shared {
+    target: ClusterTarget,
+    topic: String,
+    invocations: Invocations,
+    batch_size: usize,
+    max_bytes: i32,
+    /// Per partition: restart the streams from the store (set after an erasure).
+    resync: Vec<AtomicBool>,
+}
+
+/// Runs until ctrl-c, or with `stop_at_end` until every partition reached its start-time end.
+pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observer) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let fold_cfg = FoldConfig::from_params(|k| cfg.params.of(Module::Profile).get(k).cloned())
+        .map_err(|e| anyhow!("SmartModule onramp-profile refused its params: {e}"))?;
+    let invocations = Invocations::new(cfg)?;
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let fluvio = cfg.target.connect().await?;
+        let admin = fluvio.admin().await;
+        let topic = admin
+            .list::<TopicSpec, String>(vec![cfg.topic.clone()])
+            .await
+            .map_err(|e| anyhow!("listing topics: {e:#}"))?
+            .into_iter()
+            .find(|t| t.name == cfg.topic)
+            .with_context(|| format!("no topic `{}` in the cluster; run `onramp setup` first", cfg.topic))?;
+        let partition_count = topic.spec.partitions();
+        let mut ends: Vec<Option<i64>> = vec![None; partition_count as usize];
+        if cfg.stop_at_end {
+            for p in 0..partition_count {
+                let end = end_offset(&fluvio, &cfg.topic, p).await?;
+                tracing::info!(partition = p, end, "stopping at the end offset seen now");
+                ends[p as usize] = Some(end);
+            }
+        }
+        drop(admin);
+        drop(fluvio);
+
+        let store = Store::open(
+            &cfg.store,
+            &StoreSettings {
+                partitions: partition_count,
+                chain_params: params_fingerprint(&cfg.params),
+            },
+        )?;
+        observer.store_opened(&store)?;
+        tracing::info!(topic = %cfg.topic, partitions = partition_count, stop_at_end = cfg.stop_at_end, "consuming from the cluster");
+
+        let shared = Arc::new(Shared {
+            target: cfg.target.clone(),
+            topic: cfg.topic.clone(),
+            invocations,
+            batch_size: cfg.batch_size,
+            max_bytes: cfg.max_bytes,
+            resync: (0..partition_count).map(|_| AtomicBool::new(false)).collect(),
+        });
+        let (tx, mut rx) = mpsc::channel::<ToSink>(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for p in 0..partition_count {
+            let task = PartitionTask {
+                partition: p,
+                shared: shared.clone(),
+                tx: tx.clone(),
+                stop: stop_rx.clone(),
+                end: ends[p as usize],
+                missing_since: None,
+            };
+            tasks.push(tokio::spawn(task.run()));
+        }
+        drop(tx);
+
+        let mut recorder = Recorder::new(&store, cfg.durability, observer);
+        let progress = Progress::new(cfg.progress_bar);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None => break,
+                    Some(ToSink::Batch(batch)) => {
+                        recorder.summary.lines_read += batch.events_in;
+                        recorder.record(&batch)?;
+                        progress.tick(&recorder.summary, started);
+                    }
+                    Some(ToSink::Resync { partition, reply }) => {
+                        let answer = resume_point(&store, partition, fold_cfg.state_ttl_ms);
+                        let _ = reply.send(answer);
+                    }
+                    Some(ToSink::SmartModuleError { partition, offset, message }) => {
+                        recorder.summary.smartmodule_errors += 1;
+                        tracing::error!(partition, offset, "SmartModule error, record skipped: {message}");
+                    }
+                    Some(ToSink::Reconnect) => recorder.summary.reconnects += 1,
+                    Some(ToSink::Fatal(e)) => return Err(e),
+                },
+                _ = tick.tick() => {
+                    if shutdown.load(Ordering::SeqCst) && !*stop_tx.borrow() {
+                        tracing::warn!("signal received: committing the pending batches and stopping");
+                        recorder.summary.interrupted = true;
+                        let _ = stop_tx.send(true);
+                    }
+                    for p in 0..partition_count {
+                        if observer.take_erased(p) {
+                            shared.resync[p as usize].store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }
+        for t in tasks {
+            t.await.map_err(|e| anyhow!("a partition task panicked: {e}"))?;
+        }
+        store.flush()?;
+        progress.finish();
+        Ok(recorder.finish(started))
+    })
+}
+
+/// A partition's end offset (the offset its next record will get), asked of its leader:
+/// the last record read with no SmartModule (the SC's partition status can lag behind).
+async fn end_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> anyhow::Result<i64> {
+    let config = ConsumerConfigExt::builder()
+        .topic(topic.to_string())
+        .partition(partition)
+        .offset_start(Offset::from_end(1))
+        .disable_continuous(true)
+        .retry_mode(RetryMode::Disabled)
+        .build()?;
+    let mut stream = fluvio
+        .consumer_with_config(config)
+        .await
+        .map_err(|e| anyhow!("reading the end of partition {partition}: {e:#}"))?;
+    let mut end = 0;
+    while let Some(item) = stream.next().await {
+        let record = item.map_err(|e| anyhow!("reading the end of partition {partition}: {e}"))?;
+        end = end.max(record.offset + 1);
+    }
+    Ok(end)
+}
+
+/// The checkpoint and restart snapshot a partition resumes from.
+fn resume_point(store: &Store, partition: u32, state_ttl_ms: i64) -> anyhow::Result<(i64, Vec<u8>)> {
+    let checkpoint = store.checkpoint(partition)?.map_or(-1, |c| c.offset);
+    let mut snapshot = store.snapshot(partition, state_ttl_ms)?;
+    // The SPU resumes at the start of the producer batch holding checkpoint + 1.
+    snapshot.resume_after = (checkpoint >= 0).then_some(checkpoint);
+    Ok((checkpoint, serde_json::to_vec(&snapshot)?))
+}
+
+/// What one partition's stream produced at an offset.
+enum Item {
+    Update(Box<ProfileUpdate>),
+    Reject(RejectedEvent),
+    /// A SmartModule failed on this record: skipped.
+    Failed,
+}
+
+/// Why a partition's streams were closed.
+enum Closed {
+    /// ctrl-c, or the end offset of `--stop-at-end` was reached.
+    Done,
+    /// Reopen from the checkpoint at once (erasure, or past a SmartModule error).
+    Reopen(&'static str),
+    /// Reopen after a backoff (connection lost, SPU gone…).
+    Lost(String),
+}
+
+struct PartitionTask {
+    partition: u32,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<ToSink>,
+    stop: watch::Receiver<bool>,
+    end: Option<i64>,
+    /// Since when the loaded modules are reported missing (a module just loaded takes a
+    /// moment to reach the SPU); fatal after [`MISSING_MODULE_GRACE`].
+    missing_since: Option<Instant>,
+}
+
+/// A stream of the chain's output batches. Batches, not the client's record stream: the
+/// client numbers records `base offset + position in the output batch` (fluvio 0.50), which
+/// is not their offset once a filter dropped records, and drops records "before" the start
+/// offset by that number. Offsets come from the updates' and rejects' own JSON instead.
+type BatchStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<fluvio::dataplane::record::Batch, ErrorCode>> + Send + 'static>,
+>;
+
+impl PartitionTask {
+    async fn run(mut self) {
+        if let Err(e) = self.follow_partition().await {
+            let e = e.context(format!("partition {}", self.partition));
+            let _ = self.tx.send(ToSink::Fatal(e)).await;
+        }
+    }
+
+    async fn follow_partition(&mut self) -> anyhow::Result<()> {
+        let p = self.partition;
+        let mut backoff = FIRST_BACKOFF;
+        // Offsets a SmartModule failed on (skipped when met again after a reopen).
+        let mut failed: BTreeSet<i64> = BTreeSet::new();
+        loop {
+            let (reply, answer) = oneshot::channel();
+            if self.tx.send(ToSink::Resync { partition: p, reply }).await.is_err() {
+                return Ok(());
+            }
+            let (checkpoint, accumulator) = answer.await.map_err(|_| anyhow!("the committing loop stopped"))??;
+            failed.retain(|&o| o > checkpoint);
+            if *self.stop.borrow() || self.end.is_some_and(|end| checkpoint + 1 >= end) {
+                tracing::info!(partition = p, checkpoint, "partition done");
+                return Ok(());
+            }
+            let opened = self.open(checkpoint + 1, accumulator).await;
+            let closed = match opened {
+                Ok((_client, updates, rejects)) => {
+                    tracing::info!(partition = p, from = checkpoint + 1, "streams open");
+                    self.merge(updates, rejects, checkpoint, &mut failed, &mut backoff)
+                        .await?
+                }
+                Err(e) => Closed::Lost(format!("{e:#}")),
+            };
+            match closed {
+                Closed::Done => {
+                    tracing::info!(partition = p, "partition done");
+                    return Ok(());
+                }
+                Closed::Reopen(why) => {
+                    tracing::info!(partition = p, "reopening the streams: {why}");
+                }
+                Closed::Lost(why) => {
+                    tracing::warn!(partition = p, "streams lost ({why}); reconnecting in {backoff:?}");
+                    let _ = self.tx.send(ToSink::Reconnect).await;
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Connects and opens both streams at `from`.
+    async fn open(
+        &self,
+        from: i64,
+        accumulator: Vec<u8>,
+    ) -> anyhow::Result<(fluvio::Fluvio, BatchStream, BatchStream)> {
+        let fluvio = self.shared.target.connect().await?;
+        // Deprecated in favour of `consumer_with_config`, whose record stream misnumbers
+        // a chain's output (see `BatchStream`); the batch stream below is the raw protocol.
+        #[allow(deprecated)]
+        let consumer = fluvio
+            .partition_consumer(self.shared.topic.clone(), self.partition)
+            .await
+            .map_err(|e| anyhow!("{e:#}"))?;
+        let offset = Offset::absolute(from).map_err(|e| anyhow!("offset {from}: {e}"))?;
+        let config = |chain: Vec<SmartModuleInvocation>| {
+            ConsumerConfig::builder()
+                .smartmodule(chain)
+                .max_bytes(self.shared.max_bytes)
+                .build()
+        };
+        let updates = consumer
+            .stream_batches_with_config(
+                offset.clone(),
+                config(self.shared.invocations.updates_from(accumulator))?,
+            )
+            .await
+            .map_err(|e| anyhow!("opening the update stream: {e:#}"))?;
+        let rejects = consumer
+            .stream_batches_with_config(offset, config(self.shared.invocations.rejects.clone())?)
+            .await
+            .map_err(|e| anyhow!("opening the reject stream: {e:#}"))?;
+        // The client must outlive its streams (they share its connections).
+        Ok((fluvio, Box::pin(updates), Box::pin(rejects)))
+    }
+
+    /// Merges both streams by offset into batches until they must be closed.
+    async fn merge(
+        &mut self,
+        mut updates: BatchStream,
+        mut rejects: BatchStream,
+        checkpoint: i64,
+        failed: &mut BTreeSet<i64>,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<Closed> {
+        let p = self.partition;
+        let mut next = checkpoint + 1;
+        let mut pending: BTreeMap<i64, Item> = failed.iter().map(|&o| (o, Item::Failed)).collect();
+        let mut batch = self.empty_batch(checkpoint);
+        let mut flush_at: Option<tokio::time::Instant> = None;
+        let (mut updates_open, mut rejects_open) = (true, true);
+        // Set when a stream stopped at a SmartModule error: wait for the other to pass it.
+        let mut catch_up: Option<(i64, Instant)> = None;
+        let mut stop = self.stop.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let linger =
+                tokio::time::sleep_until(flush_at.unwrap_or_else(|| tokio::time::Instant::now() + MAX_BACKOFF));
+            let mut lost: Option<String> = None;
+            tokio::select! {
+                _ = stop.changed() => {
+                    self.send(std::mem::replace(&mut batch, self.empty_batch(next - 1))).await;
+                    return Ok(Closed::Done);
+                }
+                item = updates.next(), if updates_open => match item {
+                    Some(Ok(out)) => {
+                        for record in out.records() {
+                            let update: ProfileUpdate = serde_json::from_slice(record.value().as_ref()).with_context(|| {
+                                format!("the update stream emitted a non-update near offset {next}; is the loaded onramp-profile the same version?")
+                            })?;
+                            if update.offset >= next {
+                                pending.insert(update.offset, Item::Update(Box::new(update)));
+                            }
+                        }
+                        *backoff = FIRST_BACKOFF;
+                        self.missing_since = None;
+                    }
+                    Some(Err(e)) => {
+                        updates_open = false;
+                        lost = self.stream_error("update", e, failed, &mut pending, &mut catch_up).await?;
+                    }
+                    None => {
+                        updates_open = false;
+                        lost = Some("the update stream ended".into());
+                    }
+                },
+                item = rejects.next(), if rejects_open => match item {
+                    Some(Ok(out)) => {
+                        for record in out.records() {
+                            let reject: RejectedEvent = serde_json::from_slice(record.value().as_ref()).with_context(|| {
+                                format!("the reject stream emitted a non-reject near offset {next}; is the loaded onramp-validate the same version?")
+                            })?;
+                            let Some(offset) = reject.offset else {
+                                bail!("the loaded onramp-validate emits rejects without their offset (an older build); load this one with `onramp setup --replace`");
+                            };
+                            if offset >= next {
+                                pending.insert(offset, Item::Reject(reject));
+                            }
+                        }
+                        *backoff = FIRST_BACKOFF;
+                        self.missing_since = None;
+                    }
+                    Some(Err(e)) => {
+                        rejects_open = false;
+                        lost = self.stream_error("reject", e, failed, &mut pending, &mut catch_up).await?;
+                    }
+                    None => {
+                        rejects_open = false;
+                        lost = Some("the reject stream ended".into());
+                    }
+                },
+                _ = linger, if flush_at.is_some() => {
+                    self.send(std::mem::replace(&mut batch, self.empty_batch(next - 1))).await;
+                    flush_at = None;
+                }
+                _ = tick.tick() => {}
+            }
+
+            if let Some((&first, _)) = pending.first_key_value() {
+                if first < next {
+                    tracing::warn!(
+                        partition = p,
+                        offset = first,
+                        next,
+                        "a stream sent an offset already accounted for; ignored"
+                    );
+                    pending.remove(&first);
+                }
+            }
+            // Take the contiguous run of accounted offsets.
+            while let Some(item) = pending.remove(&next) {
+                match item {
+                    Item::Update(u) => batch.updates.push(*u),
+                    Item::Reject(r) => batch.rejects.push((next, r)),
+                    Item::Failed => {}
+                }
+                batch.events_in += 1;
+                batch.last_offset = next;
+                next += 1;
+                if batch.events_in as usize >= self.shared.batch_size {
+                    self.send(std::mem::replace(&mut batch, self.empty_batch(next - 1)))
+                        .await;
+                    flush_at = None;
+                }
+            }
+            if batch.events_in > 0 && flush_at.is_none() {
+                flush_at = Some(tokio::time::Instant::now() + BATCH_LINGER);
+            }
+
+            let finish =
+                |reason: Closed, batch: &mut Batch| (std::mem::replace(batch, self.empty_batch(next - 1)), reason);
+            let closing = if self.end.is_some_and(|end| next >= end) {
+                Some(finish(Closed::Done, &mut batch))
+            } else if self.shared.resync[p as usize].swap(false, Ordering::SeqCst) {
+                Some(finish(
+                    Closed::Reopen("a user of this partition was erased"),
+                    &mut batch,
+                ))
+            } else if let Some(why) = lost {
+                Some(finish(Closed::Lost(why), &mut batch))
+            } else if !updates_open && !rejects_open {
+                Some(finish(
+                    Closed::Reopen("both streams stopped at a SmartModule error"),
+                    &mut batch,
+                ))
+            } else if let Some((offset, since)) = catch_up {
+                if next > offset {
+                    Some(finish(
+                        Closed::Reopen("past the record a SmartModule failed on"),
+                        &mut batch,
+                    ))
+                } else if since.elapsed() > CATCH_UP_TIMEOUT {
+                    Some(finish(
+                        Closed::Reopen("waiting for the other stream timed out"),
+                        &mut batch,
+                    ))
+                } else {
+                    None
+                }
+            } else {
+                None
+            };
+            if let Some((last, reason)) = closing {
+                self.send(last).await;
+                return Ok(reason);
+            }
+        }
+    }
+
+    /// Handles an error item: a SmartModule runtime error marks its record failed (the
+    /// stream is closed and later reopened past it); anything else means reconnecting.
+    async fn stream_error(
+        &mut self,
+        stream: &str,
+        error: ErrorCode,
+        failed: &mut BTreeSet<i64>,
+        pending: &mut BTreeMap<i64, Item>,
+        catch_up: &mut Option<(i64, Instant)>,
+    ) -> anyhow::Result<Option<String>> {
+        match error {
+            ErrorCode::SmartModuleRuntimeError(e) => {
+                if failed.insert(e.offset) {
+                    let _ = self
+                        .tx
+                        .send(ToSink::SmartModuleError {
+                            partition: self.partition,
+                            offset: e.offset,
+                            message: format!("{stream} stream: {}", e.hint.lines().next().unwrap_or_default()),
+                        })
+                        .await;
+                }
+                pending.insert(e.offset, Item::Failed);
+                *catch_up = Some((e.offset, Instant::now()));
+                Ok(None)
+            }
+            e @ ErrorCode::SmartModuleNotFound { .. } => {
+                let since = *self.missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > MISSING_MODULE_GRACE {
+                    bail!("the {stream} stream's SmartModule chain cannot start: {e} (for {}s). Load the modules with `onramp setup`, or run with --adhoc", MISSING_MODULE_GRACE.as_secs());
+                }
+                Ok(Some(format!("{stream} stream: {e}; waiting for it to reach the SPU")))
+            }
+            e @ (ErrorCode::SmartModuleInvalid { .. }
+            | ErrorCode::SmartModuleInvalidExports { .. }
+            | ErrorCode::SmartModuleChainInitError(_)
+            | ErrorCode::SmartModuleInitError(_)) => {
+                bail!("the {stream} stream's SmartModule chain cannot start: {e}. Load the modules with `onramp setup` (or run with --adhoc), and check --param")
+            }
+            e => Ok(Some(format!("{stream} stream: {e}"))),
+        }
+    }
+
+    fn empty_batch(&self, last_offset: i64) -> Batch {
+        Batch {
+            partition: self.partition,
+            last_offset,
+            ..Batch::default()
+        }
+    }
+
+    async fn send(&self, batch: Batch) {
+        if batch.events_in > 0 {
+            let _ = self.tx.send(ToSink::Batch(batch)).await;
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! `onramp produce`: event lines (file, stdin or the generator) into the events topic.
+//!
+//! The record key is the user id, else the anonymous id ([`record_key`]); records go to
+//! partitions through [`crate::partition::Partitioner`] — the Fluvio producer's own
+//! siphash/round-robin rule, pinned here so a cluster run and an embedded run over the same
+//! lines put every record in the same partition at the same offset.
+//!
+//! Errors are never dropped silently: the producer retries a failed batch with exponential
+//! backoff (`--retries`); a `send` that fails is retried by onramp with backoff too; a
+//! record that still fails is logged with its line number and reason, counted as failed,
+//! and makes the command exit non-zero.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use fluvio::metadata::topic::TopicSpec;
+use fluvio::{
+    DeliverySemantic, Partitioner as FluvioPartitioner, PartitionerConfig, ProduceOutput, RetryPolicy, RetryStrategy,
+    TopicProducerConfigBuilder,
+};
+
+use super::ClusterTarget;
+use crate::partition::{record_key, Partitioner};
+use crate::source::{precheck, Input, Lines};
+
+/// Default producer batch size, bytes.
+pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
+/// Default linger: how long a batch may wait to fill up.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
+/// Default retries of a failed record.
+pub const DEFAULT_RETRIES: u32 = 8;
+/// Records in flight before onramp waits for the oldest acknowledgement.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+/// What `onramp produce` sends where.
+#[derive(Debug, Clone)]
+pub struct ProduceConfig {
+    /// The cluster.
+    pub target: ClusterTarget,
+    /// Topic.
+    pub topic: String,
+    /// Event lines.
+    pub input: Input,
+    /// Producer batch size, bytes.
+    pub batch_bytes: usize,
+    /// How long a batch waits to fill up.
+    pub linger: Duration,
+    /// Retries per record (producer retries of its batch, then onramp's own resends).
+    pub retries: u32,
+    /// Show a progress bar.
+    pub progress_bar: bool,
+}
+
+/// What `onramp produce` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProduceReport {
+    /// Lines read from the input.
+    pub read: u64,
+    /// Records acknowledged by the cluster.
+    pub sent: u64,
+    /// Records that failed after every retry.
+    pub failed: u64,
+    /// Sends retried by onramp.
+    pub retried: u64,
+    /// Records per partition.
+    pub per_partition: Vec<u64>,
+    /// Wall time, ms.
+    pub elapsed_ms: u64,
+}
+
+impl ProduceReport {
+    /// A human-readable report.
+    pub fn render(&self) -> String {
+        let secs = self.elapsed_ms as f64 / 1000.0;
+        let mut s = format!("lines read          {}\n", self.read);
+        s += &format!("records sent        {}\n", self.sent);
+        s += &format!("records failed      {}\n", self.failed);
+        if self.retried > 0 {
+            s += &format!("sends retried       {}\n", self.retried);
+        }
+        for (p, n) in self.per_partition.iter().enumerate() {
+            s += &format!("  partition {p:<8}{n}\n");
+        }
+        s += &format!(
+            "time                {secs:.2}s ({:.0} records/s)\n",
+            self.sent as f64 / secs.max(0.001)
+        );
+        s
+    }
+}
+
+/// The Fluvio producer's partitioner interface over onramp's pinned partitioner.
+struct PinnedPartitioner(Mutex<Partitioner>);
+
+impl FluvioPartitioner for PinnedPartitioner {
+    fn partition(&self, config: &PartitionerConfig, key: Option<&[u8]>, _value: &[u8]) -> u32 {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if p.partitions() != config.partition_count() {
+            *p = Partitioner::new(config.partition_count());
+        }
+        p.partition(key)
+    }
+}
+
+/// Sends every line; see the module docs.
+pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<ProduceReport> {
+    precheck(&cfg.input)?;
+    let started = Instant::now();
+    let fluvio = cfg.target.connect().await?;
+    let admin = fluvio.admin().await;
+    let topic = admin
+        .list::<TopicSpec, String>(vec![cfg.topic.clone()])
+        .await
+        .map_err(|e| anyhow!("listing topics: {e:#}"))?
+        .into_iter()
+        .find(|t| t.name == cfg.topic)
+        .with_context(|| format!("no topic `{}` in the cluster; run `onramp setup` first", cfg.topic))?;
+    let partitions = topic.spec.partitions();
+
+    let retry = RetryPolicy {
+        max_retries: cfg.retries as usize,
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(5),
+        timeout: Duration::from_secs(120),
+        strategy: RetryStrategy::ExponentialBackoff,
+    };
+    let producer_config = TopicProducerConfigBuilder::default()
+        .batch_size(cfg.batch_bytes)
+        .linger(cfg.linger)
+        .partitioner(Arc::new(PinnedPartitioner(Mutex::new(Partitioner::new(partitions)))))
+        .delivery_semantic(DeliverySemantic::AtLeastOnce(retry))
+        .build()
+        .map_err(|e| anyhow!("producer config: {e}"))?;
+    let producer = fluvio
+        .topic_producer_with_config(cfg.topic.clone(), producer_config)
+        .await
+        .map_err(|e| anyhow!("opening a producer for `{}`: {e:#}", cfg.topic))?;
+
+    let mut report = ProduceReport {
+        per_partition: vec![0; partitions as usize],
+        ..ProduceReport::default()
+    };
+    let progress = cfg.progress_bar.then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    });
+    let mut last_log = Instant::now();
+    let mut in_flight: VecDeque<(u64, ProduceOutput)> = VecDeque::new();
+    let mut lines = Lines::open(&cfg.input)?;
+    for line in &mut lines {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!(
+                read = report.read,
+                "signal received: flushing what was sent and stopping"
+            );
+            break;
+        }
+        let line = line?;
+        report.read += 1;
+        let line_no = report.read;
+        let key = record_key(&line);
+        let output = send_with_retry(&producer, key, line, line_no, cfg.retries, &mut report).await;
+        if let Some(output) = output {
+            in_flight.push_back((line_no, output));
+        }
+        while in_flight.len() > MAX_IN_FLIGHT {
+            if let Some((n, out)) = in_flight.pop_front() {
+                settle(n, out, &mut report).await;
+            }
+        }
+        if let Some(b) = &progress {
+            if report.read.is_multiple_of(1000) {
+                b.set_message(format!(
+                    "{} read, {} acknowledged, {} failed",
+                    report.read, report.sent, report.failed
+                ));
+            }
+        } else if last_log.elapsed() >= crate::pipeline::PROGRESS_LOG_EVERY {
+            last_log = Instant::now();
+            tracing::info!(
+                read = report.read,
+                sent = report.sent,
+                failed = report.failed,
+                "progress"
+            );
+        }
+    }
+    producer
+        .flush()
+        .await
+        .map_err(|e| anyhow!("flushing the producer: {e:#}"))?;
+    while let Some((n, out)) = in_flight.pop_front() {
+        settle(n, out, &mut report).await;
+    }
+    if let Some(b) = &progress {
+        b.finish_and_clear();
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Queues one record, retrying a failed `send` with exponential backoff.
+async fn send_with_retry(
+    producer: &fluvio::TopicProducerPool,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    line_no: u64,
+    retries: u32,
+    report: &mut ProduceReport,
+) -> Option<ProduceOutput> {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..=retries {
+        let sent = match &key {
+            Some(k) => producer.send(k.clone(), value.clone()).await,
+            None => producer.send(fluvio::RecordKey::NULL, value.clone()).await,
+        };
+        match sent {
+            Ok(output) => return Some(output),
+            Err(e) if attempt < retries => {
+                report.retried += 1;
+                tracing::warn!(
+                    line = line_no,
+                    attempt = attempt + 1,
+                    "send failed, retrying in {delay:?}: {e:#}"
+                );
+                producer.clear_errors().await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                report.failed += 1;
+                tracing::error!(line = line_no, "record not sent after {retries} retries: {e:#}");
+                producer.clear_errors().await;
+            }
+        }
+    }
+    None
+}
+
+/// Waits for one record's acknowledgement and counts it.
+async fn settle(line_no: u64, output: ProduceOutput, report: &mut ProduceReport) {
+    match output.wait().await {
+        Ok(meta) => {
+            report.sent += 1;
+            if let Some(n) = report.per_partition.get_mut(meta.partition_id() as usize) {
+                *n += 1;
+            }
+        }
+        Err(e) => {
+            report.failed += 1;
+            tracing::error!(line = line_no, "record failed after the producer's retries: {e:#}");
+        }
+    }
+}
+
+/// Fails when any record failed (the report says how many).
+pub fn check(report: &ProduceReport) -> anyhow::Result<()> {
+    if report.failed > 0 {
+        bail!(
+            "{} of {} records were not acknowledged (see the errors above, each with its line number)",
+            report.failed,
+            report.read
+        );
+    }
+    Ok(())
+}
