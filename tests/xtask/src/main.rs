@@ -117,6 +117,13 @@ fn test() -> Result<(), String> {
         .current_dir(&ws)
         .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().current_dir(&ws).args(["test", "--workspace"]))?;
+    if std::env::var("FLUVIO_E2E").ok().as_deref() == Some("1") {
+        println!("xtask: cluster tests ran against the local Fluvio cluster (FLUVIO_E2E=1)");
+    } else {
+        println!(
+            "xtask: cluster tests (tests/tests/cluster.rs) skipped: they need FLUVIO_E2E=1 and the fluvio CLI on PATH"
+        );
+    }
     let mut wasm_tests = cargo();
     wasm_tests
         .current_dir(&ws)

@@ -1,0 +1,328 @@
+//! Cluster benchmark: onramp against a running local Fluvio cluster (release binary).
+//!
+//! 1. **Backfill**: produce N generated events into a fresh 3-partition topic
+//!    (`onramp produce`: records/s), then `onramp run --source fluvio --stop-at-end` over
+//!    them (events/s, wall time from start to the last commit).
+//! 2. **Live end to end**: a consumer follows a second topic; N events are produced; time
+//!    from the first send to the consumer's checkpoints covering every record (/metrics).
+//! 3. **Latency** at a steady moderate rate: events written at R/s into `onramp produce
+//!    --input -`, each with a unique `event_id`; the update of each is awaited on the
+//!    consumer's `/v1/updates` stream (sent only after its batch is committed to the store).
+//!    Latency = update received − line written; p50/p99/max over the window.
+//!
+//! Needs `FLUVIO_E2E=1` and `fluvio` on PATH with a cluster running
+//! (`fluvio cluster start --local`); otherwise it prints that it was skipped.
+//!
+//! ```text
+//! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster            # N = 200,000, R = 1,000/s for 30 s
+//! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster -- --quick # N = 50,000, 10 s
+//! ```
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn skip_reason() -> Option<String> {
+    if std::env::var("FLUVIO_E2E").ok().as_deref() != Some("1") {
+        return Some("FLUVIO_E2E is not 1".into());
+    }
+    let status = Command::new("fluvio").args(["topic", "list"]).output();
+    match status {
+        Ok(out) if out.status.success() => None,
+        Ok(_) => Some("no Fluvio cluster answers (`fluvio cluster start --local`)".into()),
+        Err(_) => Some("the `fluvio` CLI is not on PATH".into()),
+    }
+}
+
+fn release_bin() -> PathBuf {
+    let root = onramp::wasm::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "onramp"])
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "building onramp failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release/onramp")
+}
+
+struct Bench {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    topics: Vec<String>,
+}
+
+impl Bench {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args)
+            .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+            .env("ONRAMP_LISTEN", "off");
+        c
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cmd(args).stderr(Stdio::inherit()).output().expect("onramp runs");
+        assert!(out.status.success(), "onramp {args:?} failed");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    fn topic(&mut self, name: &str) -> String {
+        let t = format!("onramp-bench-{name}-{}", std::process::id());
+        let out = self
+            .cmd(&["setup", "--topic", &t, "--partitions", "3"])
+            .output()
+            .expect("setup");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.topics.push(t.clone());
+        t
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for t in &self.topics {
+            let _ = Command::new("fluvio").args(["topic", "delete", t]).output();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn agent(timeout: Option<Duration>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .build()
+        .into()
+}
+
+/// Records committed by the consumer on `port`: Σ (checkpoint + 1) over partitions.
+fn committed(port: u16) -> i64 {
+    let Ok(mut resp) = agent(Some(Duration::from_secs(2)))
+        .get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+    else {
+        return 0;
+    };
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("onramp_checkpoint_offset{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .map(|c| c + 1)
+        .sum()
+}
+
+fn spawn_follower(b: &Bench, topic: &str, store: &str, port: u16) -> Child {
+    let listen = format!("127.0.0.1:{port}");
+    b.cmd(&[
+        "run", "--source", "fluvio", "--topic", topic, "--store", store, "--listen", &listen,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("onramp runs")
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    if let Some(why) = skip_reason() {
+        println!("cluster benchmark skipped: {why} (run with FLUVIO_E2E=1, fluvio on PATH and a running cluster)");
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (events, rate, window) = if quick {
+        (50_000u64, 1_000u64, Duration::from_secs(10))
+    } else {
+        (200_000u64, 1_000u64, Duration::from_secs(30))
+    };
+    let mut b = Bench {
+        bin: release_bin(),
+        dir: tempfile::tempdir().unwrap(),
+        topics: Vec::new(),
+    };
+    onramp::wasm::build_modules().expect("the SmartModules build");
+
+    // 1. Backfill.
+    let file = b.path("events.jsonl");
+    let gen = b
+        .cmd(&[
+            "generate",
+            "--seed",
+            "5",
+            "--users",
+            "20000",
+            "--events",
+            &events.to_string(),
+            "--output",
+            &file,
+        ])
+        .status()
+        .unwrap();
+    assert!(gen.success());
+    let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+    let backfill = b.topic("backfill");
+    let produced = b.json(&["produce", "--topic", &backfill, "--input", &file, "--json"]);
+    let produce_rate = produced["sent"].as_f64().unwrap() / (produced["elapsed_ms"].as_f64().unwrap() / 1000.0);
+    let store = b.path("backfill-store");
+    let started = Instant::now();
+    let summary = b.json(&[
+        "run",
+        "--source",
+        "fluvio",
+        "--topic",
+        &backfill,
+        "--store",
+        &store,
+        "--stop-at-end",
+        "--json",
+    ]);
+    let backfill_secs = started.elapsed().as_secs_f64();
+    println!("backfill: {lines} lines over 3 partitions");
+    println!(
+        "  produce            {produce_rate:>9.0} records/s ({} ms)",
+        produced["elapsed_ms"]
+    );
+    println!(
+        "  consume (stop-at-end) {:>6.0} events/s ({:.2} s wall incl. connect and SPU module load; store {:.2} s)",
+        lines as f64 / backfill_secs,
+        backfill_secs,
+        summary["store_ms"].as_f64().unwrap() / 1000.0
+    );
+
+    // 2. Live end to end: a following consumer, then N events produced.
+    let live = b.topic("live");
+    let port = free_port();
+    let live_store = b.path("live-store");
+    let mut follower = spawn_follower(&b, &live, &live_store, port);
+    wait_until(Duration::from_secs(30), "the consumer's API", || {
+        agent(Some(Duration::from_secs(1)))
+            .get(&format!("http://127.0.0.1:{port}/healthz"))
+            .call()
+            .is_ok()
+    });
+    std::thread::sleep(Duration::from_secs(3)); // streams open, modules compiled in the SPU
+    let started = Instant::now();
+    let produced = b.json(&["produce", "--topic", &live, "--input", &file, "--json"]);
+    let produce_done = started.elapsed().as_secs_f64();
+    wait_until(Duration::from_secs(600), "the consumer to commit every record", || {
+        committed(port) >= lines as i64
+    });
+    let live_secs = started.elapsed().as_secs_f64();
+    println!("live: {} records produced while a consumer follows", produced["sent"]);
+    println!(
+        "  end to end         {:>9.0} events/s (first send → last commit {live_secs:.2} s; produce alone {produce_done:.2} s)",
+        lines as f64 / live_secs
+    );
+
+    // 3. Latency at a steady rate, on the same following consumer.
+    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    {
+        let arrivals = arrivals.clone();
+        let url = format!("http://127.0.0.1:{port}/v1/updates");
+        std::thread::spawn(move || {
+            let resp = agent(None).get(&url).call().expect("update stream");
+            for line in BufReader::new(resp.into_body().into_reader())
+                .lines()
+                .map_while(Result::ok)
+            {
+                let Some(data) = line.strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                    continue;
+                };
+                if let Some(id) = v["update"]["event_id"].as_str() {
+                    if id.starts_with("lat-") {
+                        arrivals.lock().unwrap().insert(id.to_string(), Instant::now());
+                    }
+                }
+            }
+        });
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut producer = b
+        .cmd(&["produce", "--topic", &live, "--input", "-", "--linger", "1ms", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    let mut sent: Vec<(String, Instant)> = Vec::new();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < window {
+        let due = start + interval * n as u32;
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let id = format!("lat-{n}");
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let line = format!(
+            "{{\"event_id\":\"{id}\",\"type\":\"page_view\",\"properties\":{{\"path\":\"/app\",\"url\":\"https://onramp.example/app\",\"title\":\"Home\"}},\"user_id\":\"bench_u_{}\",\"timestamp\":\"{ts}\"}}\n",
+            n % 500
+        );
+        stdin.write_all(line.as_bytes()).unwrap();
+        sent.push((id, Instant::now()));
+        n += 1;
+    }
+    drop(stdin);
+    producer.wait().unwrap();
+    wait_until(Duration::from_secs(60), "the last latency update", || {
+        arrivals.lock().unwrap().len() >= sent.len()
+    });
+    let got = arrivals.lock().unwrap();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(id, at)| got.get(id).map(|r| r.duration_since(*at).as_secs_f64() * 1000.0))
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "latency: {} events at {rate}/s for {:?}, produce → update committed and streamed",
+        sent.len(),
+        window
+    );
+    println!(
+        "  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} of {} updates seen)",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        lat.len(),
+        sent.len()
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}

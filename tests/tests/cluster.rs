@@ -1,0 +1,441 @@
+//! Cluster mode against a real local Fluvio cluster: `onramp setup`, `onramp produce` and
+//! `onramp run --source fluvio`, compared profile by profile with an embedded run over the
+//! same events — also after SIGKILLs of the consumer and a stop/restart of the SPU.
+//!
+//! Runs only with `FLUVIO_E2E=1` and the `fluvio` CLI (and `fluvio-run`) on PATH; otherwise
+//! it prints that it was skipped (CI has no cluster). It starts a local cluster when none
+//! is running (`fluvio cluster resume`, else `fluvio cluster start --local`) and shuts down
+//! what it started; its topics are deleted at the end.
+//!
+//! ```text
+//! FLUVIO_E2E=1 PATH=/path/to/fluvio/bin:$PATH cargo test -p onramp-tests --test cluster -- --nocapture
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use onramp_tests::onramp_bin;
+
+/// Events produced (plus a few hostile lines).
+const EVENTS: u64 = 100_000;
+const PARTITIONS: &str = "3";
+
+fn skip_reason() -> Option<String> {
+    if std::env::var("FLUVIO_E2E").ok().as_deref() != Some("1") {
+        return Some("FLUVIO_E2E is not 1".into());
+    }
+    match Command::new("fluvio").arg("version").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("the `fluvio` CLI is not on PATH".into()),
+    }
+}
+
+fn fluvio(args: &[&str]) -> Output {
+    Command::new("fluvio").args(args).output().expect("fluvio runs")
+}
+
+fn onramp_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(onramp_bin());
+    cmd.args(args)
+        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+        .env("ONRAMP_LISTEN", "off");
+    cmd
+}
+
+fn onramp(args: &[&str]) -> Output {
+    onramp_cmd(args).output().expect("onramp runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = onramp(args);
+    assert!(
+        out.status.success(),
+        "onramp {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).unwrap_or_else(|e| panic!("onramp {args:?}: not JSON: {e}"))
+}
+
+/// Starts a local cluster unless one answers; shuts down (on drop) only what it started.
+struct LocalCluster {
+    started: bool,
+    topics: Vec<String>,
+}
+
+impl LocalCluster {
+    fn ensure() -> LocalCluster {
+        if fluvio(&["cluster", "status"]).status.success() && fluvio(&["topic", "list"]).status.success() {
+            eprintln!("cluster: using the running cluster");
+            return LocalCluster {
+                started: false,
+                topics: Vec::new(),
+            };
+        }
+        eprintln!("cluster: none running; starting a local one");
+        if !fluvio(&["cluster", "resume"]).status.success() {
+            let out = fluvio(&["cluster", "start", "--local"]);
+            assert!(
+                out.status.success(),
+                "fluvio cluster start --local failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        wait_until(Duration::from_secs(60), "the cluster to answer", || {
+            fluvio(&["topic", "list"]).status.success()
+        });
+        LocalCluster {
+            started: true,
+            topics: Vec::new(),
+        }
+    }
+
+    /// A topic name of this test run, deleted at the end.
+    fn topic(&mut self, name: &str) -> String {
+        let topic = format!("onramp-e2e-{name}-{}", std::process::id());
+        self.topics.push(topic.clone());
+        topic
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for t in &self.topics {
+            let _ = fluvio(&["topic", "delete", t]);
+        }
+        if self.started {
+            let _ = fluvio(&["cluster", "shutdown"]);
+        }
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The generated events plus hostile lines (keyless, so spread round-robin).
+fn write_events(dir: &Path) -> PathBuf {
+    let path = dir.join("events.jsonl");
+    let out = ok(&[
+        "generate",
+        "--seed",
+        "11",
+        "--users",
+        "8000",
+        "--events",
+        &EVENTS.to_string(),
+        "--output",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.is_empty());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    for hostile in [
+        "{".to_string(),
+        "\u{1}\u{2}\u{3} not json".to_string(),
+        format!(
+            "{{\"event_id\":\"big\",\"type\":\"page_view\",\"user_id\":\"\",\"padding\":\"{}\"}}",
+            "x".repeat(40_000)
+        ),
+        "[1,2,3]".to_string(),
+        "{\"event_id\":\"t\",\"type\":\"sign_up\",\"timestamp\":\"1900-01-01T00:00:00Z\"}".to_string(),
+    ] {
+        writeln!(f, "{hostile}").unwrap();
+    }
+    path
+}
+
+fn export(store: &Path) -> String {
+    ok(&["export", "--store", store.to_str().unwrap()])
+}
+
+fn stats(store: &Path) -> serde_json::Value {
+    json(&["stats", "--json", "--store", store.to_str().unwrap()])
+}
+
+fn assert_same_store(cluster: &Path, embedded: &Path, what: &str) {
+    let (c, e) = (export(cluster), export(embedded));
+    let (cn, en) = (c.lines().count(), e.lines().count());
+    assert!(en > 1000, "the embedded run wrote only {en} profiles");
+    if c != e {
+        let first = c.lines().zip(e.lines()).position(|(a, b)| a != b);
+        panic!("{what}: the cluster store differs from the embedded one ({cn} vs {en} profiles; first differing line {first:?})");
+    }
+    assert_eq!(
+        stats(cluster),
+        stats(embedded),
+        "{what}: funnel and reject counts differ"
+    );
+    eprintln!("{what}: {cn} profiles, equal to the embedded run");
+}
+
+fn run_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--source",
+        "fluvio",
+        "--topic",
+        topic,
+        "--store",
+        store,
+        "--stop-at-end",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Spawns `onramp run` with its read API on a free loopback port; returns it and the port.
+fn spawn_run(args: &[&str], log: &Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = onramp_cmd(args)
+        .args(["--listen", &listen])
+        .env("ONRAMP_LOG", "warn,onramp=debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("onramp runs");
+    (child, port)
+}
+
+/// Waits (up to 2 minutes) until the consumer committed past `after`; returns the checkpoint.
+fn committed_checkpoint_or_wait(child: &mut Child, port: u16, after: i64, log: &Path) -> i64 {
+    let started = Instant::now();
+    loop {
+        let c = committed_checkpoint(port);
+        if c > after || child.try_wait().unwrap().is_some() {
+            return c;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            panic!(
+                "no commit within 2 minutes; the run's log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The highest checkpoint the running consumer reports on /metrics (-1: nothing committed).
+fn committed_checkpoint(port: u16) -> i64 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let Ok(mut resp) = agent.get(&format!("http://127.0.0.1:{port}/metrics")).call() else {
+        return -1;
+    };
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("onramp_checkpoint_offset{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .max()
+        .unwrap_or(-1)
+}
+
+/// The SPU's process: pid and command line (`fluvio-run spu …`), and its `fluvio run spu` parent.
+fn spu_processes() -> Vec<(u32, Vec<String>)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_spu = args
+            .iter()
+            .position(|a| a == "spu")
+            .is_some_and(|i| i >= 1 && (args[i - 1].ends_with("fluvio-run") || (args[i - 1] == "run" && i >= 2)));
+        if is_spu {
+            found.push((pid, args));
+        }
+    }
+    found
+}
+
+#[test]
+fn cluster_mode_matches_the_embedded_run() {
+    if let Some(why) = skip_reason() {
+        eprintln!("cluster e2e tests skipped: {why} (run with FLUVIO_E2E=1 and fluvio on PATH)");
+        println!("cluster e2e tests skipped: {why}");
+        return;
+    }
+    onramp_tests::modules(); // the .wasm files, built from the current sources
+    let mut cluster = LocalCluster::ensure();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = cluster.topic("events");
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    // 1. setup twice: created, then unchanged; a different partition count is refused.
+    let first = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--json"]);
+    assert_eq!(first["topic"][1], "created", "{first}");
+    let second = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--json"]);
+    assert_eq!(second["topic"][1], "unchanged", "{second}");
+    for m in second["modules"].as_array().unwrap() {
+        assert_eq!(m[1], "unchanged", "second setup changed a module: {second}");
+    }
+    let refused = onramp(&["setup", "--topic", &topic, "--partitions", "2"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already exists with 3 partitions"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    eprintln!("setup: created, then unchanged, and a partition-count mismatch refused");
+
+    // 2. produce 100k generated events (+ hostile lines) over 3 partitions.
+    let events = write_events(dir.path());
+    let lines = std::fs::read_to_string(&events).unwrap().lines().count() as u64;
+    let produced = json(&[
+        "produce",
+        "--topic",
+        &topic,
+        "--input",
+        events.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(produced["sent"], lines, "{produced}");
+    assert_eq!(produced["failed"], 0, "{produced}");
+    assert!(produced["per_partition"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n.as_u64().unwrap() > 20_000));
+    eprintln!("produce: {produced}");
+
+    // The embedded run over the same lines is the reference.
+    let embedded = d("embedded");
+    ok(&[
+        "run",
+        "--input",
+        events.to_str().unwrap(),
+        "--partitions",
+        PARTITIONS,
+        "--store",
+        &embedded,
+    ]);
+
+    // 3. run: the store equals the embedded run, profile by profile.
+    let plain = d("cluster-plain");
+    let summary = json(&run_args(&topic, &plain, &[]));
+    assert_eq!(summary["events_in"], lines, "{summary}");
+    assert_eq!(summary["smartmodule_errors"], 0);
+    assert_same_store(Path::new(&plain), Path::new(&embedded), "loaded modules");
+
+    // --adhoc sends the local .wasm instead of using the loaded modules: same store.
+    let adhoc = d("cluster-adhoc");
+    json(&run_args(&topic, &adhoc, &["--adhoc"]));
+    assert_same_store(Path::new(&adhoc), Path::new(&embedded), "ad-hoc modules");
+
+    // 4. SIGKILL the consumer several times mid-run, restart: still equal. Each kill lands
+    //    at a random moment after that run's first commit (seen on /metrics).
+    let killed = d("cluster-killed");
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut mid_run_kills = 0;
+    for round in 0..4 {
+        let log = dir.path().join(format!("kill-{round}.log"));
+        let (mut child, port) = spawn_run(&run_args(&topic, &killed, &[]), &log);
+        let before = committed_checkpoint_or_wait(&mut child, port, -1, &log);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let wait = Duration::from_millis(rng % 1_500);
+        std::thread::sleep(wait);
+        if child.try_wait().unwrap().is_none() {
+            mid_run_kills += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        eprintln!("kill {round}: {wait:?} after a commit (checkpoint {before})");
+    }
+    assert!(mid_run_kills >= 3, "only {mid_run_kills} kills landed mid-run");
+    let last = json(&run_args(&topic, &killed, &[]));
+    assert!(
+        last["events_in"].as_u64().unwrap() < lines,
+        "the killed runs committed nothing: {last}"
+    );
+    assert_same_store(Path::new(&killed), Path::new(&embedded), "after 4 SIGKILLs");
+
+    // 5. Stop the SPU mid-run and start it again: the consumer reconnects by itself.
+    let spu = spu_processes();
+    let worker = spu
+        .iter()
+        .find(|(_, a)| a[0].ends_with("fluvio-run"))
+        .cloned()
+        .expect("a `fluvio-run spu` process");
+    let restarted = d("cluster-spu-restart");
+    let (child, _) = spawn_run(&run_args(&topic, &restarted, &[]), &dir.path().join("spu-restart.log"));
+    // The streams open after ~1.5 s; the SPU then works through the backlog for seconds.
+    std::thread::sleep(Duration::from_millis(2_500));
+    for (pid, _) in &spu {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+    eprintln!(
+        "spu: killed {:?}; restarting in 3 s",
+        spu.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::File::create(dir.path().join("spu.log")).unwrap();
+    // The SPU is part of the cluster and outlives this test: it is never waited for.
+    #[allow(clippy::zombie_processes)]
+    Command::new(&worker.1[0])
+        .args(&worker.1[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("the SPU restarts");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the run did not survive the SPU restart");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("spu restart: run summary reconnects = {}", summary["reconnects"]);
+    assert!(
+        summary["reconnects"].as_u64().unwrap() >= 1,
+        "no reconnect was needed: {summary}"
+    );
+    assert_same_store(Path::new(&restarted), Path::new(&embedded), "after an SPU restart");
+
+    // 6. A malformed event in the topic never stops the stream: garbage, then a good event.
+    let more = dir.path().join("more.jsonl");
+    std::fs::write(
+        &more,
+        "\u{0}\u{0}garbage\n{\"event_id\":\"after-1\",\"type\":\"sign_up\",\"user_id\":\"u_after_garbage\",\"timestamp\":\"2026-11-03T10:00:00Z\"}\n",
+    )
+    .unwrap();
+    json(&[
+        "produce",
+        "--topic",
+        &topic,
+        "--input",
+        more.to_str().unwrap(),
+        "--json",
+    ]);
+    let tail = json(&run_args(&topic, &plain, &[]));
+    assert_eq!(tail["events_in"], 2, "{tail}");
+    assert_eq!(tail["applied"], 1, "{tail}");
+    ok(&["profile", "get", "u_after_garbage", "--store", &plain]);
+    eprintln!("malformed then valid: {tail}");
+}
