@@ -291,7 +291,8 @@ fn cluster_mode_matches_the_embedded_run() {
     let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
 
     // 1. setup twice: created, then unchanged; a different partition count is refused.
-    let first = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--json"]);
+    //    (--replace the first time: the cluster may hold another build of this version.)
+    let first = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--replace", "--json"]);
     assert_eq!(first["topic"][1], "created", "{first}");
     let second = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--json"]);
     assert_eq!(second["topic"][1], "unchanged", "{second}");
