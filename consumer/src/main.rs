@@ -629,12 +629,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             pipeline::run_observed(&cfg, &shutdown_flag(), hub.as_ref())?
         }
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{}", summary.render());
-    }
-    Ok(())
+    print_report(args.json, &summary, || summary.render())
 }
 
 fn setup(args: SetupArgs) -> anyhow::Result<()> {
@@ -649,11 +644,7 @@ fn setup(args: SetupArgs) -> anyhow::Result<()> {
         replace: args.replace,
     };
     let report = cluster::runtime()?.block_on(cluster::setup::setup(&cfg))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
+    print_report(args.json, &report, || report.render())?;
     Ok(())
 }
 
@@ -674,12 +665,18 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         progress_bar: std::io::stderr().is_terminal(),
     };
     let report = cluster::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown_flag()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render());
-    }
+    print_report(args.json, &report, || report.render())?;
     cluster::produce::check(&report)
+}
+
+/// Prints a command's report: pretty JSON with --json, else its text rendering.
+fn print_report<T: serde::Serialize>(json: bool, report: &T, render: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render());
+    }
+    Ok(())
 }
 
 /// Parses `250ms`, `30s`, `5m`, `2h`, `7d`.

@@ -292,7 +292,15 @@ fn cluster_mode_matches_the_embedded_run() {
 
     // 1. setup twice: created, then unchanged; a different partition count is refused.
     //    (--replace the first time: the cluster may hold another build of this version.)
-    let first = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--replace", "--json"]);
+    let first = json(&[
+        "setup",
+        "--topic",
+        &topic,
+        "--partitions",
+        PARTITIONS,
+        "--replace",
+        "--json",
+    ]);
     assert_eq!(first["topic"][1], "created", "{first}");
     let second = json(&["setup", "--topic", &topic, "--partitions", PARTITIONS, "--json"]);
     assert_eq!(second["topic"][1], "unchanged", "{second}");

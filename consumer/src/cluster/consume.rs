@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use fluvio::consumer::{ConsumerConfigExt, RetryMode};
 use fluvio::dataplane::link::ErrorCode;
-use fluvio::metadata::topic::TopicSpec;
 use fluvio::ConsumerConfig;
 use fluvio::{
     Offset, SmartModuleContextData, SmartModuleExtraParams, SmartModuleInvocation, SmartModuleInvocationWasm,
@@ -42,7 +41,7 @@ use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{loaded_name, ClusterTarget};
+use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::chain::ChainParams;
 use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, Summary};
 use crate::store::{Batch, Store, StoreSettings};
@@ -205,14 +204,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
     rt.block_on(async {
         let fluvio = cfg.target.connect().await?;
         let admin = fluvio.admin().await;
-        let topic = admin
-            .list::<TopicSpec, String>(vec![cfg.topic.clone()])
-            .await
-            .map_err(|e| anyhow!("listing topics: {e:#}"))?
-            .into_iter()
-            .find(|t| t.name == cfg.topic)
-            .with_context(|| format!("no topic `{}` in the cluster; run `onramp setup` first", cfg.topic))?;
-        let partition_count = topic.spec.partitions();
+        let partition_count = existing_topic_partitions(&admin, &cfg.topic).await?;
         let mut ends: Vec<Option<i64>> = vec![None; partition_count as usize];
         if cfg.stop_at_end {
             for p in 0..partition_count {

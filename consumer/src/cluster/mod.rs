@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use fluvio::metadata::partition::{PartitionResolution, PartitionSpec};
 use fluvio::metadata::smartmodule::SmartModuleMetadata;
+use fluvio::metadata::topic::TopicSpec;
 use fluvio::{Fluvio, FluvioAdmin, FluvioClusterConfig};
 
 use crate::wasm::{workspace_root, Module};
@@ -94,6 +95,22 @@ pub fn module_metadata(smartmodules_dir: &Path, module: Module) -> anyhow::Resul
 /// The name a module is loaded under in the cluster: `group/name@version`.
 pub fn loaded_name(smartmodules_dir: &Path, module: Module) -> anyhow::Result<String> {
     Ok(module_metadata(smartmodules_dir, module)?.package.fqdn())
+}
+
+/// The topic's partition count, or `None` when there is no such topic.
+pub async fn topic_partitions(admin: &FluvioAdmin, topic: &str) -> anyhow::Result<Option<u32>> {
+    let topics = admin
+        .list::<TopicSpec, String>(vec![topic.to_string()])
+        .await
+        .map_err(|e| anyhow!("listing topics: {e:#}"))?;
+    Ok(topics.iter().find(|t| t.name == topic).map(|t| t.spec.partitions()))
+}
+
+/// The partition count of a topic that must exist.
+pub async fn existing_topic_partitions(admin: &FluvioAdmin, topic: &str) -> anyhow::Result<u32> {
+    topic_partitions(admin, topic)
+        .await?
+        .with_context(|| format!("no topic `{topic}` in the cluster; run `onramp setup` first (or pass --topic)"))
 }
 
 /// One partition of the topic as the SC sees it.

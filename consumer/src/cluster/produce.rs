@@ -14,14 +14,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use fluvio::metadata::topic::TopicSpec;
+use anyhow::{anyhow, bail};
 use fluvio::{
     DeliverySemantic, Partitioner as FluvioPartitioner, PartitionerConfig, ProduceOutput, RetryPolicy, RetryStrategy,
     TopicProducerConfigBuilder,
 };
 
-use super::ClusterTarget;
+use super::{existing_topic_partitions, ClusterTarget};
 use crate::partition::{record_key, Partitioner};
 use crate::source::{precheck, Input, Lines};
 
@@ -110,14 +109,7 @@ pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) 
     let started = Instant::now();
     let fluvio = cfg.target.connect().await?;
     let admin = fluvio.admin().await;
-    let topic = admin
-        .list::<TopicSpec, String>(vec![cfg.topic.clone()])
-        .await
-        .map_err(|e| anyhow!("listing topics: {e:#}"))?
-        .into_iter()
-        .find(|t| t.name == cfg.topic)
-        .with_context(|| format!("no topic `{}` in the cluster; run `onramp setup` first", cfg.topic))?;
-    let partitions = topic.spec.partitions();
+    let partitions = existing_topic_partitions(&admin, &cfg.topic).await?;
 
     let retry = RetryPolicy {
         max_retries: cfg.retries as usize,

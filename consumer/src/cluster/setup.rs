@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context};
 use fluvio::metadata::smartmodule::{SmartModuleSpec, SmartModuleWasm};
 use fluvio::metadata::topic::{CleanupPolicy, SegmentBasedPolicy, TopicSpec};
 
-use super::{module_metadata, partitions, ClusterTarget};
+use super::{module_metadata, partitions, topic_partitions, ClusterTarget};
 use crate::wasm::{Module, WasmModules};
 
 /// What `onramp setup` creates.
@@ -116,13 +116,8 @@ pub async fn setup(cfg: &SetupConfig) -> anyhow::Result<SetupReport> {
     let fluvio = cfg.target.connect().await?;
     let admin = fluvio.admin().await;
 
-    let topics = admin
-        .list::<TopicSpec, String>(vec![cfg.topic.clone()])
-        .await
-        .map_err(|e| anyhow!("listing topics: {e:#}"))?;
-    let topic_change = match topics.iter().find(|t| t.name == cfg.topic) {
-        Some(existing) => {
-            let have = existing.spec.partitions();
+    let topic_change = match topic_partitions(&admin, &cfg.topic).await? {
+        Some(have) => {
             if have != cfg.partitions {
                 bail!(
                     "topic `{}` already exists with {have} partitions, not {}: records are hashed to partitions \
