@@ -176,6 +176,14 @@ impl Observer for Hub {
     fn take_erased(&self, partition: u32) -> bool {
         self.erased.lock().unwrap_or_else(|e| e.into_inner()).remove(&partition)
     }
+
+    fn smartmodule_error(&self, _partition: u32, _offset: i64) {
+        self.metrics.smartmodule_error();
+    }
+
+    fn reconnecting(&self, _partition: u32) {
+        self.metrics.reconnect();
+    }
 }
 
 /// An API error: status, code and message, rendered as JSON.

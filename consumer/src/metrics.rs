@@ -66,6 +66,8 @@ pub struct Metrics {
     updates_applied: AtomicU64,
     stream_clients: AtomicU64,
     streams_dropped: AtomicU64,
+    smartmodule_errors: AtomicU64,
+    reconnects: AtomicU64,
 }
 
 /// One committed batch, as the metrics see it.
@@ -115,6 +117,16 @@ impl Metrics {
         } else {
             self.stream_clients.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// A SmartModule failed on a record in the cluster (the record was skipped).
+    pub fn smartmodule_error(&self) {
+        self.smartmodule_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A partition's cluster streams were lost and are being reopened.
+    pub fn reconnect(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
     /// An update-stream client was dropped for being too slow.
@@ -220,6 +232,28 @@ impl Metrics {
             out,
             "onramp_update_stream_dropped_total {}",
             self.streams_dropped.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "onramp_smartmodule_errors_total",
+            "counter",
+            "Records a SmartModule failed on in the cluster (logged with their offsets, skipped).",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_smartmodule_errors_total {}",
+            self.smartmodule_errors.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "onramp_stream_reconnects_total",
+            "counter",
+            "Times a partition's cluster streams were lost and reopened.",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_stream_reconnects_total {}",
+            self.reconnects.load(Ordering::Relaxed)
         );
         if let Some(bytes) = store_size_bytes {
             head(

@@ -71,7 +71,9 @@ pub struct RunConfig {
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
-    /// Lines read from the source.
+    /// Where the records came from.
+    pub source: SourceKind,
+    /// Lines (records, for a cluster) read from the source.
     pub lines_read: u64,
     /// Lines skipped because an earlier run already committed them.
     pub already_committed: u64,
@@ -119,7 +121,10 @@ impl Summary {
     /// A human-readable report.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        s += &format!("lines read          {}\n", self.lines_read);
+        match self.source {
+            SourceKind::Embedded => s += &format!("lines read          {}\n", self.lines_read),
+            SourceKind::Fluvio => s += &format!("records read        {}\n", self.lines_read),
+        }
         if self.already_committed > 0 {
             s += &format!(
                 "already committed   {} (skipped: an earlier run applied them)\n",
@@ -138,11 +143,14 @@ impl Summary {
         }
         s += &format!("profile updates     {}\n", self.applied);
         s += &format!("profiles touched    {}\n", self.profiles_touched);
+        let chain = match self.source {
+            SourceKind::Embedded => format!("chain {:.2}s", self.chain_ms as f64 / 1000.0),
+            SourceKind::Fluvio => "chain in the SPU".to_string(),
+        };
         s += &format!(
-            "time                {:.2}s ({:.0} events/s; chain {:.2}s, store {:.2}s)\n",
+            "time                {:.2}s ({:.0} events/s; {chain}, store {:.2}s)\n",
             self.elapsed_ms as f64 / 1000.0,
             self.events_per_sec(),
-            self.chain_ms as f64 / 1000.0,
             self.store_ms as f64 / 1000.0
         );
         if self.smartmodule_errors > 0 {
@@ -159,6 +167,17 @@ impl Summary {
         }
         s
     }
+}
+
+/// Where a run's records came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A file, stdin or the generator, through the chain in-process.
+    #[default]
+    Embedded,
+    /// A Fluvio topic, through the chain in the SPU.
+    Fluvio,
 }
 
 /// The store fingerprint of a run's chain params (a store refuses other params).
@@ -197,6 +216,10 @@ pub trait Observer: Sync {
     fn take_erased(&self, _partition: u32) -> bool {
         false
     }
+    /// Cluster source: a SmartModule failed on the record at `offset` (it was skipped).
+    fn smartmodule_error(&self, _partition: u32, _offset: i64) {}
+    /// Cluster source: a partition's streams were lost and are being reopened.
+    fn reconnecting(&self, _partition: u32) {}
 }
 
 /// No hooks.

@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::chain::ChainParams;
-use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, Summary};
+use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, SourceKind, Summary};
 use crate::store::{Batch, Store, StoreSettings};
 use crate::wasm::{Module, WasmModules};
 
@@ -177,8 +177,8 @@ enum ToSink {
         offset: i64,
         message: String,
     },
-    /// A partition's streams are being reopened.
-    Reconnect,
+    /// A partition's streams were lost and are being reopened.
+    Reconnect { partition: u32 },
     /// A partition task cannot go on.
     Fatal(anyhow::Error),
 }
@@ -251,6 +251,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
         drop(tx);
 
         let mut recorder = Recorder::new(&store, cfg.durability, observer);
+        recorder.summary.source = SourceKind::Fluvio;
         let progress = Progress::new(cfg.progress_bar);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
@@ -268,9 +269,13 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                     }
                     Some(ToSink::SmartModuleError { partition, offset, message }) => {
                         recorder.summary.smartmodule_errors += 1;
+                        observer.smartmodule_error(partition, offset);
                         tracing::error!(partition, offset, "SmartModule error, record skipped: {message}");
                     }
-                    Some(ToSink::Reconnect) => recorder.summary.reconnects += 1,
+                    Some(ToSink::Reconnect { partition }) => {
+                        recorder.summary.reconnects += 1;
+                        observer.reconnecting(partition);
+                    }
                     Some(ToSink::Fatal(e)) => return Err(e),
                 },
                 _ = tick.tick() => {
@@ -407,7 +412,7 @@ impl PartitionTask {
                 }
                 Closed::Lost(why) => {
                     tracing::warn!(partition = p, "streams lost ({why}); reconnecting in {backoff:?}");
-                    let _ = self.tx.send(ToSink::Reconnect).await;
+                    let _ = self.tx.send(ToSink::Reconnect { partition: p }).await;
                     let mut stop = self.stop.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
