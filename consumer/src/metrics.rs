@@ -237,7 +237,7 @@ impl Metrics {
             &mut out,
             "onramp_smartmodule_errors_total",
             "counter",
-            "Records a SmartModule failed on in the cluster (logged with their offsets, skipped).",
+            "SmartModule runtime errors in the cluster (each logged with its offset; the run stops).",
         );
         let _ = writeln!(
             out,

@@ -99,7 +99,7 @@ pub struct Summary {
     pub chain_ms: u64,
     /// Time committing to the store, ms.
     pub store_ms: u64,
-    /// Records a SmartModule failed on in the cluster (logged with their offsets, skipped).
+    /// SmartModule runtime errors in the cluster (each logged with its offset; the run stops).
     pub smartmodule_errors: u64,
     /// Times a partition's cluster streams were reopened after being lost.
     pub reconnects: u64,
@@ -155,7 +155,7 @@ impl Summary {
         );
         if self.smartmodule_errors > 0 {
             s += &format!(
-                "smartmodule errors  {} (records skipped; each is logged with its offset)\n",
+                "smartmodule errors  {} (each is logged with its offset)\n",
                 self.smartmodule_errors
             );
         }

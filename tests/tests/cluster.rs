@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use failing_enrich::FAILING_EVENT_ID;
 use onramp_tests::onramp_bin;
 
 /// Events produced (plus a few hostile lines).
@@ -447,4 +448,69 @@ fn cluster_mode_matches_the_embedded_run() {
     assert_eq!(tail["applied"], 1, "{tail}");
     ok(&["profile", "get", "u_after_garbage", "--store", &plain]);
     eprintln!("malformed then valid: {tail}");
+
+    // 7. A SmartModule runtime error (tests/failing-enrich sent with --adhoc in place of
+    //    onramp-enrich): logged with its offset, counted, and the run stops with the reason
+    //    instead of looping; with the real modules the next run goes on from the checkpoint.
+    let wasm = failing_chain_dir(dir.path());
+    let event = |id: &str| {
+        format!("{{\"event_id\":\"{id}\",\"type\":\"sign_up\",\"user_id\":\"u_sm_error\",\"timestamp\":\"2026-11-03T10:00:00Z\"}}\n")
+    };
+    let lines = dir.path().join("sm.jsonl");
+    std::fs::write(&lines, event("sm-a") + &event(FAILING_EVENT_ID)).unwrap();
+    json(&[
+        "produce",
+        "--topic",
+        &topic,
+        "--input",
+        lines.to_str().unwrap(),
+        "--json",
+    ]);
+    let failing = onramp(&run_args(
+        &topic,
+        &plain,
+        &["--adhoc", "--wasm-dir", wasm.to_str().unwrap()],
+    ));
+    let stderr = String::from_utf8_lossy(&failing.stderr);
+    assert!(!failing.status.success(), "the run must stop at a SmartModule error");
+    assert!(
+        stderr.contains("a SmartModule failed on offset") && stderr.contains("refusing event"),
+        "{stderr}"
+    );
+    let fixed = json(&run_args(&topic, &plain, &[]));
+    assert_eq!(fixed["events_in"], 2, "{fixed}");
+    assert_eq!(fixed["smartmodule_errors"], 0, "{fixed}");
+    ok(&["profile", "get", "u_sm_error", "--store", &plain]);
+    eprintln!("smartmodule error: the run stopped with the offset and the module's message; the real chain went on");
+}
+
+/// A wasm dir with validate and profile as built, and tests/failing-enrich as the enrich module.
+fn failing_chain_dir(dir: &Path) -> PathBuf {
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(onramp::wasm::workspace_root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "failing-enrich",
+            "--profile",
+            "release-lto",
+            "--target",
+            "wasm32-wasip1",
+        ])
+        .env_remove("RUSTFLAGS")
+        .status()
+        .unwrap();
+    assert!(built.success(), "building tests/failing-enrich failed");
+    let from = onramp::wasm::default_wasm_dir();
+    let to = dir.join("failing-chain");
+    std::fs::create_dir_all(&to).unwrap();
+    for (src, dst) in [
+        ("onramp_validate.wasm", "onramp_validate.wasm"),
+        ("failing_enrich.wasm", "onramp_enrich.wasm"),
+        ("onramp_profile.wasm", "onramp_profile.wasm"),
+    ] {
+        std::fs::copy(from.join(src), to.join(dst)).unwrap();
+    }
+    to
 }

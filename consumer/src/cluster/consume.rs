@@ -18,11 +18,12 @@
 //! and hide SmartModule errors. Instead each partition reconnects by itself with
 //! exponential backoff, always from its committed checkpoint with a fresh snapshot (the
 //! aggregate's state must match the offset it resumes at). A SmartModule runtime error is
-//! logged with its offset, counted, and that record is skipped (the stream is reopened
-//! past it) rather than retried forever. An erasure through the read API restarts the
+//! logged with its offset and counted, what was merged is committed, and the run stops with
+//! the reason rather than looping: Fluvio 0.50 re-runs the whole producer batch on every
+//! resume, so the record cannot be skipped (see [`PartitionTask::stream_error`]). An erasure through the read API restarts the
 //! partition's streams the same way, so the aggregate forgets the erased user.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,8 +66,6 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a loaded module may be reported missing before that is an error.
 pub const MISSING_MODULE_GRACE: Duration = Duration::from_secs(60);
-/// After one stream stopped at a SmartModule error, how long the other may take to catch up.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the broker gets the modules from.
 #[derive(Debug, Clone)]
@@ -171,7 +170,7 @@ enum ToSink {
         partition: u32,
         reply: oneshot::Sender<anyhow::Result<(i64, Vec<u8>)>>,
     },
-    /// A SmartModule failed on one record (skipped).
+    /// A SmartModule failed on one record (the run then stops).
     SmartModuleError {
         partition: u32,
         offset: i64,
@@ -270,7 +269,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                     Some(ToSink::SmartModuleError { partition, offset, message }) => {
                         recorder.summary.smartmodule_errors += 1;
                         observer.smartmodule_error(partition, offset);
-                        tracing::error!(partition, offset, "SmartModule error, record skipped: {message}");
+                        tracing::error!(partition, offset, "SmartModule runtime error; the run stops: {message}");
                     }
                     Some(ToSink::Reconnect { partition }) => {
                         recorder.summary.reconnects += 1;
@@ -336,15 +335,13 @@ fn resume_point(store: &Store, partition: u32, state_ttl_ms: i64) -> anyhow::Res
 enum Item {
     Update(Box<ProfileUpdate>),
     Reject(RejectedEvent),
-    /// A SmartModule failed on this record: skipped.
-    Failed,
 }
 
 /// Why a partition's streams were closed.
 enum Closed {
     /// ctrl-c, or the end offset of `--stop-at-end` was reached.
     Done,
-    /// Reopen from the checkpoint at once (erasure, or past a SmartModule error).
+    /// Reopen from the checkpoint at once (after an erasure).
     Reopen(&'static str),
     /// Reopen after a backoff (connection lost, SPU gone…).
     Lost(String),
@@ -380,15 +377,12 @@ impl PartitionTask {
     async fn follow_partition(&mut self) -> anyhow::Result<()> {
         let p = self.partition;
         let mut backoff = FIRST_BACKOFF;
-        // Offsets a SmartModule failed on (skipped when met again after a reopen).
-        let mut failed: BTreeSet<i64> = BTreeSet::new();
         loop {
             let (reply, answer) = oneshot::channel();
             if self.tx.send(ToSink::Resync { partition: p, reply }).await.is_err() {
                 return Ok(());
             }
             let (checkpoint, accumulator) = answer.await.map_err(|_| anyhow!("the committing loop stopped"))??;
-            failed.retain(|&o| o > checkpoint);
             if *self.stop.borrow() || self.end.is_some_and(|end| checkpoint + 1 >= end) {
                 tracing::info!(partition = p, checkpoint, "partition done");
                 return Ok(());
@@ -397,8 +391,7 @@ impl PartitionTask {
             let closed = match opened {
                 Ok((_client, updates, rejects)) => {
                     tracing::info!(partition = p, from = checkpoint + 1, "streams open");
-                    self.merge(updates, rejects, checkpoint, &mut failed, &mut backoff)
-                        .await?
+                    self.merge(updates, rejects, checkpoint, &mut backoff).await?
                 }
                 Err(e) => Closed::Lost(format!("{e:#}")),
             };
@@ -466,17 +459,17 @@ impl PartitionTask {
         mut updates: BatchStream,
         mut rejects: BatchStream,
         checkpoint: i64,
-        failed: &mut BTreeSet<i64>,
         backoff: &mut Duration,
     ) -> anyhow::Result<Closed> {
         let p = self.partition;
         let mut next = checkpoint + 1;
-        let mut pending: BTreeMap<i64, Item> = failed.iter().map(|&o| (o, Item::Failed)).collect();
+        let mut pending: BTreeMap<i64, Item> = BTreeMap::new();
         let mut batch = self.empty_batch(checkpoint);
         let mut flush_at: Option<tokio::time::Instant> = None;
         let (mut updates_open, mut rejects_open) = (true, true);
-        // Set when a stream stopped at a SmartModule error: wait for the other to pass it.
-        let mut catch_up: Option<(i64, Instant)> = None;
+        // A record of the update stream that is not an update: the partial output of a stage
+        // before a failing SmartModule (an error item follows), or a foreign module.
+        let mut not_an_update: Option<String> = None;
         let mut stop = self.stop.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -490,12 +483,16 @@ impl PartitionTask {
                 }
                 item = updates.next(), if updates_open => match item {
                     Some(Ok(out)) => {
+                        if let Some(e) = not_an_update.take() {
+                            bail!("the update stream emitted a non-update near offset {next} ({e}); is the loaded onramp-profile the same version?");
+                        }
                         for record in out.records() {
-                            let update: ProfileUpdate = serde_json::from_slice(record.value().as_ref()).with_context(|| {
-                                format!("the update stream emitted a non-update near offset {next}; is the loaded onramp-profile the same version?")
-                            })?;
-                            if update.offset >= next {
-                                pending.insert(update.offset, Item::Update(Box::new(update)));
+                            match serde_json::from_slice::<ProfileUpdate>(record.value().as_ref()) {
+                                Ok(update) if update.offset >= next => {
+                                    pending.insert(update.offset, Item::Update(Box::new(update)));
+                                }
+                                Ok(_) => {}
+                                Err(e) => not_an_update = Some(e.to_string()),
                             }
                         }
                         *backoff = FIRST_BACKOFF;
@@ -503,7 +500,7 @@ impl PartitionTask {
                     }
                     Some(Err(e)) => {
                         updates_open = false;
-                        lost = self.stream_error("update", e, failed, &mut pending, &mut catch_up).await?;
+                        lost = self.stream_error("update", e, &mut batch).await?;
                     }
                     None => {
                         updates_open = false;
@@ -528,7 +525,7 @@ impl PartitionTask {
                     }
                     Some(Err(e)) => {
                         rejects_open = false;
-                        lost = self.stream_error("reject", e, failed, &mut pending, &mut catch_up).await?;
+                        lost = self.stream_error("reject", e, &mut batch).await?;
                     }
                     None => {
                         rejects_open = false;
@@ -558,7 +555,6 @@ impl PartitionTask {
                 match item {
                     Item::Update(u) => batch.updates.push(*u),
                     Item::Reject(r) => batch.rejects.push((next, r)),
-                    Item::Failed => {}
                 }
                 batch.events_in += 1;
                 batch.last_offset = next;
@@ -582,29 +578,8 @@ impl PartitionTask {
                     Closed::Reopen("a user of this partition was erased"),
                     &mut batch,
                 ))
-            } else if let Some(why) = lost {
-                Some(finish(Closed::Lost(why), &mut batch))
-            } else if !updates_open && !rejects_open {
-                Some(finish(
-                    Closed::Reopen("both streams stopped at a SmartModule error"),
-                    &mut batch,
-                ))
-            } else if let Some((offset, since)) = catch_up {
-                if next > offset {
-                    Some(finish(
-                        Closed::Reopen("past the record a SmartModule failed on"),
-                        &mut batch,
-                    ))
-                } else if since.elapsed() > CATCH_UP_TIMEOUT {
-                    Some(finish(
-                        Closed::Reopen("waiting for the other stream timed out"),
-                        &mut batch,
-                    ))
-                } else {
-                    None
-                }
             } else {
-                None
+                lost.map(|why| finish(Closed::Lost(why), &mut batch))
             };
             if let Some((last, reason)) = closing {
                 self.send(last).await;
@@ -613,31 +588,39 @@ impl PartitionTask {
         }
     }
 
-    /// Handles an error item: a SmartModule runtime error marks its record failed (the
-    /// stream is closed and later reopened past it); anything else means reconnecting.
+    /// Handles an error item. A SmartModule runtime error is logged with its offset,
+    /// counted, what is merged is committed, and the run stops with the reason: with Fluvio
+    /// 0.50 it cannot be skipped, because the SPU re-runs the whole producer batch holding
+    /// the resume offset (so it fails again), and a failing stage's partial output bypasses
+    /// the modules after it (so the records before it in the batch never become updates).
+    /// Our modules never fail on any input; this is for a broken or foreign module. Any other
+    /// error means reconnecting (returns the reason).
     async fn stream_error(
         &mut self,
         stream: &str,
         error: ErrorCode,
-        failed: &mut BTreeSet<i64>,
-        pending: &mut BTreeMap<i64, Item>,
-        catch_up: &mut Option<(i64, Instant)>,
+        batch: &mut Batch,
     ) -> anyhow::Result<Option<String>> {
         match error {
             ErrorCode::SmartModuleRuntimeError(e) => {
-                if failed.insert(e.offset) {
-                    let _ = self
-                        .tx
-                        .send(ToSink::SmartModuleError {
-                            partition: self.partition,
-                            offset: e.offset,
-                            message: format!("{stream} stream: {}", e.hint.lines().next().unwrap_or_default()),
-                        })
-                        .await;
-                }
-                pending.insert(e.offset, Item::Failed);
-                *catch_up = Some((e.offset, Instant::now()));
-                Ok(None)
+                let hint = e.hint.lines().next().unwrap_or_default().to_string();
+                let _ = self
+                    .tx
+                    .send(ToSink::SmartModuleError {
+                        partition: self.partition,
+                        offset: e.offset,
+                        message: format!("{stream} stream: {hint}"),
+                    })
+                    .await;
+                let merged = std::mem::replace(batch, self.empty_batch(batch.last_offset));
+                self.send(merged).await;
+                bail!(
+                    "a SmartModule failed on offset {} of partition {} ({stream} stream: {hint}). Everything \
+                     before that record's producer batch is committed; fix or replace the module and run \
+                     again (Fluvio re-runs the whole batch, so the record cannot be skipped)",
+                    e.offset,
+                    self.partition
+                )
             }
             e @ ErrorCode::SmartModuleNotFound { .. } => {
                 let since = *self.missing_since.get_or_insert_with(Instant::now);
