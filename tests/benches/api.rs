@@ -28,19 +28,9 @@ fn main() {
     // generator's users arrive in id order over a day of event time).
     let lookup_range = arg("--lookup-range", 5_000);
     onramp_tests::modules();
-    let root = onramp::wasm::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "onramp"])
-        .status()
-        .unwrap();
-    assert!(built.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let bin = onramp_tests::onramp_release_bin();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(target.join("release/onramp"))
+    let mut child = Command::new(&bin)
         .args([
             "run",
             "--generate",

@@ -21,6 +21,8 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
+
+use onramp_tests::http_agent as agent;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,21 +37,6 @@ fn skip_reason() -> Option<String> {
         Ok(_) => Some("no Fluvio cluster answers (`fluvio cluster start --local`)".into()),
         Err(_) => Some("the `fluvio` CLI is not on PATH".into()),
     }
-}
-
-fn release_bin() -> PathBuf {
-    let root = onramp::wasm::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "onramp"])
-        .status()
-        .expect("cargo runs");
-    assert!(built.success(), "building onramp failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release/onramp")
 }
 
 struct Bench {
@@ -103,14 +90,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .build()
-        .into()
 }
 
 /// Records committed by the consumer on `port`: Σ (checkpoint + 1) over partitions.
@@ -168,7 +147,7 @@ fn main() {
         (200_000u64, 1_000u64, Duration::from_secs(30))
     };
     let mut b = Bench {
-        bin: release_bin(),
+        bin: onramp_tests::onramp_release_bin(),
         dir: tempfile::tempdir().unwrap(),
         topics: Vec::new(),
     };

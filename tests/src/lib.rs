@@ -45,6 +45,30 @@ pub fn onramp_bin() -> std::path::PathBuf {
     .clone()
 }
 
+/// The release `onramp` binary, built now from the current sources (for benchmarks).
+pub fn onramp_release_bin() -> std::path::PathBuf {
+    let root = onramp::wasm::workspace_root();
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "onramp"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the release onramp binary failed");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release/onramp")
+}
+
+/// An HTTP client that hands back error statuses as responses; `None`: no timeout.
+pub fn http_agent(timeout: Option<std::time::Duration>) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .build()
+        .into()
+}
+
 /// One engine for the process (it is cheap to share).
 pub fn engine() -> &'static SmartEngine {
     static ENGINE: OnceLock<SmartEngine> = OnceLock::new();

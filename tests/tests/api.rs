@@ -12,13 +12,7 @@ use onramp_tests::synthetic::{ts, T0};
 
 const TOKEN: &str = "s3cret-token";
 
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .build()
-        .into()
-}
+use onramp_tests::http_agent as agent;
 
 struct Running {
     child: Child,

@@ -236,11 +236,7 @@ fn committed_checkpoint_or_wait(child: &mut Child, port: u16, after: i64, log: &
 
 /// The highest checkpoint the running consumer reports on /metrics (-1: nothing committed).
 fn committed_checkpoint(port: u16) -> i64 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
+    let agent = onramp_tests::http_agent(Some(Duration::from_secs(2)));
     let Ok(mut resp) = agent.get(&format!("http://127.0.0.1:{port}/metrics")).call() else {
         return -1;
     };
