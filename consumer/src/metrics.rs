@@ -141,6 +141,11 @@ impl Metrics {
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
+        // A metric with one unlabelled value.
+        let single = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
+            head(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        };
         head(
             &mut out,
             "onramp_events_total",
@@ -162,27 +167,19 @@ impl Metrics {
         for (reason, n) in &inner.rejects {
             let _ = writeln!(out, "onramp_rejects_total{{reason=\"{reason}\"}} {n}");
         }
-        head(
+        single(
             &mut out,
             "onramp_duplicates_total",
             "counter",
             "Events dropped by the fold as duplicates.",
+            self.duplicates.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "onramp_duplicates_total {}",
-            self.duplicates.load(Ordering::Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "onramp_updates_applied_total",
             "counter",
             "Profile updates applied to the store.",
-        );
-        let _ = writeln!(
-            out,
-            "onramp_updates_applied_total {}",
-            self.updates_applied.load(Ordering::Relaxed)
+            self.updates_applied.load(Ordering::Relaxed),
         );
         head(
             &mut out,
@@ -211,49 +208,33 @@ impl Metrics {
         for (p, o) in &inner.checkpoints {
             let _ = writeln!(out, "onramp_checkpoint_offset{{partition=\"{p}\"}} {o}");
         }
-        head(
+        single(
             &mut out,
             "onramp_update_stream_clients",
             "gauge",
             "Connected /v1/updates clients.",
+            self.stream_clients.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "onramp_update_stream_clients {}",
-            self.stream_clients.load(Ordering::Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "onramp_update_stream_dropped_total",
             "counter",
             "Update-stream clients dropped for being slow.",
+            self.streams_dropped.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "onramp_update_stream_dropped_total {}",
-            self.streams_dropped.load(Ordering::Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "onramp_smartmodule_errors_total",
             "counter",
             "SmartModule runtime errors in the cluster (each logged with its offset; the run stops).",
+            self.smartmodule_errors.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "onramp_smartmodule_errors_total {}",
-            self.smartmodule_errors.load(Ordering::Relaxed)
-        );
-        head(
+        single(
             &mut out,
             "onramp_stream_reconnects_total",
             "counter",
             "Times a partition's cluster streams were lost and reopened.",
-        );
-        let _ = writeln!(
-            out,
-            "onramp_stream_reconnects_total {}",
-            self.reconnects.load(Ordering::Relaxed)
+            self.reconnects.load(Ordering::Relaxed),
         );
         if let Some(bytes) = store_size_bytes {
             head(
