@@ -376,18 +376,21 @@ struct ListParams {
     cursor: Option<String>,
 }
 
+/// The `hint` query parameter, if given.
+fn parse_hint(hint: Option<&str>) -> Result<Option<Hint>, ApiError> {
+    hint.map(|h| {
+        h.parse::<Hint>()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hint", e.to_string()))
+    })
+    .transpose()
+}
+
 async fn list_profiles(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let hint = match p.hint.as_deref() {
-        Some(h) => Some(
-            h.parse::<Hint>()
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hint", e.to_string()))?,
-        ),
-        None => None,
-    };
+    let hint = parse_hint(p.hint.as_deref())?;
     let active_since_ms = match p.active_since.as_deref() {
         Some(t) => Some(
             chrono::DateTime::parse_from_rfc3339(t)
@@ -495,13 +498,7 @@ async fn updates(
     params: Result<Query<UpdateParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let hint = match p.hint.as_deref() {
-        Some(h) => Some(
-            h.parse::<Hint>()
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hint", e.to_string()))?,
-        ),
-        None => None,
-    };
+    let hint = parse_hint(p.hint.as_deref())?;
     let last_id: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -118,13 +118,12 @@ pub async fn existing_topic_partitions(admin: &FluvioAdmin, topic: &str) -> anyh
 pub struct PartitionInfo {
     /// Partition id.
     pub partition: u32,
-    /// High watermark: the offset the next committed record gets.
-    pub high_watermark: i64,
     /// A leader is serving it.
     pub online: bool,
 }
 
-/// The topic's partitions (sorted), with their high watermarks.
+/// The topic's partitions (sorted) and whether each has a leader. (Not their end offsets:
+/// the SC's copy lags behind the leader; `--stop-at-end` asks each leader.)
 pub async fn partitions(admin: &FluvioAdmin, topic: &str) -> anyhow::Result<Vec<PartitionInfo>> {
     let all = admin
         .all::<PartitionSpec>()
@@ -137,7 +136,6 @@ pub async fn partitions(admin: &FluvioAdmin, topic: &str) -> anyhow::Result<Vec<
             let id: u32 = m.name.strip_prefix(&prefix)?.parse().ok()?;
             Some(PartitionInfo {
                 partition: id,
-                high_watermark: m.status.leader.hw,
                 online: m.status.resolution == PartitionResolution::Online,
             })
         })
