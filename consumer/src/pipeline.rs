@@ -379,7 +379,7 @@ impl Sink<'_> {
             })?;
             if update.outcome == Outcome::Skipped {
                 let reason = update.skip_reason.as_deref().unwrap_or_default();
-                if reason.contains("restart snapshot") {
+                if update.refused_snapshot() {
                     bail!("partition {partition}: the profile aggregate refused its restart snapshot: {reason}");
                 }
                 tracing::warn!(partition, offset = update.offset, reason, "fold skipped a record");

@@ -512,6 +512,7 @@ mod tests {
                     offset,
                     outcome: Outcome::Applied,
                     skip_reason: None,
+                    skip_kind: None,
                     event_id: format!("e{offset}"),
                     event_type: Some("step_completed".into()),
                     event_time_ms: e.t,

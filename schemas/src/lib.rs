@@ -23,7 +23,7 @@ pub use event::{Context, Event, EventKind, PageContext, TraitValue, EVENT_TYPES}
 pub use profile::{Hints, Lww, Profile, UserFoldState};
 pub use reject::{RejectReason, RejectedEvent};
 pub use snapshot::{RestartSnapshot, SNAPSHOT_VERSION};
-pub use update::{Acquisition, Changes, Counters, Outcome, Page, ProfileUpdate, StepChange};
+pub use update::{Acquisition, Changes, Counters, Outcome, Page, ProfileUpdate, SkipKind, StepChange};
 
 /// The JSON Schema files this crate describes: (file name under `schemas/json/`, schema).
 #[cfg(feature = "schema")]

@@ -383,6 +383,7 @@ mod tests {
             offset,
             outcome: Outcome::Applied,
             skip_reason: None,
+            skip_kind: None,
             event_id: id.into(),
             event_type: Some("identify".into()),
             event_time_ms: t,

@@ -22,9 +22,12 @@ pub struct ProfileUpdate {
     pub offset: i64,
     /// What the aggregate did with the record.
     pub outcome: Outcome,
-    /// Why the record was skipped (only for `skipped`).
+    /// Why the record was skipped, in words (only for `skipped`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Why the record was skipped, for machines (only for `skipped`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_kind: Option<SkipKind>,
     /// The event's id (empty when skipped before it was known).
     #[serde(default)]
     pub event_id: String,
@@ -37,6 +40,48 @@ pub struct ProfileUpdate {
     /// The changes to apply (only for `applied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<Changes>,
+}
+
+impl ProfileUpdate {
+    /// The update of a record the aggregate did not fold.
+    pub fn skipped(offset: i64, kind: SkipKind, reason: impl Into<String>) -> Self {
+        ProfileUpdate {
+            user_id: String::new(),
+            offset,
+            outcome: Outcome::Skipped,
+            skip_reason: Some(reason.into()),
+            skip_kind: Some(kind),
+            event_id: String::new(),
+            event_type: None,
+            event_time_ms: 0,
+            changes: None,
+        }
+    }
+
+    /// True when the aggregate refused its restart snapshot: nothing is folded on the
+    /// stream, and a consumer must stop rather than commit past it.
+    pub fn refused_snapshot(&self) -> bool {
+        self.skip_kind == Some(SkipKind::RefusedSnapshot)
+    }
+}
+
+/// Why the aggregate skipped a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SkipKind {
+    /// At or below the restart snapshot's `resume_after`: the store already holds it.
+    AlreadyApplied,
+    /// The record is not an enriched event (e.g. a rejected-event record).
+    NotEnriched,
+    /// The event has neither `user_id` nor `anonymous_id`.
+    MissingIdentity,
+    /// The initial accumulator is not a valid restart snapshot, so nothing is folded on
+    /// this stream: the consumer stops instead of committing past it.
+    RefusedSnapshot,
+    /// The event time is too far ahead of the partition's reference time; the event is
+    /// quarantined (stored as a `timestamp_out_of_range` reject) and moves no watermark.
+    EventTimeAhead,
 }
 
 /// What the aggregate did with a record.

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use onramp_schemas::event::EventKind;
 use onramp_schemas::{
     Acquisition, Changes, Counters, EnrichedEvent, Outcome, Page, ProfileUpdate, RejectedEvent, RestartSnapshot,
-    StepChange, UserFoldState, SNAPSHOT_VERSION,
+    SkipKind, StepChange, UserFoldState, SNAPSHOT_VERSION,
 };
 
 use crate::params::{parse_duration_ms, ParamError};
@@ -203,18 +203,11 @@ impl FoldState {
     /// else (including a rejected-event record) gives a `skipped` update; never fails.
     pub fn fold_record(&mut self, value: &[u8], offset: i64) -> ProfileUpdate {
         if let Some(after) = self.resume_after.filter(|&after| offset <= after) {
-            return ProfileUpdate {
-                user_id: String::new(),
+            return ProfileUpdate::skipped(
                 offset,
-                outcome: Outcome::Skipped,
-                skip_reason: Some(format!(
-                    "already applied before the stream resumed after offset {after}"
-                )),
-                event_id: String::new(),
-                event_type: None,
-                event_time_ms: 0,
-                changes: None,
-            };
+                SkipKind::AlreadyApplied,
+                format!("already applied before the stream resumed after offset {after}"),
+            );
         }
         match serde_json::from_slice::<EnrichedEvent>(value) {
             Ok(event) => self.fold_event(&event, offset),
@@ -223,16 +216,7 @@ impl FoldState {
                     Ok(r) => format!("rejected upstream: {}: {}", r.reason, r.detail),
                     Err(_) => format!("not an enriched event: {e}"),
                 };
-                ProfileUpdate {
-                    user_id: String::new(),
-                    offset,
-                    outcome: Outcome::Skipped,
-                    skip_reason: Some(reason),
-                    event_id: String::new(),
-                    event_type: None,
-                    event_time_ms: 0,
-                    changes: None,
-                }
+                ProfileUpdate::skipped(offset, SkipKind::NotEnriched, reason)
             }
         }
     }
@@ -246,15 +230,18 @@ impl FoldState {
             offset,
             outcome: Outcome::Applied,
             skip_reason: None,
+            skip_kind: None,
             event_id: e.event_id.clone(),
             event_type: Some(e.type_name().to_string()),
             event_time_ms: t,
             changes: None,
         };
         if update.user_id.is_empty() {
-            update.outcome = Outcome::Skipped;
-            update.skip_reason = Some("missing_identity: neither user_id nor anonymous_id is set".into());
-            return update;
+            return ProfileUpdate::skipped(
+                offset,
+                SkipKind::MissingIdentity,
+                "missing_identity: neither user_id nor anonymous_id is set",
+            );
         }
         let watermark = self.watermark_ms.map_or(t, |w| w.max(t));
         let live = self

@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
 use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
 use onramp_logic::fold::{FoldConfig, FoldState};
-use onramp_schemas::{Outcome, ProfileUpdate};
+use onramp_schemas::{ProfileUpdate, SkipKind};
 
 static CONFIG: OnceLock<FoldConfig> = OnceLock::new();
 
@@ -56,16 +56,11 @@ pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result
             Ok(fold) => fold.fold_record(current.value.as_ref(), offset),
             // Nothing is folded without a valid snapshot: folding from an empty state
             // would silently diverge from an unbroken run.
-            Err(e) => ProfileUpdate {
-                user_id: String::new(),
+            Err(e) => ProfileUpdate::skipped(
                 offset,
-                outcome: Outcome::Skipped,
-                skip_reason: Some(format!("{e}; nothing is folded on this stream")),
-                event_id: String::new(),
-                event_type: None,
-                event_time_ms: 0,
-                changes: None,
-            },
+                SkipKind::RefusedSnapshot,
+                format!("{e}; nothing is folded on this stream"),
+            ),
         }
     });
     Ok(serde_json::to_vec(&update).unwrap_or_default().into())
