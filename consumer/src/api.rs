@@ -46,7 +46,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::metrics::{BatchFigures, Metrics};
-use crate::partition::Partitioner;
 use crate::pipeline::Observer;
 use crate::query::{self, Hint, ProfileFilter};
 use crate::store::{Batch, Committed, Store};
@@ -439,24 +438,27 @@ async fn delete_profile(State(state): State<AppState>, Path(user): Path<String>)
         ));
     }
     let store = state.hub.store()?;
-    // The store records its partition count (with --source fluvio it is the topic's).
-    let partitions = store.partitions()?.unwrap_or(state.cfg.partitions);
-    let partition = Partitioner::new(partitions).partition(Some(user.as_bytes()));
-    let erased = store.erase(&user, partition)?;
-    state
-        .hub
-        .erased
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(partition);
-    tracing::info!(partition, profile = erased.profile, "profile erased on request");
-    if !erased.profile && !erased.fold_state {
+    let erased = store.erase(&user)?;
+    if !erased.found_anything() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "profile_not_found",
             format!("no profile for `{user}`"),
         ));
     }
+    // Only the partitions that held the user's fold state restart their chains.
+    state
+        .hub
+        .erased
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(erased.fold_state_partitions.iter().copied());
+    tracing::info!(
+        partitions = ?erased.fold_state_partitions,
+        profile = erased.profile,
+        rejects = erased.rejects,
+        "user erased on request"
+    );
     Ok(Json(serde_json::json!({"user_id": user, "removed": erased})).into_response())
 }
 

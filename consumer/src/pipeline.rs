@@ -220,6 +220,9 @@ pub trait Observer: Sync {
     fn smartmodule_error(&self, _partition: u32, _offset: i64) {}
     /// Cluster source: a partition's streams were lost and are being reopened.
     fn reconnecting(&self, _partition: u32) {}
+    /// Cluster source: records in `partition` after its committed checkpoint, from the end
+    /// offset its leader last reported (polled every few seconds).
+    fn lag(&self, _partition: u32, _records: u64) {}
 }
 
 /// No hooks.

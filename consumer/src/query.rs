@@ -879,6 +879,9 @@ mod tests {
             reason,
             detail: String::new(),
             payload: "{}".into(),
+            payload_bytes: 2,
+            payload_sha256: String::new(),
+            identity: None,
             offset: None,
         };
         store

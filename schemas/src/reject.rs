@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most bytes of a rejected record kept in [`RejectedEvent::payload`].
+pub const REJECT_PAYLOAD_HEAD: usize = 1024;
+
 /// Machine-readable reject reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -68,8 +71,22 @@ pub struct RejectedEvent {
     pub reason: RejectReason,
     /// Human-readable detail; for `schema_violation` it starts with the field path.
     pub detail: String,
-    /// The original record, lossily decoded as UTF-8 (invalid bytes become U+FFFD).
+    /// The start of the original record (at most [`REJECT_PAYLOAD_HEAD`] bytes), lossily
+    /// decoded as UTF-8 (invalid bytes become U+FFFD); `payload_bytes` and
+    /// `payload_sha256` describe the whole record, so a reject costs bounded space
+    /// however large or strange the record was.
     pub payload: String,
+    /// Size of the original record, bytes.
+    #[serde(default)]
+    pub payload_bytes: u64,
+    /// SHA-256 of the original record, lowercase hex.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub payload_sha256: String,
+    /// The record's identity (`user_id`, else `anonymous_id`) when it could be read, by
+    /// the same rule the partitioner and the fold use; lets an erasure find the user's
+    /// rejects without a scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// Offset of the rejected record in its partition. In a Fluvio cluster the records a
     /// SmartModule chain emits reach the consumer renumbered (0, 1, 2… within the
     /// output), so this is how `onramp run --source fluvio` learns which record it was.

@@ -5,10 +5,11 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `profiles` | user id | `Profile` JSON |
-//! | `fold_state` | partition (u32 BE) ++ user id | `UserFoldState` JSON (restart snapshot material) |
+//! | `fold_state` | partition (u32 BE) ++ user id | `UserFoldState` JSON: what that partition's aggregate holds for the user (restart snapshot material) |
 //! | `checkpoints` | partition (u32 BE) | [`Checkpoint`] JSON |
 //! | `rejects` | partition (u32 BE) ++ offset (i64 BE) | `RejectedEvent` JSON (dead letters, never dropped) |
-//! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped) |
+//! | `rejects_by_identity` | identity length (u32 BE) ++ identity ++ the `rejects` key | empty (index for erasure) |
+//! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped; erased.profiles, erased.events, erased.rejects) |
 //! | `meta` | name | schema version, partition count, chain params |
 //!
 //! # Exactly once (DESIGN.md rule 1)
@@ -136,12 +137,22 @@ pub struct Committed {
 }
 
 /// What [`Store::erase`] removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Erased {
     /// The profile existed and was removed.
     pub profile: bool,
-    /// Fold state existed and was removed.
-    pub fold_state: bool,
+    /// The partitions where the user had fold state, now removed: their chains must be
+    /// restarted from the store's snapshot so the aggregate forgets the user too.
+    pub fold_state_partitions: Vec<u32>,
+    /// Stored rejects of the user's records removed.
+    pub rejects: u64,
+}
+
+impl Erased {
+    /// True when anything of the user was found (and removed).
+    pub fn found_anything(&self) -> bool {
+        self.profile || !self.fold_state_partitions.is_empty() || self.rejects > 0
+    }
 }
 
 /// The store.
@@ -153,6 +164,8 @@ pub struct Store {
     fold_state: sled::Tree,
     checkpoints: sled::Tree,
     rejects: sled::Tree,
+    /// Index of `rejects` by the rejected record's identity, for erasure.
+    rejects_by_identity: sled::Tree,
     counters: sled::Tree,
     meta: sled::Tree,
 }
@@ -235,6 +248,7 @@ impl Store {
             fold_state: tree("fold_state")?,
             checkpoints: tree("checkpoints")?,
             rejects: tree("rejects")?,
+            rejects_by_identity: tree("rejects_by_identity")?,
             counters: tree("counters")?,
             meta: tree("meta")?,
             db,
@@ -341,12 +355,16 @@ impl Store {
             &self.fold_state,
             &self.checkpoints,
             &self.rejects,
+            &self.rejects_by_identity,
             &self.counters,
         );
-        let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, counters)| {
+        let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
             let mut committed = Committed::default();
             let part = batch.partition.to_be_bytes();
             let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
+            // The aggregate's state per (partition, user): what this partition's stream
+            // saw of the user, whatever other partitions saw (a user spread over several).
+            let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
             let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
                 Some(v) => serde_json::from_slice(&v).map_err(abort)?,
                 None => Checkpoint {
@@ -373,9 +391,20 @@ impl Store {
                         None => Profile::new(&u.user_id),
                     };
                     touched.insert(&u.user_id, profile);
+                    let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
+                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                        None => UserFoldState::default(),
+                    };
+                    folds.insert(&u.user_id, fold);
                 }
                 if let Some(p) = touched.get_mut(u.user_id.as_str()) {
                     p.apply(u);
+                }
+                if let Some(f) = folds.get_mut(u.user_id.as_str()) {
+                    if u.changes.as_ref().is_some_and(|c| c.state_reset) {
+                        *f = UserFoldState::default();
+                    }
+                    f.observe(&u.event_id, u.event_time_ms);
                 }
                 checkpoint.max_event_time_ms = Some(
                     checkpoint
@@ -385,14 +414,18 @@ impl Store {
             }
             for (user, profile) in &touched {
                 profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
-                let mut key = part.to_vec();
-                key.extend_from_slice(user.as_bytes());
-                fold_state.insert(key, serde_json::to_vec(&profile.fold).map_err(abort)?)?;
+            }
+            for (user, fold) in &folds {
+                fold_state.insert(fold_key(batch.partition, user), serde_json::to_vec(fold).map_err(abort)?)?;
             }
             for (offset, rejected) in &batch.rejects {
-                let mut key = part.to_vec();
-                key.extend_from_slice(&offset.to_be_bytes());
-                rejects.insert(key, serde_json::to_vec(rejected).map_err(abort)?)?;
+                let key = reject_key(batch.partition, *offset);
+                rejects.insert(&key, serde_json::to_vec(rejected).map_err(abort)?)?;
+                if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
+                    let mut index = identity_prefix(id);
+                    index.extend_from_slice(&key);
+                    rejects_by_identity.insert(index, &[])?;
+                }
                 *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
             }
             checkpoint.offset = checkpoint.offset.max(batch.last_offset);
@@ -430,18 +463,48 @@ impl Store {
         }
     }
 
-    /// Erases a user: their profile and their fold state, in one transaction. Returns
-    /// what was removed. Later events for the user start a new profile.
-    pub fn erase(&self, user: &str, partition: u32) -> Result<Erased, StoreError> {
-        let mut key = partition.to_be_bytes().to_vec();
-        key.extend_from_slice(user.as_bytes());
-        let result = (&self.profiles, &self.fold_state).transaction(|(profiles, fold_state)| {
-            let profile = profiles.remove(user.as_bytes())?.is_some();
-            let fold = fold_state.remove(key.as_slice())?.is_some();
-            Ok::<_, ConflictableTransactionError<String>>(Erased {
-                profile,
-                fold_state: fold,
-            })
+    /// Erases a user: their profile, their fold state on every partition and the stored
+    /// rejects of their records, in one transaction. Returns what was removed; the chains
+    /// of [`Erased::fold_state_partitions`] must be restarted from the store's snapshot.
+    /// Later events for the user start a new profile.
+    pub fn erase(&self, user: &str) -> Result<Erased, StoreError> {
+        let partitions = self.partitions()?.unwrap_or(0);
+        let mut reject_index = Vec::new();
+        for item in self.rejects_by_identity.scan_prefix(identity_prefix(user)) {
+            let (k, _) = item.map_err(|e| self.sled(e))?;
+            reject_index.push(k);
+        }
+        let prefix_len = identity_prefix(user).len();
+        let trees = (
+            &self.profiles,
+            &self.fold_state,
+            &self.rejects,
+            &self.rejects_by_identity,
+            &self.counters,
+        );
+        let result = trees.transaction(|(profiles, fold_state, rejects, rejects_by_identity, counters)| {
+            let mut erased = Erased::default();
+            if let Some(v) = profiles.remove(user.as_bytes())? {
+                let profile: Profile = serde_json::from_slice(&v).map_err(abort)?;
+                erased.profile = true;
+                // Counters stay consistent with what remains: `onramp check` compares the
+                // profiles' events with `applied - erased.events`.
+                add(counters, "erased.profiles", 1)?;
+                add(counters, "erased.events", profile.counters.events)?;
+            }
+            for p in 0..partitions {
+                if fold_state.remove(fold_key(p, user))?.is_some() {
+                    erased.fold_state_partitions.push(p);
+                }
+            }
+            for index in &reject_index {
+                rejects_by_identity.remove(index.as_ref())?;
+                if rejects.remove(&index[prefix_len..])?.is_some() {
+                    erased.rejects += 1;
+                }
+            }
+            add(counters, "erased.rejects", erased.rejects)?;
+            Ok::<_, ConflictableTransactionError<String>>(erased)
         });
         let erased = match result {
             Ok(e) => e,
@@ -455,7 +518,9 @@ impl Store {
             }
             Err(TransactionError::Storage(e)) => return Err(self.sled(e)),
         };
-        self.flush()?;
+        if erased.found_anything() {
+            self.flush()?;
+        }
         Ok(erased)
     }
 
@@ -517,6 +582,28 @@ impl Store {
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+}
+
+/// `fold_state` key: partition (u32 BE) ++ user id.
+fn fold_key(partition: u32, user: &str) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(user.as_bytes());
+    key
+}
+
+/// `rejects` key: partition (u32 BE) ++ offset (i64 BE).
+fn reject_key(partition: u32, offset: i64) -> Vec<u8> {
+    let mut key = partition.to_be_bytes().to_vec();
+    key.extend_from_slice(&offset.to_be_bytes());
+    key
+}
+
+/// `rejects_by_identity` key prefix: identity length (u32 BE) ++ identity; the reject's
+/// own key follows it.
+fn identity_prefix(identity: &str) -> Vec<u8> {
+    let mut key = (identity.len() as u32).to_be_bytes().to_vec();
+    key.extend_from_slice(identity.as_bytes());
+    key
 }
 
 fn abort(e: serde_json::Error) -> ConflictableTransactionError<String> {

@@ -155,6 +155,9 @@ impl Rejection {
             reason: self.reason,
             detail: self.detail.clone(),
             payload: String::from_utf8_lossy(payload).into_owned(),
+            payload_bytes: payload.len() as u64,
+            payload_sha256: String::new(),
+            identity: None,
             offset,
         };
         serde_json::to_vec(&rejected).unwrap_or_default()
