@@ -420,7 +420,7 @@ impl Store {
             }
             for (offset, rejected) in &batch.rejects {
                 let key = reject_key(batch.partition, *offset);
-                rejects.insert(&key, serde_json::to_vec(rejected).map_err(abort)?)?;
+                rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
                 if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
                     let mut index = identity_prefix(id);
                     index.extend_from_slice(&key);
