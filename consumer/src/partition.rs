@@ -2,8 +2,12 @@
 //! an embedded run and a cluster run over the same events put every user in the same
 //! partition at the same offset (and so give identical profiles).
 //!
-//! - The key of an event line is its `user_id`, else its `anonymous_id` (non-empty);
-//!   a line with neither (or that is not JSON) has no key.
+//! - The key of an event line is its identity, by the one rule
+//!   [`onramp_logic::identity::record_identity`] that `onramp-validate` and the fold also
+//!   follow: its `user_id`, else its `anonymous_id` (non-empty). A line that is not one
+//!   unambiguous JSON object (not JSON, or a key repeated in any object) has no key; so
+//!   for every line validate accepts, the key is the identity the fold keys the user by,
+//!   and one user is never folded on two partitions.
 //! - Keyed records go to `siphash(key) % partitions`: `SipHasher::new()` (zero keys)
 //!   over the key bytes hashed as a Rust `[u8]`, as in Fluvio's
 //!   `SiphashRoundRobinPartitioner`.
@@ -11,24 +15,13 @@
 
 use std::hash::{Hash, Hasher};
 
-use serde::Deserialize;
+use onramp_logic::identity::record_identity;
 use siphasher::sip::SipHasher;
 
-/// The record key of an event line: its user id, else its anonymous id.
+/// The record key of an event line: its identity (user id, else anonymous id), `None`
+/// when it has none.
 pub fn record_key(line: &[u8]) -> Option<Vec<u8>> {
-    #[derive(Deserialize)]
-    struct Ids {
-        #[serde(default)]
-        user_id: Option<serde_json::Value>,
-        #[serde(default)]
-        anonymous_id: Option<serde_json::Value>,
-    }
-    let ids: Ids = serde_json::from_slice(line).ok()?;
-    let text = |v: Option<serde_json::Value>| match v {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.into_bytes()),
-        _ => None,
-    };
-    text(ids.user_id).or_else(|| text(ids.anonymous_id))
+    record_identity(line).map(String::into_bytes)
 }
 
 /// Assigns partitions like the Fluvio producer.
@@ -83,6 +76,25 @@ mod tests {
         assert_eq!(record_key(br#"{"user_id":"","anonymous_id":"a"}"#), Some(b"a".to_vec()));
         assert_eq!(record_key(br#"{"user_id":5}"#), None);
         assert_eq!(record_key(b"not json"), None);
+    }
+
+    /// Proves a line with a repeated key (the attack that split one user over two
+    /// partitions) is keyless, and goes round-robin, while the same event without the
+    /// repeat is keyed by its user and goes to the user's partition.
+    #[test]
+    fn a_repeated_key_makes_a_line_keyless() {
+        let clean = br#"{"event_id":"e1","type":"click","user_id":"X","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b"}}"#;
+        let top = br#"{"event_id":"e1","type":"click","user_id":"X","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b"},"user_id":"X"}"#;
+        let nested = br#"{"event_id":"e1","type":"click","user_id":"X","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b","target":"b"}}"#;
+        assert_eq!(record_key(clean), Some(b"X".to_vec()));
+        assert_eq!(record_key(top), None);
+        assert_eq!(record_key(nested), None);
+
+        let mut p = Partitioner::new(7);
+        let home = p.partition(record_key(clean).as_deref());
+        assert_eq!(home, p.partition(Some(b"X")));
+        let spread: Vec<u32> = (0..7).map(|_| p.partition(record_key(top).as_deref())).collect();
+        assert_eq!(spread, (0..7).collect::<Vec<u32>>(), "keyless lines go round-robin");
     }
 
     /// Proves the hash matches Fluvio's partitioner (values computed with

@@ -10,16 +10,22 @@
 //!
 //! `type` selects the shape of `properties` (see [`EventKind`]); `properties` may be left
 //! out when every property of that type is optional. Unknown top-level fields are ignored
-//! (forward compatibility); unknown property fields are ignored too.
+//! (forward compatibility); unknown property fields are ignored too. No object may repeat
+//! a key (JSON readers disagree on which one counts), and the ids have byte-length
+//! bounds; the JSON Schema states them as `maxLength`, which counts characters, so it
+//! accepts a little more than `onramp-validate` does for non-ASCII ids.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest accepted `event_id`, in bytes.
+/// Longest accepted `event_id`, in bytes. Tighter than the other ids: the fold keeps each
+/// live user's last 32 event ids in memory.
 pub const MAX_EVENT_ID_BYTES: usize = 128;
-/// Longest accepted `user_id` / `anonymous_id`, in bytes.
+/// Longest accepted `user_id` / `anonymous_id`, in bytes; a longer one is no identity.
 pub const MAX_IDENTITY_BYTES: usize = 256;
+/// Longest accepted `session_id`, in bytes.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
 /// Most traits one `identify` event may carry.
 pub const MAX_TRAITS: usize = 64;
 
@@ -27,21 +33,28 @@ pub const MAX_TRAITS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
-    /// Unique id of this event; retries of the same event reuse it (used for dedup).
+    /// Unique id of this event; retries of the same event reuse it (used for dedup). At
+    /// most [`MAX_EVENT_ID_BYTES`] bytes.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_EVENT_ID_BYTES)))]
     pub event_id: String,
     /// The event type and its properties.
     #[serde(flatten)]
     pub kind: EventKind,
-    /// The known user, once there is one.
+    /// The known user, once there is one. At most [`MAX_IDENTITY_BYTES`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_IDENTITY_BYTES)))]
     pub user_id: Option<String>,
     /// The device/browser id before sign-up; used as the identity when `user_id` is absent.
+    /// At most [`MAX_IDENTITY_BYTES`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_IDENTITY_BYTES)))]
     pub anonymous_id: Option<String>,
     /// Event time, RFC 3339 (for example `2026-11-01T09:00:00.250Z`).
     pub timestamp: String,
     /// Session id set by the client, if any (onramp sessionises by event time itself).
+    /// At most [`MAX_SESSION_ID_BYTES`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_SESSION_ID_BYTES)))]
     pub session_id: Option<String>,
     /// Where the event happened.
     #[serde(default, skip_serializing_if = "Context::is_empty")]

@@ -74,18 +74,22 @@ pub struct RejectedEvent {
     /// The start of the original record (at most [`REJECT_PAYLOAD_HEAD`] bytes), lossily
     /// decoded as UTF-8 (invalid bytes become U+FFFD); `payload_bytes` and
     /// `payload_sha256` describe the whole record, so a reject costs bounded space
-    /// however large or strange the record was.
+    /// however large or strange the record was. The cut never splits a character.
+    #[cfg_attr(feature = "schema", schemars(length(max = REJECT_PAYLOAD_HEAD)))]
     pub payload: String,
     /// Size of the original record, bytes.
     #[serde(default)]
     pub payload_bytes: u64,
     /// SHA-256 of the original record, lowercase hex.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^[0-9a-f]{64}$")))]
     pub payload_sha256: String,
     /// The record's identity (`user_id`, else `anonymous_id`) when it could be read, by
     /// the same rule the partitioner and the fold use; lets an erasure find the user's
-    /// rejects without a scan.
+    /// rejects without a scan. Absent when the record is not one JSON object, repeats a
+    /// key, or has no id of at most `MAX_IDENTITY_BYTES`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = crate::event::MAX_IDENTITY_BYTES)))]
     pub identity: Option<String>,
     /// Offset of the rejected record in its partition. In a Fluvio cluster the records a
     /// SmartModule chain emits reach the consumer renumbered (0, 1, 2… within the

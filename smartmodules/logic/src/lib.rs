@@ -6,11 +6,14 @@
 //! same logic natively.
 //!
 //! - [`validate`]: reject reasons, checked in a fixed order.
+//! - [`identity`]: a record's identity (its key), one rule for the partitioner, validate
+//!   and the fold.
 //! - [`enrich`]: category, funnel, campaign, device, locale, date.
 //! - [`fold`]: the per-user fold behind the profile aggregate.
 //! - [`params`]: param parsing with errors that name the param.
 
 pub mod enrich;
 pub mod fold;
+pub mod identity;
 pub mod params;
 pub mod validate;

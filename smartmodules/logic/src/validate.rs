@@ -4,18 +4,29 @@
 //! Checks, in order (the first that fails is the reason):
 //! 1. `too_large`: more than `max_event_bytes` bytes;
 //! 2. `invalid_json`: not UTF-8 JSON (also: nesting deeper than 128, numbers out of range);
-//! 3. `schema_violation` / `unknown_type`: not an event envelope v1 (detail = field path);
+//! 3. `schema_violation` / `unknown_type`: not an event envelope v1 (detail = field path):
+//!    not an object, a key repeated in any object (`user_id: duplicate key`), a field of
+//!    the wrong type, an id longer than its bound ([`MAX_EVENT_ID_BYTES`],
+//!    [`MAX_IDENTITY_BYTES`], [`MAX_SESSION_ID_BYTES`]), …;
 //! 4. `missing_identity`: neither `user_id` nor `anonymous_id`;
 //! 5. `timestamp_out_of_range`: before 2000 or from 2100 on, or more than `max_future`
 //!    after / `max_past` before the record's own timestamp (when the record has one);
 //! 6. `test_user`: an id with a test prefix, or an email at a test domain;
 //! 7. `bot`: a user agent that matches a bot pattern.
+//!
+//! A rejected record ([`Rejection::to_record`]) costs bounded space whatever the input:
+//! the first [`REJECT_PAYLOAD_HEAD`] bytes of the payload, its size and SHA-256, and its
+//! identity ([`crate::identity::record_identity`]).
 
-use onramp_schemas::event::{Context, EventKind, MAX_EVENT_ID_BYTES, MAX_IDENTITY_BYTES, MAX_TRAITS};
-use onramp_schemas::{Event, RejectReason, RejectedEvent, TraitValue, EVENT_TYPES};
+use onramp_schemas::event::{
+    Context, EventKind, MAX_EVENT_ID_BYTES, MAX_IDENTITY_BYTES, MAX_SESSION_ID_BYTES, MAX_TRAITS,
+};
+use onramp_schemas::{Event, RejectReason, RejectedEvent, TraitValue, EVENT_TYPES, REJECT_PAYLOAD_HEAD};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
+use crate::identity::{duplicate_key, record_identity};
 use crate::params::{parse_bounded, parse_duration_ms, parse_list, ParamError};
 
 /// Param: `accepted` (default) passes good events; `rejected` emits only the rejects.
@@ -148,20 +159,71 @@ impl Rejection {
         }
     }
 
-    /// The record emitted for this rejection in `mode=rejected`; `offset` is the rejected
-    /// record's own offset, when known.
-    pub fn to_record(&self, payload: &[u8], offset: Option<i64>) -> Vec<u8> {
-        let rejected = RejectedEvent {
+    /// The rejected-event record for this rejection of `payload` (the rejected record's
+    /// bytes); `offset` is the rejected record's own offset, when known.
+    ///
+    /// Its size is bounded whatever `payload` is: `payload` keeps at most
+    /// [`REJECT_PAYLOAD_HEAD`] bytes of text ([`lossy_head`]), `detail` at most
+    /// [`MAX_DETAIL_BYTES`], `identity` at most [`MAX_IDENTITY_BYTES`]; with JSON escaping
+    /// (6 bytes for a control character) the whole record stays under [`MAX_REJECT_RECORD_BYTES`].
+    pub fn to_event(&self, payload: &[u8], offset: Option<i64>) -> RejectedEvent {
+        RejectedEvent {
             reason: self.reason,
             detail: self.detail.clone(),
-            payload: String::from_utf8_lossy(payload).into_owned(),
+            payload: lossy_head(payload, REJECT_PAYLOAD_HEAD),
             payload_bytes: payload.len() as u64,
-            payload_sha256: String::new(),
-            identity: None,
+            payload_sha256: sha256_hex(payload),
+            identity: record_identity(payload),
             offset,
-        };
-        serde_json::to_vec(&rejected).unwrap_or_default()
+        }
     }
+
+    /// [`Rejection::to_event`] as JSON: the record `mode=rejected` emits.
+    pub fn to_record(&self, payload: &[u8], offset: Option<i64>) -> Vec<u8> {
+        serde_json::to_vec(&self.to_event(payload, offset)).unwrap_or_default()
+    }
+}
+
+/// Largest JSON rejected-event record [`Rejection::to_record`] can produce, bytes: every
+/// text field at its bound and made only of characters JSON escapes as `\u00XX`, plus
+/// the field names, the hash and two 20-digit numbers.
+pub const MAX_REJECT_RECORD_BYTES: usize =
+    6 * (REJECT_PAYLOAD_HEAD + MAX_DETAIL_BYTES + '…'.len_utf8() + MAX_IDENTITY_BYTES) + 512;
+
+/// The start of `bytes` decoded as UTF-8, at most `max` bytes of text: each invalid
+/// sequence becomes U+FFFD (as in `String::from_utf8_lossy`) and the cut never splits a
+/// character. Reads at most `max + 4` bytes of the input, whatever its size.
+pub fn lossy_head(bytes: &[u8], max: usize) -> String {
+    // Decoding never shortens the text (a valid char keeps its length, an invalid
+    // sequence of 1–3 bytes becomes 3), so `max + 4` input bytes cover `max` of output,
+    // and a char cut off at the end of that slice lies beyond `max` in the output.
+    let input = &bytes[..bytes.len().min(max.saturating_add(4))];
+    let mut out = String::with_capacity(input.len().min(max));
+    for chunk in input.utf8_chunks() {
+        for c in chunk
+            .valid()
+            .chars()
+            .chain((!chunk.invalid().is_empty()).then_some('\u{fffd}'))
+        {
+            if out.len() + c.len_utf8() > max {
+                return out;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(2 * digest.len());
+    for b in digest {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    out
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -214,7 +276,8 @@ pub fn validate(bytes: &[u8], record_time_ms: Option<i64>, cfg: &ValidateConfig)
 }
 
 /// Parses a JSON event envelope v1. `properties` may be missing (taken as `{}`).
-/// Errors are `invalid_json`, `unknown_type` or `schema_violation` with the field path.
+/// Errors are `invalid_json`, `unknown_type` or `schema_violation` with the field path
+/// (a key repeated in any object is a `schema_violation` too).
 pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| Rejection::new(RejectReason::InvalidJson, e.to_string()))?;
@@ -224,6 +287,14 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
             format!(".: expected an event object, found {}", json_kind(&value)),
         ));
     };
+    // serde_json keeps the last of repeated keys; other readers (and the partitioner) the
+    // first or none. A record that means different things to different readers is refused.
+    if let Some(path) = duplicate_key(bytes) {
+        return Err(Rejection::new(
+            RejectReason::SchemaViolation,
+            format!("{path}: duplicate key; each key may appear only once in an object"),
+        ));
+    }
     let event_type = match obj.get("type") {
         Some(Value::String(t)) => t.clone(),
         Some(other) => {
@@ -340,11 +411,18 @@ fn check_fields(event: &Event) -> Result<(), Rejection> {
         return violation("event_id", "must not be empty".into());
     }
     if event.event_id.len() > MAX_EVENT_ID_BYTES {
-        return violation("event_id", format!("longer than {MAX_EVENT_ID_BYTES} bytes"));
+        return violation(
+            "event_id",
+            format!("{} bytes; the limit is {MAX_EVENT_ID_BYTES}", event.event_id.len()),
+        );
     }
-    for (path, id) in [("user_id", &event.user_id), ("anonymous_id", &event.anonymous_id)] {
-        if id.as_ref().is_some_and(|id| id.len() > MAX_IDENTITY_BYTES) {
-            return violation(path, format!("longer than {MAX_IDENTITY_BYTES} bytes"));
+    for (path, id, max) in [
+        ("user_id", &event.user_id, MAX_IDENTITY_BYTES),
+        ("anonymous_id", &event.anonymous_id, MAX_IDENTITY_BYTES),
+        ("session_id", &event.session_id, MAX_SESSION_ID_BYTES),
+    ] {
+        if let Some(len) = id.as_ref().map(String::len).filter(|len| *len > max) {
+            return violation(path, format!("{len} bytes; the limit is {max}"));
         }
     }
     match &event.kind {
@@ -569,10 +647,144 @@ mod tests {
         assert_eq!(e.param, PARAM_MODE);
     }
 
+    /// Proves a rejected record keeps a short payload whole (lossily decoded), with its
+    /// size, SHA-256 and identity.
     #[test]
     fn rejected_record_keeps_the_payload_lossily() {
         let r = Rejection::new(RejectReason::InvalidJson, "x");
-        let rec: RejectedEvent = serde_json::from_slice(&r.to_record(&[b'a', 0xff, 0], None)).unwrap();
+        let rec: RejectedEvent = serde_json::from_slice(&r.to_record(&[b'a', 0xff, 0], Some(7))).unwrap();
         assert_eq!(rec.payload, "a\u{fffd}\u{0}");
+        assert_eq!(rec.payload_bytes, 3);
+        assert_eq!(rec.offset, Some(7));
+        assert_eq!(rec.identity, None);
+
+        let r = Rejection::new(RejectReason::Bot, "x");
+        let rec = r.to_event(b"abc", None);
+        assert_eq!(
+            rec.payload_sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "the FIPS 180-2 test vector for `abc`"
+        );
+        let bot = GOOD.replace("Firefox/120.0", "Googlebot/2.1");
+        let rec = validate(bot.as_bytes(), None, &ValidateConfig::default())
+            .unwrap_err()
+            .to_event(bot.as_bytes(), None);
+        assert_eq!(rec.identity.as_deref(), Some("u_1"));
+        assert_eq!(rec.payload, bot);
+        assert_eq!(rec.payload_sha256, sha256_hex(bot.as_bytes()));
+    }
+
+    /// Proves a huge hostile record (200 KB of NUL bytes, each escaped as 6 bytes in JSON)
+    /// gives a rejected record of a few KB, which still describes the whole record.
+    #[test]
+    fn rejected_records_are_bounded() {
+        let nul = vec![0u8; 200_000];
+        let r = validate(&nul, None, &ValidateConfig::default()).unwrap_err();
+        assert_eq!(r.reason, RejectReason::TooLarge);
+        let json = r.to_record(&nul, Some(1));
+        assert!(json.len() < 8 * 1024, "{} bytes", json.len());
+        let rec: RejectedEvent = serde_json::from_slice(&json).unwrap();
+        assert_eq!(rec.payload, "\u{0}".repeat(REJECT_PAYLOAD_HEAD));
+        assert_eq!(rec.payload_bytes, 200_000);
+        assert_eq!(rec.payload_sha256, sha256_hex(&nul));
+
+        // Every field at its bound, made of the characters JSON escapes longest.
+        let control = |n: usize| "\u{1}".repeat(n);
+        let worst = RejectedEvent {
+            reason: RejectReason::TimestampOutOfRange,
+            detail: Rejection::new(RejectReason::UnknownType, control(1_000)).detail,
+            payload: control(REJECT_PAYLOAD_HEAD),
+            payload_bytes: u64::MAX,
+            payload_sha256: sha256_hex(b""),
+            identity: Some(control(MAX_IDENTITY_BYTES)),
+            offset: Some(i64::MIN),
+        };
+        let json = serde_json::to_vec(&worst).unwrap();
+        assert!(json.len() <= MAX_REJECT_RECORD_BYTES, "{} bytes", json.len());
+    }
+
+    /// Proves the payload head never exceeds its bound and never splits a character,
+    /// and that invalid bytes count as the U+FFFD they become.
+    #[test]
+    fn payload_head_cuts_at_a_char_boundary() {
+        let e_acute = "é".repeat(600);
+        assert_eq!(lossy_head(e_acute.as_bytes(), 1024), "é".repeat(512));
+        let odd = format!("a{e_acute}");
+        let head = lossy_head(odd.as_bytes(), 1024);
+        assert_eq!(head.len(), 1023);
+        assert!(head.ends_with('é'));
+        assert_eq!(lossy_head(&[0xff; 2000], 1024), "\u{fffd}".repeat(341));
+        assert_eq!(
+            lossy_head(&[b'a', 0xe2, 0x82], 1024),
+            "a\u{fffd}",
+            "a truncated char at the very end"
+        );
+        let emoji = "😀".repeat(300);
+        for max in 0..12 {
+            let head = lossy_head(emoji.as_bytes(), max);
+            assert_eq!(head, "😀".repeat(max / 4), "max {max}");
+        }
+    }
+
+    /// Proves a key repeated anywhere is a schema_violation naming its path, before any
+    /// other field check, while the same key in two different objects is fine.
+    #[test]
+    fn duplicate_keys_are_schema_violations() {
+        let cases = [
+            (GOOD.replacen(r#""user_id":"u_1","#, r#""user_id":"u_1","user_id":"u_1","#, 1), "user_id"),
+            (GOOD.replacen(r#""user_id":"u_1","#, r#""user_id":"u_1","user\u005fid":"u_2","#, 1), "user_id"),
+            (GOOD.replacen(r#""path":"/welcome""#, r#""path":"/welcome","path":"/x""#, 1), "properties.path"),
+            (GOOD.replacen(r#""context":{"#, r#""context":{"locale":"en","locale":"fr","#, 1), "context.locale"),
+            (
+                r#"{"event_id":"e1","type":"identify","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z","properties":{"traits":{"plan":"a","plan":"b"}}}"#.to_string(),
+                "properties.traits.plan",
+            ),
+            (GOOD.replacen(r#""properties":{"#, r#""extra":[{"a":1},{"a":1,"a":2}],"properties":{"#, 1), "extra[1].a"),
+            (GOOD.replacen(r#""event_id":"e1","#, r#""event_id":"e1","event_id":5,"#, 1), "event_id"),
+        ];
+        for (record, path) in cases {
+            let r = validate(record.as_bytes(), None, &ValidateConfig::default()).unwrap_err();
+            assert_eq!(r.reason, RejectReason::SchemaViolation, "{record}");
+            assert!(
+                r.detail.starts_with(&format!("{path}: duplicate key")),
+                "{record}: {}",
+                r.detail
+            );
+        }
+        let twice = GOOD.replacen(r#""context":{"#, r#""x":{"a":1},"y":{"a":1},"context":{"#, 1);
+        assert!(validate(twice.as_bytes(), None, &ValidateConfig::default()).is_ok());
+        let not_json = GOOD.replacen(r#""user_id":"u_1","#, r#""user_id":"u_1","user_id":"#, 1);
+        assert_eq!(
+            reason(not_json.as_bytes()),
+            RejectReason::InvalidJson,
+            "invalid JSON is reported first"
+        );
+    }
+
+    /// Proves each id is bounded: at the bound it is accepted, one byte over it is a
+    /// schema_violation naming the field.
+    #[test]
+    fn ids_are_bounded() {
+        let base = r#"{"event_id":"e1","type":"page_view","user_id":"u_1","anonymous_id":"a_1","session_id":"s_1","timestamp":"2026-11-01T09:00:00Z"}"#;
+        for (field, value, max) in [
+            ("event_id", "e1", MAX_EVENT_ID_BYTES),
+            ("user_id", "u_1", MAX_IDENTITY_BYTES),
+            ("anonymous_id", "a_1", MAX_IDENTITY_BYTES),
+            ("session_id", "s_1", MAX_SESSION_ID_BYTES),
+        ] {
+            let with = |len: usize| {
+                base.replace(
+                    &format!(r#""{field}":"{value}""#),
+                    &format!(r#""{field}":"{}""#, "é".repeat(len / 2)),
+                )
+            };
+            assert!(
+                validate(with(max).as_bytes(), None, &ValidateConfig::default()).is_ok(),
+                "{field} at the bound"
+            );
+            let r = validate(with(max + 2).as_bytes(), None, &ValidateConfig::default()).unwrap_err();
+            assert_eq!(r.reason, RejectReason::SchemaViolation, "{field}");
+            assert_eq!(r.detail, format!("{field}: {} bytes; the limit is {max}", max + 2));
+        }
+        assert!(MAX_EVENT_ID_BYTES <= 256 && MAX_IDENTITY_BYTES == 256 && MAX_SESSION_ID_BYTES == 256);
     }
 }
