@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use onramp::chain::{Chain, ChainParams, InputRecord};
 use onramp::wasm::Module;
-use onramp_schemas::{Outcome, Profile, ProfileUpdate, RejectReason, RejectedEvent, RestartSnapshot};
+use onramp_logic::validate::sha256_hex;
+use onramp_schemas::{
+    Outcome, Profile, ProfileUpdate, RejectReason, RejectedEvent, RestartSnapshot, REJECT_PAYLOAD_HEAD,
+};
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
 use onramp_tests::synthetic::{self, ts, T0};
 use onramp_tests::{engine, modules, records, run};
@@ -77,7 +80,55 @@ fn hostile() -> Vec<(&'static str, Vec<u8>, RejectReason)> {
         ("test user prefix", ok(json!({"user_id": "qa_robot"})), RejectReason::TestUser),
         ("event_id of 10k chars", ok(json!({"event_id": "e".repeat(10_000)})), RejectReason::SchemaViolation),
         ("100 traits", br#"{"event_id":"h","type":"identify","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"traits":{"#.iter().copied().chain((0..100).map(|i| format!("\"t{i}\":1")).collect::<Vec<_>>().join(",").into_bytes()).chain(b"}}}".iter().copied()).collect(), RejectReason::SchemaViolation),
+        ("user_id repeated", DUP_TOP.to_vec(), RejectReason::SchemaViolation),
+        ("user_id repeated through an escape", br#"{"event_id":"h","type":"click","user_id":"u_a","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b"},"user\u005fid":"u_b"}"#.to_vec(), RejectReason::SchemaViolation),
+        ("property repeated", br#"{"event_id":"h","type":"click","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"a","target":"b"}}"#.to_vec(), RejectReason::SchemaViolation),
+        ("trait repeated", br#"{"event_id":"h","type":"identify","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"traits":{"plan":"free","plan":"pro"}}}"#.to_vec(), RejectReason::SchemaViolation),
+        ("context.page key repeated", br#"{"event_id":"h","type":"page_view","user_id":"u","timestamp":"2026-11-01T09:00:00Z","context":{"page":{"path":"/a","path":"/b"}}}"#.to_vec(), RejectReason::SchemaViolation),
+        ("key repeated in an object in an array", br#"{"event_id":"h","type":"page_view","user_id":"u","timestamp":"2026-11-01T09:00:00Z","extra":[{"k":1},{"k":1,"k":2}]}"#.to_vec(), RejectReason::SchemaViolation),
+        ("event_id of 300 bytes", ok(json!({"event_id": "e".repeat(300)})), RejectReason::SchemaViolation),
+        ("user_id of 300 bytes", ok(json!({"user_id": "u".repeat(300)})), RejectReason::SchemaViolation),
+        ("anonymous_id of 300 bytes", ok(json!({"user_id": null, "anonymous_id": "a".repeat(300)})), RejectReason::SchemaViolation),
+        ("session_id of 300 bytes", ok(json!({"session_id": "s".repeat(300)})), RejectReason::SchemaViolation),
     ]
+}
+
+/// A record whose `user_id` appears twice: the attack that split one user over two
+/// partitions.
+const DUP_TOP: &[u8] = br#"{"user_id":"X","event_id":"h","type":"click","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b"},"user_id":"X"}"#;
+
+fn rejects(out: &[onramp::chain::OutputRecord]) -> Vec<RejectedEvent> {
+    out.iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("a RejectedEvent"))
+        .collect()
+}
+
+fn rejected_mode() -> ChainParams {
+    let mut params = ChainParams::default();
+    params.set(Module::Validate, "mode", "rejected");
+    params
+}
+
+/// Checks a reject describes `bytes`: its head (a prefix of the record decoded, within
+/// the bound, the whole record when it fits), its size and its hash.
+fn assert_describes(r: &RejectedEvent, bytes: &[u8], what: &str) {
+    let whole = String::from_utf8_lossy(bytes);
+    assert!(
+        r.payload.len() <= REJECT_PAYLOAD_HEAD,
+        "{what}: payload of {} bytes",
+        r.payload.len()
+    );
+    assert!(
+        whole.starts_with(&r.payload),
+        "{what}: payload is not the record's start"
+    );
+    if whole.len() <= REJECT_PAYLOAD_HEAD {
+        assert_eq!(r.payload, whole, "{what}: a short record is kept whole");
+    } else {
+        assert!(r.payload.len() + 4 > REJECT_PAYLOAD_HEAD, "{what}: payload cut short");
+    }
+    assert_eq!(r.payload_bytes, bytes.len() as u64, "{what}: payload_bytes");
+    assert_eq!(r.payload_sha256, sha256_hex(bytes), "{what}: payload_sha256");
 }
 
 /// Proves no module errors or traps on any hostile record, alone or chained, and that
@@ -88,14 +139,17 @@ fn hostile_inputs_never_error_and_get_the_right_reason() {
     let values: Vec<Vec<u8>> = corpus.iter().map(|(_, v, _)| v.clone()).collect();
     let input = records(&values);
 
-    let mut rejected = ChainParams::default();
-    rejected.set(Module::Validate, "mode", "rejected");
-    let out = run(&[Module::Validate], &rejected, &input);
+    let out = run(&[Module::Validate], &rejected_mode(), &input);
     assert_eq!(out.len(), corpus.len(), "every hostile record is rejected");
     for ((what, bytes, reason), rec) in corpus.iter().zip(&out) {
         let r: RejectedEvent = serde_json::from_slice(&rec.value).unwrap();
         assert_eq!(r.reason, *reason, "{what}: {}", r.detail);
-        assert_eq!(r.payload, String::from_utf8_lossy(bytes), "{what}: payload kept");
+        assert_describes(&r, bytes, what);
+        assert!(
+            rec.value.len() < 8 * 1024,
+            "{what}: a reject of {} bytes",
+            rec.value.len()
+        );
     }
 
     // The full chain drops them all without an error.
@@ -114,6 +168,141 @@ fn hostile_inputs_never_error_and_get_the_right_reason() {
     let out = updates(&run(&Module::ALL, &big, &records(&[huge])));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].outcome, Outcome::Applied);
+}
+
+/// Proves repeated keys, at the top or nested, are `schema_violation`s whose detail
+/// names the repeated key's path, through the built module.
+#[test]
+fn repeated_keys_are_rejected_with_their_path() {
+    let cases: [(&[u8], &str); 4] = [
+        (DUP_TOP, "user_id: duplicate key"),
+        (
+            br#"{"event_id":"h","type":"identify","user_id":"u","timestamp":"2026-11-01T09:00:00Z","properties":{"traits":{"plan":"free","plan":"pro"}}}"#,
+            "properties.traits.plan: duplicate key",
+        ),
+        (
+            br#"{"event_id":"h","type":"page_view","user_id":"u","timestamp":"2026-11-01T09:00:00Z","context":{"page":{"path":"/a","path":"/b"}}}"#,
+            "context.page.path: duplicate key",
+        ),
+        (
+            br#"{"event_id":"h","type":"page_view","user_id":"u","timestamp":"2026-11-01T09:00:00Z","extra":[{"k":1},{"k":1,"k":2}]}"#,
+            "extra[1].k: duplicate key",
+        ),
+    ];
+    let values: Vec<&[u8]> = cases.iter().map(|(v, _)| *v).collect();
+    let out = rejects(&run(&[Module::Validate], &rejected_mode(), &records(&values)));
+    assert_eq!(out.len(), cases.len());
+    for ((record, want), r) in cases.iter().zip(&out) {
+        assert_eq!(
+            r.reason,
+            RejectReason::SchemaViolation,
+            "{}",
+            String::from_utf8_lossy(record)
+        );
+        assert!(r.detail.starts_with(want), "expected `{want}…`, got `{}`", r.detail);
+        assert_eq!(r.identity, None, "a record with a repeated key has no identity");
+    }
+    // Without the repeat the same event is accepted, and keyed by its user.
+    let clean = br#"{"event_id":"h","type":"click","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b"},"user_id":"X"}"#;
+    assert_eq!(
+        run(&[Module::Validate], &ChainParams::default(), &records(&[clean])).len(),
+        1
+    );
+    assert_eq!(onramp::partition::record_key(clean), Some(b"X".to_vec()));
+    assert_eq!(onramp::partition::record_key(DUP_TOP), None);
+}
+
+/// Proves ids over their bound (300 bytes) are `schema_violation`s naming the field and
+/// its size, through the built module, and ids at the bound pass.
+#[test]
+fn long_ids_are_rejected_with_their_field() {
+    let event = |field: &str, len: usize| {
+        let mut ev = json!({"event_id":"h","type":"page_view","user_id":"u_h","timestamp":"2026-11-01T09:00:00Z"});
+        ev[field] = json!("x".repeat(len));
+        serde_json::to_vec(&ev).unwrap()
+    };
+    let fields = [
+        ("event_id", 128),
+        ("user_id", 256),
+        ("anonymous_id", 256),
+        ("session_id", 256),
+    ];
+    let long: Vec<Vec<u8>> = fields.iter().map(|(f, _)| event(f, 300)).collect();
+    let out = rejects(&run(&[Module::Validate], &rejected_mode(), &records(&long)));
+    assert_eq!(out.len(), fields.len());
+    for ((field, max), r) in fields.iter().zip(&out) {
+        assert_eq!(r.reason, RejectReason::SchemaViolation);
+        assert_eq!(r.detail, format!("{field}: 300 bytes; the limit is {max}"));
+    }
+    let at_bound: Vec<Vec<u8>> = fields.iter().map(|(f, max)| event(f, *max)).collect();
+    assert_eq!(
+        run(&[Module::Validate], &ChainParams::default(), &records(&at_bound)).len(),
+        fields.len(),
+        "ids at their bound are accepted"
+    );
+}
+
+/// Proves a reject stays small whatever the record: 200 KB of NUL bytes (6 bytes each
+/// once escaped in JSON), as `too_large` and, under the largest size limit, as
+/// `invalid_json`, gives rejects under 8 KB, many of them in one batch, each still
+/// describing the whole record.
+#[test]
+fn rejects_of_huge_records_stay_small() {
+    let nul = vec![0u8; 200_000];
+    let input = records(&vec![nul.clone(); 40]);
+    for (limit, reason) in [
+        (None, RejectReason::TooLarge),
+        (Some("1048576"), RejectReason::InvalidJson),
+    ] {
+        let mut params = rejected_mode();
+        if let Some(limit) = limit {
+            params.set(Module::Validate, "max_event_bytes", limit);
+        }
+        let out = run(&[Module::Validate], &params, &input);
+        assert_eq!(out.len(), input.len());
+        for rec in &out {
+            assert!(rec.value.len() < 8 * 1024, "a reject of {} bytes", rec.value.len());
+            let r: RejectedEvent = serde_json::from_slice(&rec.value).unwrap();
+            assert_eq!(r.reason, reason);
+            assert_eq!(r.payload, "\u{0}".repeat(REJECT_PAYLOAD_HEAD));
+            assert_describes(&r, &nul, "200 KB of NUL");
+        }
+    }
+}
+
+/// Proves a rejected payload with invalid UTF-8 keeps U+FFFD for each bad sequence, and
+/// that the cut of a long payload never splits a character; and that a reject carries
+/// the identity of a readable record.
+#[test]
+fn rejected_payloads_are_lossy_and_cut_at_a_char_boundary() {
+    let mut bad_utf8 = br#"{"event_id":"h","type":"click","user_id":"u_h","note":""#.to_vec();
+    bad_utf8.extend_from_slice(&[0xff, 0xc3, 0x28, 0xe2, 0x82]);
+    bad_utf8.extend_from_slice(br#""}"#);
+    // 107 ASCII bytes, then 2-byte characters: the 1024-byte cut falls inside one.
+    let long = format!(r#"{{"event_id":"h","type":"click","user_id":"u_h","timestamp":"2026-11-01T09:00:00Z","properties":{{"target":"a{}"}},"context":{{"user_agent":"Googlebot/2.1"}}}}"#, "é".repeat(1_000)).into_bytes();
+    let out = rejects(&run(
+        &[Module::Validate],
+        &rejected_mode(),
+        &records(&[bad_utf8.clone(), long.clone()]),
+    ));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].reason, RejectReason::InvalidJson);
+    assert!(
+        out[0].payload.ends_with("\"note\":\"\u{fffd}\u{fffd}(\u{fffd}\"}"),
+        "{}",
+        out[0].payload
+    );
+    assert_describes(&out[0], &bad_utf8, "invalid UTF-8");
+    assert_eq!(out[0].identity, None, "an unreadable record has no identity");
+    assert_eq!(out[1].reason, RejectReason::Bot);
+    assert_describes(&out[1], &long, "2-byte characters");
+    assert!(out[1].payload.ends_with('é'), "the cut keeps whole characters");
+    assert_eq!(
+        out[1].payload.len(),
+        REJECT_PAYLOAD_HEAD - 1,
+        "cut before the split character"
+    );
+    assert_eq!(out[1].identity.as_deref(), Some("u_h"));
 }
 
 fn stream(n: usize, users: u64, seed: u64) -> Vec<Vec<u8>> {

@@ -14,12 +14,19 @@
 //!   {"event_id":"e1","type":"sign_up","user_id":"u_1","timestamp":"2026-11-01T09:00:00Z"}
 //!
 //! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl -e mode=rejected
-//!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}","offset":1}
-//!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json","offset":2}
+//!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}",
+//!    "payload_bytes":86,"payload_sha256":"023b3bd8…","identity":"u_1","offset":1}
+//!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json",
+//!    "payload_bytes":8,"payload_sha256":"7ccfa1fb…","offset":2}
 //! ```
 //!
 //! Each reject carries the offset of the record it rejects: in a Fluvio cluster the
 //! consumer cannot learn it from the output record (see `onramp_schemas::RejectedEvent`).
+//! It keeps only the first 1024 bytes of the record (`REJECT_PAYLOAD_HEAD`), with the
+//! record's size, SHA-256 and identity, so a reject is a few KB whatever the record: a
+//! batch of huge hostile records cannot exhaust the engine's memory in `mode=rejected`.
+//! A key repeated in any object is a `schema_violation`, and such a record has no
+//! identity (`onramp_logic::identity`, the rule the partitioner shares).
 //! Accepted records pass through byte for byte, with their key. The module never
 //! returns an error for a record: in Fluvio an error would stop the consumer's stream.
 //! The checks and their order are documented in `onramp_logic::validate`.
