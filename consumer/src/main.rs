@@ -259,6 +259,10 @@ struct ProduceArgs {
     /// Retries of a failed record, with exponential backoff (100 ms doubling to 5 s).
     #[arg(long, default_value_t = cluster::produce::DEFAULT_RETRIES)]
     retries: u32,
+    /// Longest line sent, bytes; a longer line is not sent (logged with its line number and
+    /// counted as failed), as an embedded run rejects it `too_large`.
+    #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_line_bytes: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -312,6 +316,20 @@ struct RunArgs {
     /// durable: flush each batch before reading on; relaxed: background flush (faster, still exactly once).
     #[arg(long, value_enum, default_value_t = Durability::Durable)]
     durability: Durability,
+    /// Embedded source: longest a record waits in a partial batch before it is committed
+    /// (a slow stdin or FIFO still commits promptly), e.g. 200ms, 1s.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    linger: std::time::Duration,
+    /// Embedded source: longest line read whole, bytes; a longer line is rejected
+    /// `too_large` (its size, first KiB and SHA-256 kept) without being held in memory.
+    #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_line_bytes: u64,
+    /// Embedded source: this input comes after everything the store already consumed (e.g.
+    /// day2.jsonl after day1.jsonl). Without it the input must be the store's own input
+    /// from its start (a different one is refused); a run that stopped midway resumes with
+    /// the same flags and the same input.
+    #[arg(long)]
+    append: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -623,6 +641,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 batch_size: args.batch_size as usize,
                 durability: args.durability,
                 progress_bar: std::io::stderr().is_terminal(),
+                linger: args.linger,
+                max_line_bytes: args.max_line_bytes as usize,
+                append: args.append,
             };
             tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
             args.api.start(&hub, cfg.partitions)?;
@@ -663,6 +684,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         linger: args.linger,
         retries: args.retries,
         progress_bar: std::io::stderr().is_terminal(),
+        max_line_bytes: args.max_line_bytes as usize,
     };
     let report = cluster::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown_flag()))?;
     print_report(args.json, &report, || report.render())?;
@@ -720,6 +742,9 @@ fn demo(store: PathBuf, users: u64, seed: u64, partitions: u32) -> anyhow::Resul
         batch_size: pipeline::DEFAULT_BATCH_SIZE,
         durability: Durability::Durable,
         progress_bar: std::io::stderr().is_terminal(),
+        linger: pipeline::DEFAULT_LINGER,
+        max_line_bytes: onramp::source::DEFAULT_MAX_LINE_BYTES,
+        append: false,
     };
     let summary = pipeline::run(&cfg, &shutdown_flag())?;
     println!("== run summary\n{}", summary.render());

@@ -55,7 +55,8 @@ impl<T> Lww<T> {
 }
 
 /// What the profile aggregate remembers about one user between events. It lives in the
-/// SmartModule's memory and, so that a restart can rebuild it, in the stored profile.
+/// SmartModule's memory and, so that a restart can rebuild it, in the consumer's store
+/// (per partition: a user whose records reach several partitions has one per partition).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserFoldState {
@@ -212,9 +213,6 @@ pub struct Profile {
     /// The [`RECENT_EVENTS`] most recent events, newest first.
     #[serde(default)]
     pub recent_events: Vec<RecentEvent>,
-    /// The aggregate's state for this user (restart snapshot material).
-    #[serde(default)]
-    pub fold: UserFoldState,
     /// How fresh the profile is.
     pub as_of: AsOf,
 }
@@ -245,11 +243,6 @@ impl Profile {
         }
         let t = update.event_time_ms;
         let off = update.offset;
-
-        if changes.state_reset {
-            self.fold = UserFoldState::default();
-        }
-        self.fold.observe(&update.event_id, t);
 
         self.first_seen_ms = self.first_seen_ms.min(t);
         self.last_seen_ms = self.last_seen_ms.max(t);
@@ -387,6 +380,7 @@ mod tests {
             event_id: id.into(),
             event_type: Some("identify".into()),
             event_time_ms: t,
+            evicted_users: 0,
             changes: Some(changes),
         }
     }
@@ -471,30 +465,17 @@ mod tests {
         assert_eq!(p, before);
     }
 
+    /// Proves the aggregate's per-user state keeps the last ids and starts afresh on reset.
     #[test]
-    fn fold_state_follows_resets_and_keeps_the_last_ids() {
-        let mut p = Profile::new("u");
+    fn fold_state_keeps_the_last_ids() {
+        let mut f = UserFoldState::default();
         for i in 0..(DEDUP_IDS as i64 + 5) {
-            p.apply(&update(&format!("e{i}"), i, 1_000 + i, Changes::default()));
+            f.observe(&format!("e{i}"), 1_000 + i);
         }
-        assert_eq!(p.fold.recent_ids.len(), DEDUP_IDS);
-        assert_eq!(p.fold.recent_ids[0], "e5");
-        p.apply(&update(
-            "z",
-            99,
-            10,
-            Changes {
-                state_reset: true,
-                ..Changes::default()
-            },
-        ));
-        assert_eq!(
-            p.fold,
-            UserFoldState {
-                last_active_ms: 10,
-                recent_ids: vec!["z".into()]
-            }
-        );
+        assert_eq!(f.recent_ids.len(), DEDUP_IDS);
+        assert_eq!(f.recent_ids[0], "e5");
+        assert!(f.has_seen("e36") && !f.has_seen("e4"));
+        assert_eq!(f.last_active_ms, 1_000 + DEDUP_IDS as i64 + 4);
     }
 
     #[test]

@@ -21,22 +21,59 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use onramp_schemas::{Hints, Outcome, Profile, ProfileUpdate, RejectedEvent, RestartSnapshot, UserFoldState};
+use onramp_schemas::{
+    Hints, Outcome, PartitionClock, Profile, ProfileUpdate, RejectReason, RejectedEvent, RestartSnapshot, SkipKind,
+    UserFoldState,
+};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 /// The store layout version this build reads and writes.
-pub const STORE_VERSION: u32 = 1;
+pub const STORE_VERSION: u32 = 2;
 
 /// Where a partition's consumption stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Last offset consumed (applied or dropped); the next run starts at `offset + 1`.
     pub offset: i64,
-    /// Greatest event time applied in the partition, ms (the fold's watermark).
+    /// The partition's watermark, ms: its robust event-time clock
+    /// ([`onramp_schemas::clock`]), the same the profile aggregate judges expiry by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_event_time_ms: Option<i64>,
+    /// The partition's clock at the checkpoint (recent event times and watermark), kept
+    /// exactly as the aggregate keeps it, for its restart snapshot.
+    #[serde(default)]
+    pub clock: PartitionClock,
+    /// Embedded runs: where in its input the checkpoint's record was (the source's
+    /// identity, checked when a run resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputPosition>,
+}
+
+/// A position in an embedded run's input, with a fingerprint of everything before it, so
+/// a resumed run can tell whether it is fed the same input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputPosition {
+    /// Which input of the store ([`InputSegment::id`]).
+    pub segment: u32,
+    /// Line number in that input, from 0.
+    pub line: u64,
+    /// Fingerprint of lines `0..=line` of that input (a chained 128-bit SipHash, hex).
+    pub fingerprint: String,
+}
+
+/// The input an embedded store is consuming. A store consumes one input, or, with
+/// `onramp run --append`, several one after another: each later input's records get the
+/// offsets after everything consumed before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSegment {
+    /// 0 for the first input, then one more per `--append`.
+    pub id: u32,
+    /// Per partition, the offset of this input's first record there.
+    pub base: Vec<i64>,
+    /// The input was read to its end (a later `--append` starts a new input).
+    pub complete: bool,
 }
 
 /// What a run expects of the store it opens.
@@ -118,6 +155,8 @@ pub struct Batch {
     pub updates: Vec<ProfileUpdate>,
     /// Records the validate module rejected, with their offsets.
     pub rejects: Vec<(i64, RejectedEvent)>,
+    /// Embedded runs: the input position of the batch's last record.
+    pub input: Option<InputPosition>,
 }
 
 /// What a commit did.
@@ -131,6 +170,11 @@ pub struct Committed {
     pub skipped: u64,
     /// Distinct profiles written.
     pub profiles_touched: u64,
+    /// Events the aggregate quarantined as too far ahead in time, stored as
+    /// `timestamp_out_of_range` rejects (not counted in `skipped`).
+    pub quarantined: u64,
+    /// Live users the aggregate evicted to stay within `max_users`.
+    pub evicted: u64,
     /// The hints of each written profile after the batch, judged at the partition's
     /// watermark (for the update stream's `hint` filter).
     pub hints: BTreeMap<String, Hints>,
@@ -173,6 +217,8 @@ pub struct Store {
 const META_VERSION: &[u8] = b"store_version";
 const META_PARTITIONS: &[u8] = b"partitions";
 const META_PARAMS: &[u8] = b"chain_params";
+const META_SOURCE: &[u8] = b"source";
+const META_INPUT_SEGMENT: &[u8] = b"input_segment";
 
 impl Store {
     /// Opens (or creates) the store for a run, refusing one written with another layout
@@ -311,6 +357,46 @@ impl Store {
             .and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
     }
 
+    /// Records which kind of source feeds the store (`embedded`, or `fluvio:<topic>`), and
+    /// refuses another: offsets of a file and of a topic are not the same sequence.
+    pub fn claim_source(&self, source: &str) -> Result<(), StoreError> {
+        match self.meta.get(META_SOURCE).map_err(|e| self.sled(e))? {
+            Some(found) if found.as_ref() != source.as_bytes() => Err(StoreError::Settings {
+                path: self.path.clone(),
+                what: "source",
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: source.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.meta
+                    .insert(META_SOURCE, source.as_bytes())
+                    .map_err(|e| self.sled(e))?;
+                self.flush()
+            }
+        }
+    }
+
+    /// The input an embedded store is consuming, if any run started one.
+    pub fn input_segment(&self) -> Result<Option<InputSegment>, StoreError> {
+        match self.meta.get(META_INPUT_SEGMENT).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode("meta", META_INPUT_SEGMENT, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the input being consumed (durably, before its first commit).
+    pub fn set_input_segment(&self, segment: &InputSegment) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(segment).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            tree: "meta",
+            key: "input_segment".into(),
+            reason: e.to_string(),
+        })?;
+        self.meta.insert(META_INPUT_SEGMENT, value).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
     /// The partition's checkpoint, if it has one.
     pub fn checkpoint(&self, partition: u32) -> Result<Option<Checkpoint>, StoreError> {
         let key = partition.to_be_bytes();
@@ -331,10 +417,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The restart snapshot for a partition at its checkpoint (DESIGN.md rule 5): its
-    /// watermark and the fold state of its users live within `state_ttl_ms` of it.
+    /// The restart snapshot for a partition at its checkpoint: its clock and the fold state
+    /// of its users live within `state_ttl_ms` of its watermark.
     pub fn snapshot(&self, partition: u32, state_ttl_ms: i64) -> Result<RestartSnapshot, StoreError> {
-        let watermark = self.checkpoint(partition)?.and_then(|c| c.max_event_time_ms);
+        let clock = self.checkpoint(partition)?.map(|c| c.clock).unwrap_or_default();
         let mut users: Vec<(String, UserFoldState)> = Vec::new();
         for item in self.fold_state.scan_prefix(partition.to_be_bytes()) {
             let (k, v) = item.map_err(|e| self.sled(e))?;
@@ -342,7 +428,7 @@ impl Store {
             users.push((user, self.decode("fold_state", &k, &v)?));
         }
         Ok(RestartSnapshot::at_checkpoint(
-            watermark,
+            &clock,
             state_ttl_ms,
             users.iter().map(|(u, s)| (u.as_str(), s)),
         ))
@@ -358,99 +444,119 @@ impl Store {
             &self.rejects_by_identity,
             &self.counters,
         );
-        let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
-            let mut committed = Committed::default();
-            let part = batch.partition.to_be_bytes();
-            let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
-            // The aggregate's state per (partition, user): what this partition's stream
-            // saw of the user, whatever other partitions saw (a user spread over several).
-            let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
-            let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
-                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                None => Checkpoint {
-                    offset: -1,
-                    max_event_time_ms: None,
-                },
-            };
-            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-            for u in &batch.updates {
-                match u.outcome {
-                    Outcome::Applied => committed.applied += 1,
-                    Outcome::Duplicate => {
-                        committed.duplicates += 1;
-                        continue;
+        let result = trees.transaction(
+            |(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
+                let mut committed = Committed::default();
+                let part = batch.partition.to_be_bytes();
+                let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
+                // The aggregate's state per (partition, user): what this partition's stream
+                // saw of the user, whatever other partitions saw (a user spread over several).
+                let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
+                let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
+                    Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                    None => Checkpoint {
+                        offset: -1,
+                        max_event_time_ms: None,
+                        clock: PartitionClock::default(),
+                        input: None,
+                    },
+                };
+                if batch.input.is_some() {
+                    checkpoint.input = batch.input.clone();
+                }
+                let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+                let mut quarantined = Vec::new();
+                for u in &batch.updates {
+                    committed.evicted += u64::from(u.evicted_users);
+                    match (u.outcome, u.skip_kind) {
+                        (Outcome::Applied, _) => {
+                            committed.applied += 1;
+                            checkpoint.clock.observe(u.event_time_ms);
+                        }
+                        (Outcome::Duplicate, _) => {
+                            committed.duplicates += 1;
+                            checkpoint.clock.observe(u.event_time_ms);
+                            continue;
+                        }
+                        (Outcome::Skipped, Some(SkipKind::EventTimeAhead)) => {
+                            // The aggregate's clock saw it; it is a reject, not an update.
+                            checkpoint.clock.observe(u.event_time_ms);
+                            quarantined.push((u.offset, quarantined_reject(u)));
+                            continue;
+                        }
+                        (Outcome::Skipped, _) => {
+                            committed.skipped += 1;
+                            continue;
+                        }
                     }
-                    Outcome::Skipped => {
-                        committed.skipped += 1;
-                        continue;
+                    if !touched.contains_key(u.user_id.as_str()) {
+                        let profile = match profiles.get(u.user_id.as_bytes())? {
+                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                            None => Profile::new(&u.user_id),
+                        };
+                        touched.insert(&u.user_id, profile);
+                        let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
+                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                            None => UserFoldState::default(),
+                        };
+                        folds.insert(&u.user_id, fold);
+                    }
+                    if let Some(p) = touched.get_mut(u.user_id.as_str()) {
+                        p.apply(u);
+                    }
+                    if let Some(f) = folds.get_mut(u.user_id.as_str()) {
+                        if u.changes.as_ref().is_some_and(|c| c.state_reset) {
+                            *f = UserFoldState::default();
+                        }
+                        f.observe(&u.event_id, u.event_time_ms);
                     }
                 }
-                if !touched.contains_key(u.user_id.as_str()) {
-                    let profile = match profiles.get(u.user_id.as_bytes())? {
-                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                        None => Profile::new(&u.user_id),
-                    };
-                    touched.insert(&u.user_id, profile);
-                    let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
-                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                        None => UserFoldState::default(),
-                    };
-                    folds.insert(&u.user_id, fold);
+                checkpoint.max_event_time_ms = checkpoint.clock.watermark_ms;
+                for (user, profile) in &touched {
+                    profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
                 }
-                if let Some(p) = touched.get_mut(u.user_id.as_str()) {
-                    p.apply(u);
+                for (user, fold) in &folds {
+                    fold_state.insert(
+                        fold_key(batch.partition, user),
+                        serde_json::to_vec(fold).map_err(abort)?,
+                    )?;
                 }
-                if let Some(f) = folds.get_mut(u.user_id.as_str()) {
-                    if u.changes.as_ref().is_some_and(|c| c.state_reset) {
-                        *f = UserFoldState::default();
+                committed.quarantined = quarantined.len() as u64;
+                for (offset, rejected) in batch.rejects.iter().chain(&quarantined) {
+                    let key = reject_key(batch.partition, *offset);
+                    rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
+                    if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
+                        let mut index = identity_prefix(id);
+                        index.extend_from_slice(&key);
+                        rejects_by_identity.insert(index, &[])?;
                     }
-                    f.observe(&u.event_id, u.event_time_ms);
+                    *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
                 }
-                checkpoint.max_event_time_ms = Some(
-                    checkpoint
-                        .max_event_time_ms
-                        .map_or(u.event_time_ms, |m| m.max(u.event_time_ms)),
-                );
-            }
-            for (user, profile) in &touched {
-                profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
-            }
-            for (user, fold) in &folds {
-                fold_state.insert(fold_key(batch.partition, user), serde_json::to_vec(fold).map_err(abort)?)?;
-            }
-            for (offset, rejected) in &batch.rejects {
-                let key = reject_key(batch.partition, *offset);
-                rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
-                if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
-                    let mut index = identity_prefix(id);
-                    index.extend_from_slice(&key);
-                    rejects_by_identity.insert(index, &[])?;
+                checkpoint.offset = checkpoint.offset.max(batch.last_offset);
+                checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
+                add(counters, "events_in", batch.events_in)?;
+                add(
+                    counters,
+                    "accepted",
+                    committed.applied + committed.duplicates + committed.skipped,
+                )?;
+                add(counters, "applied", committed.applied)?;
+                add(counters, "duplicates", committed.duplicates)?;
+                add(counters, "skipped", committed.skipped)?;
+                add(counters, "rejected", (batch.rejects.len() + quarantined.len()) as u64)?;
+                add(counters, "fold_evictions", committed.evicted)?;
+                for (name, n) in &reasons {
+                    add(counters, name, *n)?;
                 }
-                *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
-            }
-            checkpoint.offset = checkpoint.offset.max(batch.last_offset);
-            checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
-            add(counters, "events_in", batch.events_in)?;
-            add(
-                counters,
-                "accepted",
-                committed.applied + committed.duplicates + committed.skipped,
-            )?;
-            add(counters, "applied", committed.applied)?;
-            add(counters, "duplicates", committed.duplicates)?;
-            add(counters, "skipped", committed.skipped)?;
-            add(counters, "rejected", batch.rejects.len() as u64)?;
-            for (name, n) in &reasons {
-                add(counters, name, *n)?;
-            }
-            committed.profiles_touched = touched.len() as u64;
-            let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
-            committed.hints = touched
-                .iter()
-                .map(|(u, p)| (u.to_string(), p.hints(reference)))
-                .collect();
-            Ok(committed)
-        });
+                committed.profiles_touched = touched.len() as u64;
+                let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
+                committed.hints = touched
+                    .iter()
+                    .map(|(u, p)| (u.to_string(), p.hints(reference)))
+                    .collect();
+                Ok(committed)
+            },
+        );
         match result {
             Ok(committed) => Ok(committed),
             Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {
@@ -581,6 +687,27 @@ impl Store {
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// The reject stored for an update the aggregate quarantined as too far ahead in time. The
+/// aggregate does not see the raw record, so the payload describes the event.
+fn quarantined_reject(u: &ProfileUpdate) -> RejectedEvent {
+    let payload = serde_json::json!({
+        "event_id": u.event_id,
+        "type": u.event_type,
+        "identity": u.user_id,
+        "event_time_ms": u.event_time_ms,
+    })
+    .to_string();
+    RejectedEvent {
+        reason: RejectReason::TimestampOutOfRange,
+        detail: u.skip_reason.clone().unwrap_or_default(),
+        payload_bytes: payload.len() as u64,
+        payload,
+        payload_sha256: String::new(),
+        identity: Some(u.user_id.clone()).filter(|id| !id.is_empty()),
+        offset: Some(u.offset),
     }
 }
 
