@@ -341,6 +341,8 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
             id: 0,
             base: vec![0; partitions as usize],
             complete: false,
+            first_line: None,
+            previous_first_line: None,
         },
         (Some(s), false) if s.id == 0 => s,
         (Some(s), false) => bail!(
@@ -358,6 +360,8 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
                 id: s.id + 1,
                 base,
                 complete: false,
+                first_line: None,
+                previous_first_line: s.first_line,
             }
         }
         (Some(s), true) => {
@@ -370,6 +374,23 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
     };
     store.set_input_segment(&segment)?;
     Ok(segment)
+}
+
+/// Records the input's first line, and refuses an appended input that starts exactly like
+/// the one before it (the same file fed twice would count every event twice).
+fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128) -> anyhow::Result<()> {
+    let first = format!("{fingerprint:032x}");
+    if segment.previous_first_line.as_deref() == Some(first.as_str()) {
+        bail!(
+            "this input starts exactly like the input store {} consumed before it: it looks like the same input fed twice, which would count its events twice. Nothing was written. Append a different input, or use a new --store",
+            store.path().display()
+        );
+    }
+    if segment.first_line.is_none() {
+        segment.first_line = Some(first);
+        store.set_input_segment(segment)?;
+    }
+    Ok(())
 }
 
 /// [`run`], telling `observer` about the store and every commit.
@@ -394,7 +415,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         },
     )?;
     store.claim_source("embedded")?;
-    let segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
+    let mut segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
     observer.store_opened(&store)?;
     let mut parts = Vec::new();
     for p in 0..cfg.partitions {
@@ -467,6 +488,9 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         };
         let held = hold_through.is_some_and(|h| lines_seen <= h);
         if let Some(read) = read {
+            if read.number == 0 {
+                check_first_line(&store, &mut segment, read.fingerprint)?;
+            }
             lines_seen = read.number + 1;
             sink.recorder.summary.lines_read += 1;
             let p = read.partition;

@@ -3,35 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use onramp::generator::{Generator, GeneratorConfig};
 use onramp::partition::{record_key, Partitioner};
 use onramp_schemas::Profile;
+use onramp_tests::cli::{export, ok, onramp, store_profiles};
 use onramp_tests::onramp_bin;
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
-
-fn onramp(args: &[&str]) -> Output {
-    onramp_tests::modules(); // the .wasm files, built from the current sources
-    Command::new(onramp_bin())
-        .args(args)
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LISTEN", "off")
-        .output()
-        .expect("onramp runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = onramp(args);
-    assert!(
-        out.status.success(),
-        "onramp {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Writes the generator's traffic for `seed` and `users` (other settings default).
 fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
@@ -44,20 +24,6 @@ fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
     let path = dir.join("events.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     (path, lines)
-}
-
-fn export(store: &Path) -> String {
-    ok(&["export", "--store", store.to_str().unwrap()])
-}
-
-fn store_profiles(store: &Path) -> BTreeMap<String, Profile> {
-    export(store)
-        .lines()
-        .map(|l| {
-            let p: Profile = serde_json::from_str(l).expect("a profile per line");
-            (p.user_id.clone(), p)
-        })
-        .collect()
 }
 
 /// The reference fold of `lines`, split into partitions as the Fluvio producer would.

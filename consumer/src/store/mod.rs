@@ -74,6 +74,13 @@ pub struct InputSegment {
     pub base: Vec<i64>,
     /// The input was read to its end (a later `--append` starts a new input).
     pub complete: bool,
+    /// Fingerprint of this input's first line, once read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_line: Option<String>,
+    /// The previous input's `first_line`: an appended input that starts exactly like it is
+    /// the same input fed twice, and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_first_line: Option<String>,
 }
 
 /// What a run expects of the store it opens.
