@@ -12,6 +12,7 @@ use onramp::api::{ApiConfig, Hub};
 use onramp::chain::ChainParams;
 use onramp::cluster;
 use onramp::generator::{self, GeneratorConfig};
+use onramp::partition::KeyBy;
 use onramp::pipeline::{self, Durability, RunConfig};
 use onramp::query::{self, Hint, ProfileFilter};
 use onramp::source::Input;
@@ -263,6 +264,10 @@ struct ProduceArgs {
     /// counted as failed), as an embedded run rejects it `too_large`.
     #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
     max_line_bytes: u64,
+    /// What records are keyed (and so partitioned) by: a user's identity (default), or the
+    /// event id as some other producers do (each user spread over the partitions).
+    #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
+    key: KeyBy,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -330,6 +335,11 @@ struct RunArgs {
     /// the same flags and the same input.
     #[arg(long)]
     append: bool,
+    /// Embedded source: what records are keyed, and so partitioned, by — as the producer
+    /// of a topic would key them (`onramp produce` keys by identity; another producer may
+    /// key by event id, spreading each user over the partitions).
+    #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
+    key: KeyBy,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -644,6 +654,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 linger: args.linger,
                 max_line_bytes: args.max_line_bytes as usize,
                 append: args.append,
+                key_by: args.key,
             };
             tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
             args.api.start(&hub, cfg.partitions)?;
@@ -685,6 +696,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         retries: args.retries,
         progress_bar: std::io::stderr().is_terminal(),
         max_line_bytes: args.max_line_bytes as usize,
+        key_by: args.key,
     };
     let report = cluster::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown_flag()))?;
     print_report(args.json, &report, || report.render())?;
@@ -745,6 +757,7 @@ fn demo(store: PathBuf, users: u64, seed: u64, partitions: u32) -> anyhow::Resul
         linger: pipeline::DEFAULT_LINGER,
         max_line_bytes: onramp::source::DEFAULT_MAX_LINE_BYTES,
         append: false,
+        key_by: KeyBy::Identity,
     };
     let summary = pipeline::run(&cfg, &shutdown_flag())?;
     println!("== run summary\n{}", summary.render());

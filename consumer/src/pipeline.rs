@@ -23,7 +23,7 @@ use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{Outcome, ProfileUpdate, RejectReason, RejectedEvent, SkipKind};
 
 use crate::chain::{Chain, ChainParams, InputRecord};
-use crate::partition::{record_key, Partitioner};
+use crate::partition::{KeyBy, Partitioner};
 use crate::source::{Input, Line, Lines, Oversize};
 use crate::store::{Batch, Committed, InputPosition, InputSegment, Store, StoreSettings};
 use crate::wasm::{Module, WasmModules};
@@ -73,6 +73,8 @@ pub struct RunConfig {
     /// The input comes after everything the store consumed (a new file for the same
     /// store), instead of being the store's input from its start.
     pub append: bool,
+    /// What records are keyed (and so partitioned) by.
+    pub key_by: KeyBy,
 }
 
 /// What a run did.
@@ -293,6 +295,7 @@ fn chain_fingerprint(previous: u128, line: &Line) -> u128 {
 fn spawn_reader(
     lines: Lines,
     partitions: u32,
+    key_by: KeyBy,
 ) -> std::sync::mpsc::Receiver<Result<ReadLine, crate::source::SourceError>> {
     let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_LINES);
     std::thread::Builder::new()
@@ -303,7 +306,7 @@ fn spawn_reader(
             for (number, line) in lines.enumerate() {
                 let item = line.map(|line| {
                     let key = match &line {
-                        Line::Whole(bytes) => record_key(bytes),
+                        Line::Whole(bytes) => key_by.key(bytes),
                         Line::Oversize(_) => None,
                     };
                     fingerprint = chain_fingerprint(fingerprint, &line);
@@ -414,7 +417,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
             chain_params: params_fingerprint(&cfg.params),
         },
     )?;
-    store.claim_source("embedded")?;
+    store.claim_source(&format!("embedded, keyed by {}", cfg.key_by.name()))?;
     let mut segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
     observer.store_opened(&store)?;
     let mut parts = Vec::new();
@@ -468,7 +471,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         segment: segment.id,
     };
     let progress = Progress::new(cfg.progress_bar);
-    let reader = spawn_reader(lines, cfg.partitions);
+    let reader = spawn_reader(lines, cfg.partitions, cfg.key_by);
     let tick = cfg.linger.clamp(Duration::from_millis(1), Duration::from_millis(100));
     let mut lines_seen: u64 = 0;
     let mut ended = false;

@@ -6,9 +6,10 @@
 //! writer it is given.
 //!
 //! # Time
-//! Hints (`stalled`, `activated`) depend on "now". Following DESIGN.md rule 6, "now" is
-//! never the wall clock but [`reference_time_ms`]: the newest event time applied in any
-//! partition, so the same store gives the same answers whenever it is read.
+//! Hints (`stalled`, `activated`) depend on "now". Following the replay rule
+//! (ARCHITECTURE.md), "now" is never the wall clock but [`reference_time_ms`]: the
+//! greatest partition watermark, so the same store gives the same answers whenever it is
+//! read.
 //!
 //! # Example
 //! ```no_run

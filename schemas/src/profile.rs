@@ -1,13 +1,15 @@
 //! The stored per-user profile and [`Profile::apply`], the one function that folds a
 //! [`ProfileUpdate`] into it.
 //!
-//! The rules that make the fold correct under retries, restarts and disorder (DESIGN.md,
-//! "Profiles and the fold"):
+//! The rules that make the fold correct under retries, restarts and disorder
+//! (ARCHITECTURE.md, "The fold rules"):
 //! - last-writer-wins values ([`Lww`]) keep the value with the greatest
-//!   `(event time, offset)`, so a late event never overwrites a newer one;
+//!   `(event time, offset)`, so a late event never overwrites a newer one; a tie (writes
+//!   from two partitions) is decided by the value, never by commit order;
 //! - "first" times (sign-up, step completion, first touch) keep the smallest event time;
 //! - counters add up, which is order-free;
-//! - `recent_events` keeps the [`RECENT_EVENTS`] greatest `(event time, offset)` entries;
+//! - `recent_events` keeps the [`RECENT_EVENTS`] greatest `(event time, offset, event id)`
+//!   entries;
 //! - updates whose outcome is not `applied` change nothing.
 
 use std::collections::BTreeMap;
@@ -40,12 +42,20 @@ pub struct Lww<T> {
     pub offset: i64,
 }
 
-impl<T> Lww<T> {
-    /// Sets `slot` to `value` unless it already holds a write with a greater or equal
-    /// `(event time, offset)`.
+impl<T: Serialize> Lww<T> {
+    /// Sets `slot` to `value` unless it already holds a write with a greater `(event time,
+    /// offset)`. Equal `(event time, offset)` — possible only for writes from different
+    /// partitions — are decided by the values' JSON, so the result never depends on which
+    /// partition committed first.
     pub fn merge(slot: &mut Option<Lww<T>>, value: T, at_ms: i64, offset: i64) {
         let newer = match slot {
-            Some(cur) => (at_ms, offset) > (cur.at_ms, cur.offset),
+            Some(cur) => match (at_ms, offset).cmp(&(cur.at_ms, cur.offset)) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => {
+                    serde_json::to_vec(&value).unwrap_or_default() > serde_json::to_vec(&cur.value).unwrap_or_default()
+                }
+            },
             None => true,
         };
         if newer {
@@ -292,7 +302,15 @@ impl Profile {
         }
         if let Some(acq) = &changes.acquisition {
             let earlier = match &self.acquisition {
-                Some(cur) => (t, off) < (cur.at_ms, cur.offset),
+                Some(cur) => match (t, off).cmp(&(cur.at_ms, cur.offset)) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    // Same time and offset on two partitions: an order-free choice.
+                    std::cmp::Ordering::Equal => {
+                        serde_json::to_vec(acq).unwrap_or_default()
+                            < serde_json::to_vec(&cur.acquisition).unwrap_or_default()
+                    }
+                },
                 None => true,
             };
             if earlier {
@@ -319,7 +337,8 @@ impl Profile {
     }
 
     fn push_recent(&mut self, entry: RecentEvent) {
-        let key = |e: &RecentEvent| (e.at_ms, e.offset);
+        // The event id breaks ties of events from different partitions: order-free.
+        let key = |e: &RecentEvent| (e.at_ms, e.offset, e.event_id.clone());
         let pos = self
             .recent_events
             .iter()

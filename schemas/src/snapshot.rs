@@ -1,4 +1,4 @@
-//! The profile aggregate's restart snapshot (DESIGN.md rule 5).
+//! The profile aggregate's restart snapshot (ARCHITECTURE.md, "The fold rules", deterministic restart).
 //!
 //! When the consumer (re)starts a partition it passes this, JSON-encoded, as the
 //! aggregate's initial accumulator. It holds the partition's clock at the checkpoint (its

@@ -1,6 +1,6 @@
 //! `onramp produce`: event lines (file, stdin or the generator) into the events topic.
 //!
-//! The record key is the user id, else the anonymous id ([`record_key`]); records go to
+//! The record key is the user id, else the anonymous id ([`crate::partition::record_key`]; `--key event-id` keys by event id instead); records go to
 //! partitions through [`crate::partition::Partitioner`] — the Fluvio producer's own
 //! siphash/round-robin rule, pinned here so a cluster run and an embedded run over the same
 //! lines put every record in the same partition at the same offset.
@@ -21,7 +21,7 @@ use fluvio::{
 };
 
 use super::{existing_topic_partitions, ClusterTarget};
-use crate::partition::{record_key, Partitioner};
+use crate::partition::Partitioner;
 use crate::source::{Input, Line, Lines};
 
 /// Default producer batch size, bytes.
@@ -52,6 +52,8 @@ pub struct ProduceConfig {
     pub progress_bar: bool,
     /// Longest line sent; longer lines are not sent (counted as failed and too large).
     pub max_line_bytes: usize,
+    /// What records are keyed by.
+    pub key_by: crate::partition::KeyBy,
 }
 
 /// What `onramp produce` did.
@@ -179,7 +181,7 @@ pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) 
                 continue;
             }
         };
-        let key = record_key(&line);
+        let key = cfg.key_by.key(&line);
         let output = send_with_retry(&producer, key, line, line_no, cfg.retries, &mut report).await;
         if let Some(output) = output {
             in_flight.push_back((line_no, output));

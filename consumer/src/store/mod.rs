@@ -12,7 +12,7 @@
 //! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped; erased.profiles, erased.events, erased.rejects) |
 //! | `meta` | name | schema version, partition count, chain params |
 //!
-//! # Exactly once (DESIGN.md rule 1)
+//! # Exactly once (ARCHITECTURE.md, "The fold rules")
 //! [`Store::commit`] applies a batch's updates with `Profile::apply`, records its rejects
 //! and counters, and moves the partition's checkpoint to the batch's last offset, all in
 //! one sled transaction: either all of it is durable or none of it is. A run resumes each
@@ -754,4 +754,159 @@ fn add(tree: &TransactionalTree, name: &str, n: u64) -> Result<(), ConflictableT
         .unwrap_or(0);
     tree.insert(name.as_bytes(), &(cur + n).to_be_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onramp_schemas::{Changes, Counters};
+
+    fn applied(user: &str, id: &str, offset: i64, t: i64) -> ProfileUpdate {
+        ProfileUpdate {
+            user_id: user.into(),
+            offset,
+            outcome: Outcome::Applied,
+            skip_reason: None,
+            skip_kind: None,
+            event_id: id.into(),
+            event_type: Some("page_view".into()),
+            event_time_ms: t,
+            evicted_users: 0,
+            changes: Some(Changes {
+                counters: Counters {
+                    events: 1,
+                    ..Counters::default()
+                },
+                ..Changes::default()
+            }),
+        }
+    }
+
+    fn reject(identity: &str) -> RejectedEvent {
+        RejectedEvent {
+            reason: RejectReason::Bot,
+            detail: String::new(),
+            payload: "{}".into(),
+            payload_bytes: 2,
+            payload_sha256: String::new(),
+            identity: Some(identity.into()),
+            offset: None,
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(
+            dir,
+            &StoreSettings {
+                partitions: 2,
+                chain_params: "defaults".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn batches() -> [Batch; 2] {
+        [
+            Batch {
+                partition: 0,
+                last_offset: 2,
+                events_in: 3,
+                updates: vec![applied("u", "e1", 0, 1_000), applied("u", "e2", 1, 2_000)],
+                rejects: vec![(2, reject("u"))],
+                input: None,
+            },
+            Batch {
+                partition: 1,
+                last_offset: 1,
+                events_in: 2,
+                updates: vec![applied("u", "e3", 0, 1_500), applied("v", "e4", 1, 1_600)],
+                rejects: Vec::new(),
+                input: None,
+            },
+        ]
+    }
+
+    /// Proves a user whose records reach two partitions gets, on each, the fold state of
+    /// that partition's own events (what its aggregate holds), and that the store ends the
+    /// same whichever partition commits first.
+    #[test]
+    fn a_user_on_two_partitions_has_fold_state_per_partition() {
+        let [b0, b1] = batches();
+        let (x, y) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (first, second) = (open(x.path()), open(y.path()));
+        for b in [&b0, &b1] {
+            first.commit(b).unwrap();
+        }
+        for b in [&b1, &b0] {
+            second.commit(b).unwrap();
+        }
+        assert_eq!(first.profile("u").unwrap(), second.profile("u").unwrap());
+        assert_eq!(first.profile("u").unwrap().unwrap().counters.events, 3);
+        let ids = |s: &Store, p| s.snapshot(p, i64::MAX).unwrap().users["u"].recent_ids.clone();
+        assert_eq!(ids(&first, 0), ["e1", "e2"]);
+        assert_eq!(ids(&first, 1), ["e3"]);
+        assert_eq!(ids(&second, 0), ids(&first, 0));
+        assert_eq!(ids(&second, 1), ids(&first, 1));
+    }
+
+    /// Proves erasure removes the profile, the fold state on every partition and the
+    /// user's rejects, counts them, touches no one else, and finds nothing the second time.
+    #[test]
+    fn erasure_reaches_every_partition_and_the_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for b in batches() {
+            store.commit(&b).unwrap();
+        }
+        let erased = store.erase("u").unwrap();
+        assert!(erased.profile);
+        assert_eq!(erased.fold_state_partitions, [0, 1]);
+        assert_eq!(erased.rejects, 1);
+        assert_eq!(store.profile("u").unwrap(), None);
+        assert!(store.snapshot(0, i64::MAX).unwrap().users.is_empty());
+        assert!(!store.snapshot(1, i64::MAX).unwrap().users.contains_key("u"));
+        assert_eq!(store.rejects(0).count(), 0);
+        assert!(store.profile("v").unwrap().is_some());
+        let counters = store.counters().unwrap();
+        assert_eq!((counters["erased.events"], counters["erased.rejects"]), (3, 1));
+        assert!(!store.erase("u").unwrap().found_anything());
+    }
+
+    /// Proves an update the aggregate quarantined becomes a `timestamp_out_of_range`
+    /// reject, feeds the partition's clock like the aggregate's, and is not a skip.
+    #[test]
+    fn quarantined_updates_become_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut ahead = applied("u", "far", 3, 4_070_908_800_000);
+        ahead.outcome = Outcome::Skipped;
+        ahead.skip_kind = Some(SkipKind::EventTimeAhead);
+        ahead.skip_reason = Some("ahead".into());
+        ahead.changes = None;
+        let committed = store
+            .commit(&Batch {
+                partition: 0,
+                last_offset: 3,
+                events_in: 4,
+                updates: vec![
+                    applied("u", "a", 0, 1_000),
+                    applied("u", "b", 1, 2_000),
+                    applied("u", "c", 2, 3_000),
+                    ahead,
+                ],
+                rejects: Vec::new(),
+                input: None,
+            })
+            .unwrap();
+        assert_eq!((committed.quarantined, committed.skipped), (1, 0));
+        let rejects: Vec<_> = store.rejects(0).map(Result::unwrap).collect();
+        assert_eq!(rejects.len(), 1);
+        assert_eq!((rejects[0].0, rejects[0].1.reason), (3, RejectReason::TimestampOutOfRange));
+        let checkpoint = store.checkpoint(0).unwrap().unwrap();
+        assert_eq!(checkpoint.clock.recent_ms.len(), 4);
+        assert_eq!(checkpoint.max_event_time_ms, Some(2_000), "the outlier moved no watermark");
+        let counters = store.counters().unwrap();
+        assert_eq!(counters["rejected.timestamp_out_of_range"], 1);
+        assert_eq!(counters["events_in"], counters["accepted"] + counters["rejected"]);
+    }
 }
