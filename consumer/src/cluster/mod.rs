@@ -7,8 +7,11 @@
 //!   exactly like the embedded run ([`crate::partition`]).
 //! - [`consume`] — `onramp run --source fluvio`: one broker-side chain per partition, merged
 //!   by offset with the validate rejects, committed to the same store as the embedded run.
+//! - [`merge`] — the offset merger behind it: two streams in, the store's batches out;
+//!   synchronous and free of I/O (tested without a cluster).
 
 pub mod consume;
+pub mod merge;
 pub mod produce;
 pub mod setup;
 
