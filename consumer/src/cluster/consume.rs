@@ -20,6 +20,10 @@
 //! the run commits the records before the first refused one and stops with the embedded
 //! pipeline's message, like it does.
 //!
+//! Every [`LAG_POLL_INTERVAL`], each partition's end offset is asked of its leader, and the
+//! records after the committed checkpoint are reported as the partition's lag
+//! ([`Observer::lag`]), so `/readyz` reflects the topic, not only what was read.
+//!
 //! The client's own retry is disabled: it would resume every partition from one offset
 //! and hide SmartModule errors. Instead each partition reconnects by itself with
 //! exponential backoff, always from its committed checkpoint with a fresh snapshot (the
@@ -48,7 +52,7 @@ use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::merge::{MergeError, OffsetMerger};
+use super::merge::{LagBook, MergeError, OffsetMerger};
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::chain::ChainParams;
 use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, SourceKind, Summary};
@@ -73,6 +77,8 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a loaded module may be reported missing before that is an error.
 pub const MISSING_MODULE_GRACE: Duration = Duration::from_secs(60);
+/// How often each partition's end offset is asked of its leader, for the lag figures.
+pub const LAG_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the broker gets the modules from.
 #[derive(Debug, Clone)]
@@ -257,6 +263,15 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
             tasks.push(tokio::spawn(task.run()));
         }
         drop(tx);
+        // The poller has its own channel: the loop below ends when the partition tasks do.
+        let mut lag = LagBook::new(checkpoints);
+        let (ends_tx, mut ends_rx) = mpsc::channel::<(u32, i64)>(partition_count as usize);
+        let poller = tokio::spawn(poll_end_offsets(
+            cfg.target.clone(),
+            cfg.topic.clone(),
+            partition_count,
+            ends_tx,
+        ));
 
         let mut recorder = Recorder::new(&store, cfg.durability, observer);
         recorder.summary.source = SourceKind::Fluvio;
@@ -269,6 +284,9 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                     Some(ToSink::Batch(batch)) => {
                         recorder.summary.lines_read += batch.events_in;
                         recorder.record(&batch)?;
+                        if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
+                            observer.lag(batch.partition, records);
+                        }
                         progress.tick(&recorder.summary, started);
                     }
                     Some(ToSink::Resync { partition, reply }) => {
@@ -286,6 +304,11 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                     }
                     Some(ToSink::Fatal(e)) => return Err(e),
                 },
+                Some((partition, end)) = ends_rx.recv() => {
+                    if let Some(records) = lag.end_polled(partition, end) {
+                        observer.lag(partition, records);
+                    }
+                }
                 _ = tick.tick() => {
                     if shutdown.load(Ordering::SeqCst) && !*stop_tx.borrow() {
                         tracing::warn!("signal received: committing the pending batches and stopping");
@@ -300,6 +323,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                 }
             }
         }
+        poller.abort();
         for t in tasks {
             t.await.map_err(|e| anyhow!("a partition task panicked: {e}"))?;
         }
@@ -329,6 +353,55 @@ async fn end_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> any
         end = end.max(record.offset + 1);
     }
     Ok(end)
+}
+
+/// Asks every partition's leader for its end offset each [`LAG_POLL_INTERVAL`] and sends
+/// the figures to `ends`, until that channel closes. A failed round is logged and tried
+/// again at the next tick (the partition tasks report lost streams themselves).
+async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32, ends: mpsc::Sender<(u32, i64)>) {
+    let mut tick = tokio::time::interval(LAG_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client: Option<fluvio::Fluvio> = None;
+    loop {
+        tick.tick().await;
+        let fluvio = match client.take() {
+            Some(fluvio) => fluvio,
+            None => match target.connect().await {
+                Ok(fluvio) => fluvio,
+                Err(e) => {
+                    tracing::debug!("lag: cannot reach the cluster, trying again in {LAG_POLL_INTERVAL:?}: {e:#}");
+                    continue;
+                }
+            },
+        };
+        let mut healthy = true;
+        for p in 0..partitions {
+            match tokio::time::timeout(LAG_POLL_INTERVAL, end_offset(&fluvio, &topic, p)).await {
+                Ok(Ok(end)) => {
+                    if ends.send((p, end)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(partition = p, "lag: {e:#}; trying again in {LAG_POLL_INTERVAL:?}");
+                    healthy = false;
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        partition = p,
+                        "lag: the leader did not answer within {LAG_POLL_INTERVAL:?}; trying again"
+                    );
+                    healthy = false;
+                    break;
+                }
+            }
+        }
+        // After a failure, connect afresh next time (the SPU or the SC may have moved).
+        if healthy {
+            client = Some(fluvio);
+        }
+    }
 }
 
 /// The checkpoint and restart snapshot a partition resumes from.

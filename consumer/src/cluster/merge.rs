@@ -242,6 +242,45 @@ impl OffsetMerger {
     }
 }
 
+/// Per partition, how many records of the topic are not committed yet: from the end
+/// offset last polled from the partition's leader and the committed checkpoint.
+#[derive(Debug, Clone)]
+pub struct LagBook {
+    ends: Vec<Option<i64>>,
+    checkpoints: Vec<i64>,
+}
+
+impl LagBook {
+    /// Every partition's committed checkpoint (`-1`: nothing committed); no end known yet.
+    pub fn new(checkpoints: Vec<i64>) -> Self {
+        LagBook {
+            ends: vec![None; checkpoints.len()],
+            checkpoints,
+        }
+    }
+
+    /// A polled end offset (the offset the partition's next record will get); returns the
+    /// partition's lag. Unknown partitions are ignored (`None`).
+    pub fn end_polled(&mut self, partition: u32, end: i64) -> Option<u64> {
+        *self.ends.get_mut(partition as usize)? = Some(end);
+        self.lag(partition)
+    }
+
+    /// A committed checkpoint; returns the partition's lag once an end offset is known.
+    pub fn committed(&mut self, partition: u32, checkpoint: i64) -> Option<u64> {
+        *self.checkpoints.get_mut(partition as usize)? = checkpoint;
+        self.lag(partition)
+    }
+
+    /// `end - (checkpoint + 1)`, never below 0 (records committed since the last poll may
+    /// be past the polled end); `None` before the first poll.
+    pub fn lag(&self, partition: u32) -> Option<u64> {
+        let end = (*self.ends.get(partition as usize)?)?;
+        let checkpoint = *self.checkpoints.get(partition as usize)?;
+        Some(end.saturating_sub(checkpoint.saturating_add(1)).max(0) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use onramp_schemas::{Outcome, RejectReason, SkipKind};
@@ -619,5 +658,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The lag is the polled end offset minus the next offset to commit, known only once
+    /// an end was polled, falling as commits move past it, and never below 0.
+    #[test]
+    fn lag_follows_polled_ends_and_commits() {
+        let mut lag = LagBook::new(vec![-1, 99]);
+        assert_eq!(lag.lag(0), None);
+        assert_eq!(lag.committed(0, 9), None, "no end polled yet");
+        assert_eq!(lag.end_polled(0, 100), Some(90));
+        assert_eq!(lag.end_polled(1, 100), Some(0));
+        assert_eq!(lag.committed(0, 59), Some(40));
+        assert_eq!(lag.committed(0, 120), Some(0), "committed past the last polled end");
+        assert_eq!(lag.end_polled(0, 1000), Some(879));
+        assert_eq!(lag.end_polled(7, 10), None, "no partition 7");
+        assert_eq!(lag.committed(7, 10), None);
+        assert_eq!(LagBook::new(vec![-1]).end_polled(0, 0), Some(0), "an empty partition");
     }
 }
