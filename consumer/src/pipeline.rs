@@ -375,7 +375,7 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
             s
         }
     };
-    store.set_input_segment(&segment)?;
+    // Recorded with its first line ([`check_first_line`]), so a refused input leaves no trace.
     Ok(segment)
 }
 
@@ -383,6 +383,12 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
 /// the one before it (the same file fed twice would count every event twice).
 fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128) -> anyhow::Result<()> {
     let first = format!("{fingerprint:032x}");
+    if segment.first_line.as_deref().is_some_and(|f| f != first) {
+        bail!(
+            "store {} consumed another input: this input's first line differs from the first line of the input it consumed. Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
+            store.path().display()
+        );
+    }
     if segment.previous_first_line.as_deref() == Some(first.as_str()) {
         bail!(
             "this input starts exactly like the input store {} consumed before it: it looks like the same input fed twice, which would count its events twice. Nothing was written. Append a different input, or use a new --store",
@@ -535,7 +541,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         for (p, state) in parts.iter().enumerate() {
             if state.next_offset <= state.checkpoint {
                 bail!(
-                    "the input ended after {lines_seen} lines, but the store already consumed partition {p} up to offset {} and this input gives it only offsets up to {}: this is not the input the store consumed (nothing was written). Use a new --store, or --append to add a new input after what the store holds",
+                    "the input ended after {lines_seen} lines, but the store already consumed partition {p} up to offset {} and this input gives it only offsets up to {}: this is not the input the store consumed (or a shorter copy of it). Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
                     state.checkpoint,
                     state.next_offset - 1
                 );

@@ -110,16 +110,38 @@ fn a_fifo_input_loses_nothing() {
     let lines = traffic(5, 120);
     let file = write(dir.path(), "events.jsonl", &lines);
     let fifo = dir.path().join("events.fifo");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
     assert!(made.success());
     let (from, to) = (file.clone(), fifo.clone());
     let writer = std::thread::spawn(move || {
         let data = std::fs::read(from).unwrap();
-        std::fs::OpenOptions::new().write(true).open(to).unwrap().write_all(&data).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(to)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
     });
-    let via_fifo = run_json(&["--input", s(&fifo), "--partitions", "2", "--store", s(&dir.path().join("a"))]);
+    let via_fifo = run_json(&[
+        "--input",
+        s(&fifo),
+        "--partitions",
+        "2",
+        "--store",
+        s(&dir.path().join("a")),
+    ]);
     writer.join().unwrap();
-    let via_file = run_json(&["--input", s(&file), "--partitions", "2", "--store", s(&dir.path().join("b"))]);
+    let via_file = run_json(&[
+        "--input",
+        s(&file),
+        "--partitions",
+        "2",
+        "--store",
+        s(&dir.path().join("b")),
+    ]);
     assert_eq!(via_fifo["lines_read"].as_u64(), Some(lines.len() as u64));
     assert_eq!(via_fifo["events_in"], via_file["events_in"]);
     assert_eq!(export(&dir.path().join("a")), export(&dir.path().join("b")));
@@ -138,7 +160,12 @@ fn huge_and_binary_lines_cost_bounded_space() {
         lines.push("\0".repeat(200_000));
     }
     let store = dir.path().join("store");
-    let summary = run_json(&["--input", s(&write(dir.path(), "big.jsonl", &lines)), "--store", s(&store)]);
+    let summary = run_json(&[
+        "--input",
+        s(&write(dir.path(), "big.jsonl", &lines)),
+        "--store",
+        s(&store),
+    ]);
     assert_eq!(summary["events_in"].as_u64(), Some((normal + 151) as u64));
     assert!(rejected(&summary, "too_large") >= 1, "{summary}");
     let size: u64 = walk_size(&store);
@@ -202,7 +229,10 @@ fn a_store_knows_its_input() {
     let dir = tempfile::tempdir().unwrap();
     let day1 = traffic(11, 80);
     let day2 = traffic(12, 80);
-    let (f1, f2) = (write(dir.path(), "day1.jsonl", &day1), write(dir.path(), "day2.jsonl", &day2));
+    let (f1, f2) = (
+        write(dir.path(), "day1.jsonl", &day1),
+        write(dir.path(), "day2.jsonl", &day2),
+    );
     let store = dir.path().join("store");
     let st = s(&store);
     ok(&["run", "--input", s(&f1), "--partitions", "3", "--store", st]);
@@ -222,7 +252,17 @@ fn a_store_knows_its_input() {
     let prefix = write(dir.path(), "prefix.jsonl", &day1[..day1.len() / 2]);
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for input in [&prefix, &f1] {
-        ok(&["run", "--input", s(input), "--partitions", "3", "--batch-size", "7", "--store", s(&a)]);
+        ok(&[
+            "run",
+            "--input",
+            s(input),
+            "--partitions",
+            "3",
+            "--batch-size",
+            "7",
+            "--store",
+            s(&a),
+        ]);
     }
     ok(&["run", "--input", s(&f1), "--partitions", "3", "--store", s(&b)]);
     assert_eq!(export(&a), export(&b));
@@ -234,7 +274,15 @@ fn a_store_knows_its_input() {
 fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = command()
-        .args(["run", "--input", "-", "--store", s(&dir.path().join("store")), "--linger", "100ms"])
+        .args([
+            "run",
+            "--input",
+            "-",
+            "--store",
+            s(&dir.path().join("store")),
+            "--linger",
+            "100ms",
+        ])
         .args(["--listen", "127.0.0.1:0"])
         .env("ONRAMP_LOG", "info")
         .stdin(Stdio::piped())
@@ -253,7 +301,12 @@ fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
     });
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..30 {
-        writeln!(stdin, "{}", page_view(&format!("e{i}"), "u_open", "2026-11-01T09:00:00Z", "")).unwrap();
+        writeln!(
+            stdin,
+            "{}",
+            page_view(&format!("e{i}"), "u_open", "2026-11-01T09:00:00Z", "")
+        )
+        .unwrap();
     }
     stdin.flush().unwrap();
     let base = rx.recv_timeout(Duration::from_secs(60)).expect("the API address");
@@ -268,7 +321,10 @@ fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
         if status == 200 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "nothing committed while stdin stays open");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing committed while stdin stays open"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let signalled = std::process::Command::new("kill")
@@ -281,7 +337,10 @@ fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(20), "SIGINT not honoured while stdin blocks");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "SIGINT not honoured while stdin blocks"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     drop(stdin);

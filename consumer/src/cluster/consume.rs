@@ -234,6 +234,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                 chain_params: params_fingerprint(&cfg.params),
             },
         )?;
+        store.claim_source(&format!("fluvio topic {}", cfg.topic))?;
         observer.store_opened(&store)?;
         tracing::info!(topic = %cfg.topic, partitions = partition_count, stop_at_end = cfg.stop_at_end, "consuming from the cluster");
 

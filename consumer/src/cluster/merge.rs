@@ -297,6 +297,7 @@ mod tests {
             event_id: format!("e{offset}"),
             event_type: Some("page_view".into()),
             event_time_ms: 1_790_000_000_000 + offset,
+            evicted_users: 0,
             changes: None,
         }
     }

@@ -901,10 +901,17 @@ mod tests {
         assert_eq!((committed.quarantined, committed.skipped), (1, 0));
         let rejects: Vec<_> = store.rejects(0).map(Result::unwrap).collect();
         assert_eq!(rejects.len(), 1);
-        assert_eq!((rejects[0].0, rejects[0].1.reason), (3, RejectReason::TimestampOutOfRange));
+        assert_eq!(
+            (rejects[0].0, rejects[0].1.reason),
+            (3, RejectReason::TimestampOutOfRange)
+        );
         let checkpoint = store.checkpoint(0).unwrap().unwrap();
         assert_eq!(checkpoint.clock.recent_ms.len(), 4);
-        assert_eq!(checkpoint.max_event_time_ms, Some(2_000), "the outlier moved no watermark");
+        assert_eq!(
+            checkpoint.max_event_time_ms,
+            Some(2_000),
+            "the outlier moved no watermark"
+        );
         let counters = store.counters().unwrap();
         assert_eq!(counters["rejected.timestamp_out_of_range"], 1);
         assert_eq!(counters["events_in"], counters["accepted"] + counters["rejected"]);
