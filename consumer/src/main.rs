@@ -12,6 +12,7 @@ use onramp::api::{ApiConfig, Hub};
 use onramp::chain::ChainParams;
 use onramp::cluster;
 use onramp::generator::{self, GeneratorConfig};
+use onramp::partition::KeyBy;
 use onramp::pipeline::{self, Durability, RunConfig};
 use onramp::query::{self, Hint, ProfileFilter};
 use onramp::source::Input;
@@ -259,6 +260,14 @@ struct ProduceArgs {
     /// Retries of a failed record, with exponential backoff (100 ms doubling to 5 s).
     #[arg(long, default_value_t = cluster::produce::DEFAULT_RETRIES)]
     retries: u32,
+    /// Longest line sent, bytes; a longer line is not sent (logged with its line number and
+    /// counted as failed), as an embedded run rejects it `too_large`.
+    #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_line_bytes: u64,
+    /// What records are keyed (and so partitioned) by: a user's identity (default), or the
+    /// event id as some other producers do (each user spread over the partitions).
+    #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
+    key: KeyBy,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -312,6 +321,25 @@ struct RunArgs {
     /// durable: flush each batch before reading on; relaxed: background flush (faster, still exactly once).
     #[arg(long, value_enum, default_value_t = Durability::Durable)]
     durability: Durability,
+    /// Embedded source: longest a record waits in a partial batch before it is committed
+    /// (a slow stdin or FIFO still commits promptly), e.g. 200ms, 1s.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    linger: std::time::Duration,
+    /// Embedded source: longest line read whole, bytes; a longer line is rejected
+    /// `too_large` (its size, first KiB and SHA-256 kept) without being held in memory.
+    #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_line_bytes: u64,
+    /// Embedded source: this input comes after everything the store already consumed (e.g.
+    /// day2.jsonl after day1.jsonl). Without it the input must be the store's own input
+    /// from its start (a different one is refused); a run that stopped midway resumes with
+    /// the same flags and the same input.
+    #[arg(long)]
+    append: bool,
+    /// Embedded source: what records are keyed, and so partitioned, by — as the producer
+    /// of a topic would key them (`onramp produce` keys by identity; another producer may
+    /// key by event id, spreading each user over the partitions).
+    #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
+    key: KeyBy,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -623,6 +651,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 batch_size: args.batch_size as usize,
                 durability: args.durability,
                 progress_bar: std::io::stderr().is_terminal(),
+                linger: args.linger,
+                max_line_bytes: args.max_line_bytes as usize,
+                append: args.append,
+                key_by: args.key,
             };
             tracing::info!(store = %cfg.store.display(), partitions = cfg.partitions, "starting run");
             args.api.start(&hub, cfg.partitions)?;
@@ -663,6 +695,8 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         linger: args.linger,
         retries: args.retries,
         progress_bar: std::io::stderr().is_terminal(),
+        max_line_bytes: args.max_line_bytes as usize,
+        key_by: args.key,
     };
     let report = cluster::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown_flag()))?;
     print_report(args.json, &report, || report.render())?;
@@ -720,6 +754,10 @@ fn demo(store: PathBuf, users: u64, seed: u64, partitions: u32) -> anyhow::Resul
         batch_size: pipeline::DEFAULT_BATCH_SIZE,
         durability: Durability::Durable,
         progress_bar: std::io::stderr().is_terminal(),
+        linger: pipeline::DEFAULT_LINGER,
+        max_line_bytes: onramp::source::DEFAULT_MAX_LINE_BYTES,
+        append: false,
+        key_by: KeyBy::Identity,
     };
     let summary = pipeline::run(&cfg, &shutdown_flag())?;
     println!("== run summary\n{}", summary.render());

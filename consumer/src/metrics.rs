@@ -1,6 +1,6 @@
 //! Prometheus metrics of a run, rendered as text for `GET /metrics`.
 //!
-//! Names follow STYLE.md: snake_case, counters end in `_total`, units in the name, labels
+//! Names follow the Prometheus conventions: snake_case, counters end in `_total`, units in the name, labels
 //! with few values (outcome, reason, partition — never a user id). Records dropped on
 //! purpose (rejects, duplicates) are counted apart from failures.
 

@@ -16,12 +16,51 @@
 use std::hash::{Hash, Hasher};
 
 use onramp_logic::identity::record_identity;
+use serde::Deserialize;
 use siphasher::sip::SipHasher;
 
 /// The record key of an event line: its identity (user id, else anonymous id), `None`
 /// when it has none.
 pub fn record_key(line: &[u8]) -> Option<Vec<u8>> {
     record_identity(line).map(String::into_bytes)
+}
+
+/// What a producer keys records by. onramp's own producer keys by identity (a user's
+/// records stay in one partition); another producer may key by event id, spreading each
+/// user over every partition — onramp is correct either way, and an embedded run can
+/// mimic either so that it equals the cluster run of the same topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyBy {
+    /// The event's identity: `user_id`, else `anonymous_id`.
+    #[default]
+    Identity,
+    /// The event's `event_id`.
+    EventId,
+}
+
+impl KeyBy {
+    /// The record key of an event line under this rule; `None` for a line without one.
+    pub fn key(self, line: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            KeyBy::Identity => record_key(line),
+            KeyBy::EventId => {
+                #[derive(Deserialize)]
+                struct Id {
+                    event_id: String,
+                }
+                let id: Id = serde_json::from_slice(line).ok()?;
+                (!id.event_id.is_empty()).then(|| id.event_id.into_bytes())
+            }
+        }
+    }
+
+    /// The name used in flags and in the store's record of its source.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyBy::Identity => "identity",
+            KeyBy::EventId => "event-id",
+        }
+    }
 }
 
 /// Assigns partitions like the Fluvio producer.

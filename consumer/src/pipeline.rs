@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use fluvio_smartengine::SmartEngine;
 use onramp_logic::fold::FoldConfig;
-use onramp_schemas::{Outcome, ProfileUpdate, RejectedEvent};
+use onramp_schemas::{Outcome, ProfileUpdate, RejectReason, RejectedEvent, SkipKind};
 
 use crate::chain::{Chain, ChainParams, InputRecord};
-use crate::partition::{record_key, Partitioner};
-use crate::source::{precheck, Input, Lines};
-use crate::store::{Batch, Committed, Store, StoreSettings};
+use crate::partition::{KeyBy, Partitioner};
+use crate::source::{Input, Line, Lines, Oversize};
+use crate::store::{Batch, Committed, InputPosition, InputSegment, Store, StoreSettings};
 use crate::wasm::{Module, WasmModules};
 
 /// Default records per partition batch.
@@ -66,6 +66,15 @@ pub struct RunConfig {
     pub durability: Durability,
     /// Show a progress bar (stderr is a terminal) instead of periodic log lines.
     pub progress_bar: bool,
+    /// Longest a record waits in a partial batch before it is committed.
+    pub linger: Duration,
+    /// Longest line read whole; longer ones are rejected `too_large` at the source.
+    pub max_line_bytes: usize,
+    /// The input comes after everything the store consumed (a new file for the same
+    /// store), instead of being the store's input from its start.
+    pub append: bool,
+    /// What records are keyed (and so partitioned) by.
+    pub key_by: KeyBy,
 }
 
 /// What a run did.
@@ -91,6 +100,8 @@ pub struct Summary {
     pub skipped: u64,
     /// Distinct profiles written.
     pub profiles_touched: u64,
+    /// Live users the profile aggregate evicted to stay within its `max_users`.
+    pub fold_evictions: u64,
     /// Batches committed.
     pub batches: u64,
     /// Wall time, ms.
@@ -143,6 +154,12 @@ impl Summary {
         }
         s += &format!("profile updates     {}\n", self.applied);
         s += &format!("profiles touched    {}\n", self.profiles_touched);
+        if self.fold_evictions > 0 {
+            s += &format!(
+                "fold evictions      {} (users over the aggregate's max_users; each loses its session and dedup window)\n",
+                self.fold_evictions
+            );
+        }
         let chain = match self.source {
             SourceKind::Embedded => format!("chain {:.2}s", self.chain_ms as f64 / 1000.0),
             SourceKind::Fluvio => "chain in the SPU".to_string(),
@@ -199,7 +216,16 @@ struct PartitionState {
     chain: Chain,
     checkpoint: i64,
     next_offset: i64,
+    /// The checkpoint's offset and input position, when it was committed from this input.
+    verify: Option<(i64, InputPosition)>,
     pending: Vec<InputRecord>,
+    /// Records rejected before the chain (lines over the size limit).
+    pending_rejects: Vec<(i64, RejectedEvent)>,
+    pending_bytes: usize,
+    /// When the oldest pending record arrived (for `--linger`).
+    pending_since: Option<Instant>,
+    /// Line number and input fingerprint of the last record queued.
+    last_input: Option<(u64, u128)>,
 }
 
 /// Hooks into a run: the read API and metrics watch it through this.
@@ -233,12 +259,154 @@ pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
     run_observed(cfg, shutdown, &())
 }
 
+/// One line of the input, read, keyed and partitioned by the reader thread.
+struct ReadLine {
+    /// Line number in the input, from 0.
+    number: u64,
+    partition: u32,
+    key: Option<Vec<u8>>,
+    line: Line,
+    /// Fingerprint of the input's lines up to and including this one.
+    fingerprint: u128,
+}
+
+/// Chains a line into the input's fingerprint (SipHash-1-3, 128 bits, zero keys):
+/// `f' = H(f ++ len ++ bytes)`; an oversize line counts by its size and SHA-256.
+fn chain_fingerprint(previous: u128, line: &Line) -> u128 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new();
+    h.write(&previous.to_le_bytes());
+    match line {
+        Line::Whole(bytes) => {
+            h.write(&(bytes.len() as u64).to_le_bytes());
+            h.write(bytes);
+        }
+        Line::Oversize(o) => {
+            h.write(&o.bytes.to_le_bytes());
+            h.write(o.sha256.as_bytes());
+        }
+    }
+    siphasher::sip128::Hasher128::finish128(&h).as_u128()
+}
+
+/// Reads the input on its own thread, so the run loop can commit on linger and see
+/// signals while a read blocks (stdin, a FIFO), and so reading and partitioning overlap
+/// the chain. Memory: at most [`READ_AHEAD_LINES`] lines in flight.
+fn spawn_reader(
+    lines: Lines,
+    partitions: u32,
+    key_by: KeyBy,
+) -> std::sync::mpsc::Receiver<Result<ReadLine, crate::source::SourceError>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_LINES);
+    std::thread::Builder::new()
+        .name("onramp-source".into())
+        .spawn(move || {
+            let mut partitioner = Partitioner::new(partitions);
+            let mut fingerprint = 0u128;
+            for (number, line) in lines.enumerate() {
+                let item = line.map(|line| {
+                    let key = match &line {
+                        Line::Whole(bytes) => key_by.key(bytes),
+                        Line::Oversize(_) => None,
+                    };
+                    fingerprint = chain_fingerprint(fingerprint, &line);
+                    ReadLine {
+                        number: number as u64,
+                        partition: partitioner.partition(key.as_deref()),
+                        key,
+                        line,
+                        fingerprint,
+                    }
+                });
+                let failed = item.is_err();
+                if tx.send(item).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| tracing::error!("cannot start the source thread: {e}"));
+    rx
+}
+
+/// Lines the reader thread may read ahead of the run loop.
+pub const READ_AHEAD_LINES: usize = 256;
+/// A partition's batch is committed once its records hold this many bytes, whatever its
+/// record count, so no batch can approach the engine's memory limit.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Default longest a record waits in a partial batch before it is committed.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+
+/// Which input this run consumes, and from where (see [`InputSegment`]).
+fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::Result<InputSegment> {
+    let segment = match (store.input_segment()?, append) {
+        (None, _) => InputSegment {
+            id: 0,
+            base: vec![0; partitions as usize],
+            complete: false,
+            first_line: None,
+            previous_first_line: None,
+        },
+        (Some(s), false) if s.id == 0 => s,
+        (Some(s), false) => bail!(
+            "store {} went on with --append (it is on its input number {}): run that input again with --append to resume it, or pass --append with the next input",
+            store.path().display(),
+            s.id + 1
+        ),
+        (Some(s), true) if s.complete => {
+            let mut base = Vec::with_capacity(partitions as usize);
+            for p in 0..partitions {
+                base.push(store.checkpoint(p)?.map_or(0, |c| c.offset + 1));
+            }
+            tracing::info!(input = s.id + 2, "appending a new input after everything the store consumed");
+            InputSegment {
+                id: s.id + 1,
+                base,
+                complete: false,
+                first_line: None,
+                previous_first_line: s.first_line,
+            }
+        }
+        (Some(s), true) => {
+            tracing::info!(
+                input = s.id + 1,
+                "the store's last input was not read to its end: resuming it (it must be the same input)"
+            );
+            s
+        }
+    };
+    // Recorded with its first line ([`check_first_line`]), so a refused input leaves no trace.
+    Ok(segment)
+}
+
+/// Records the input's first line, and refuses an appended input that starts exactly like
+/// the one before it (the same file fed twice would count every event twice).
+fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128) -> anyhow::Result<()> {
+    let first = format!("{fingerprint:032x}");
+    if segment.first_line.as_deref().is_some_and(|f| f != first) {
+        bail!(
+            "store {} consumed another input: this input's first line differs from the first line of the input it consumed. Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
+            store.path().display()
+        );
+    }
+    if segment.previous_first_line.as_deref() == Some(first.as_str()) {
+        bail!(
+            "this input starts exactly like the input store {} consumed before it: it looks like the same input fed twice, which would count its events twice. Nothing was written. Append a different input, or use a new --store",
+            store.path().display()
+        );
+    }
+    if segment.first_line.is_none() {
+        segment.first_line = Some(first);
+        store.set_input_segment(segment)?;
+    }
+    Ok(())
+}
+
 /// [`run`], telling `observer` about the store and every commit.
 pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Observer) -> anyhow::Result<Summary> {
     let started = Instant::now();
     // Everything that can be refused is checked before the store is touched.
     let modules = WasmModules::load(&cfg.wasm_dir)?;
-    precheck(&cfg.input)?;
     let fold_cfg = FoldConfig::from_params(|k| cfg.params.of(Module::Profile).get(k).cloned())
         .map_err(|e| anyhow::anyhow!("SmartModule onramp-profile refused its params: {e}"))?;
     let engine = SmartEngine::new();
@@ -246,7 +414,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
     rejected_params.set(Module::Validate, "mode", "rejected");
     // Build one chain first so bad params fail before the store is created.
     let reject_chain = Chain::build(&engine, &modules, &[Module::Validate], &rejected_params, None)?;
-    let mut lines = Lines::open(&cfg.input)?;
+    let lines = Lines::open(&cfg.input, cfg.max_line_bytes)?;
 
     let store = Store::open(
         &cfg.store,
@@ -255,12 +423,14 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
             chain_params: params_fingerprint(&cfg.params),
         },
     )?;
+    store.claim_source(&format!("embedded, keyed by {}", cfg.key_by.name()))?;
+    let mut segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
     observer.store_opened(&store)?;
     let mut parts = Vec::new();
     for p in 0..cfg.partitions {
         let checkpoint = store.checkpoint(p)?;
         let snapshot = store.snapshot(p, fold_cfg.state_ttl_ms)?;
-        if let Some(c) = checkpoint {
+        if let Some(c) = &checkpoint {
             tracing::info!(
                 partition = p,
                 checkpoint = c.offset,
@@ -270,13 +440,30 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         }
         let chain = Chain::full(&engine, &modules, &cfg.params, Some(&snapshot))
             .with_context(|| format!("starting the chain for partition {p}"))?;
+        let base = segment.base.get(p as usize).copied().unwrap_or(0);
+        // Where this input must match what the partition already committed from it.
+        let verify = checkpoint
+            .as_ref()
+            .and_then(|c| c.input.clone().map(|i| (c.offset, i)))
+            .filter(|(_, i)| i.segment == segment.id);
         parts.push(PartitionState {
             chain,
             checkpoint: checkpoint.map_or(-1, |c| c.offset),
-            next_offset: 0,
+            next_offset: base,
+            verify,
             pending: Vec::with_capacity(cfg.batch_size),
+            pending_rejects: Vec::new(),
+            pending_bytes: 0,
+            pending_since: None,
+            last_input: None,
         });
     }
+    // Until the input has passed every partition's verification point, nothing new is
+    // committed: a different input is refused before it writes anything.
+    let hold_through: Option<u64> = parts
+        .iter()
+        .filter_map(|s| s.verify.as_ref().map(|(_, i)| i.line))
+        .max();
 
     let mut sink = Sink {
         reject_chain,
@@ -287,46 +474,151 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
             state_ttl_ms: fold_cfg.state_ttl_ms,
         },
         recorder: Recorder::new(&store, cfg.durability, observer),
+        segment: segment.id,
     };
-    let mut partitioner = Partitioner::new(cfg.partitions);
     let progress = Progress::new(cfg.progress_bar);
-    for line in &mut lines {
+    let reader = spawn_reader(lines, cfg.partitions, cfg.key_by);
+    let tick = cfg.linger.clamp(Duration::from_millis(1), Duration::from_millis(100));
+    let mut lines_seen: u64 = 0;
+    let mut ended = false;
+    loop {
         if shutdown.load(Ordering::SeqCst) {
             sink.recorder.summary.interrupted = true;
             tracing::warn!("signal received: committing the pending batches and stopping");
             break;
         }
-        let line = line?;
-        sink.recorder.summary.lines_read += 1;
-        let key = record_key(&line);
-        let p = partitioner.partition(key.as_deref());
-        let state = &mut parts[p as usize];
-        let offset = state.next_offset;
-        state.next_offset += 1;
-        if offset <= state.checkpoint {
-            sink.recorder.summary.already_committed += 1;
-            continue;
+        let read = match reader.recv_timeout(tick) {
+            Ok(item) => Some(item?),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                ended = true;
+                break;
+            }
+        };
+        let held = hold_through.is_some_and(|h| lines_seen <= h);
+        if let Some(read) = read {
+            if read.number == 0 {
+                check_first_line(&store, &mut segment, read.fingerprint)?;
+            }
+            lines_seen = read.number + 1;
+            sink.recorder.summary.lines_read += 1;
+            let p = read.partition;
+            let state = &mut parts[p as usize];
+            let offset = state.next_offset;
+            state.next_offset += 1;
+            if offset <= state.checkpoint {
+                sink.recorder.summary.already_committed += 1;
+                if offset == state.checkpoint {
+                    state.check_same_input(p, &read, &store)?;
+                }
+                continue;
+            }
+            state.push(offset, read);
+            let held = hold_through.is_some_and(|h| lines_seen <= h);
+            if !held && (state.pending_len() >= cfg.batch_size || state.pending_bytes >= MAX_BATCH_BYTES) {
+                sink.commit(p, state)?;
+                progress.tick(&sink.recorder.summary, started);
+            }
         }
-        state.pending.push(InputRecord {
-            key,
-            value: line,
-            offset,
-            timestamp_ms: -1,
-        });
-        if state.pending.len() >= cfg.batch_size {
-            sink.commit(p, state)?;
-            progress.tick(&sink.recorder.summary, started);
+        if held && hold_through.is_some_and(|h| lines_seen > h) {
+            // Every partition's committed prefix matched: commit what waited.
+            for (p, state) in parts.iter_mut().enumerate() {
+                if state.pending_len() >= cfg.batch_size || state.pending_bytes >= MAX_BATCH_BYTES {
+                    sink.commit(p as u32, state)?;
+                }
+            }
+        }
+        if !hold_through.is_some_and(|h| lines_seen <= h) {
+            for (p, state) in parts.iter_mut().enumerate() {
+                if state.pending_since.is_some_and(|t| t.elapsed() >= cfg.linger) {
+                    sink.commit(p as u32, state)?;
+                    progress.tick(&sink.recorder.summary, started);
+                }
+            }
+        }
+    }
+    if ended {
+        for (p, state) in parts.iter().enumerate() {
+            if state.next_offset <= state.checkpoint {
+                bail!(
+                    "the input ended after {lines_seen} lines, but the store already consumed partition {p} up to offset {} and this input gives it only offsets up to {}: this is not the input the store consumed (or a shorter copy of it). Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
+                    state.checkpoint,
+                    state.next_offset - 1
+                );
+            }
         }
     }
     for (p, state) in parts.iter_mut().enumerate() {
         sink.commit(p as u32, state)?;
     }
     store.flush()?;
+    if ended && !sink.recorder.summary.interrupted {
+        store.set_input_segment(&InputSegment {
+            complete: true,
+            ..segment
+        })?;
+    }
     progress.finish();
     Ok(sink.recorder.finish(started))
 }
 
-/// Where batches go: the store, plus the run's accounting.
+impl PartitionState {
+    fn pending_len(&self) -> usize {
+        self.pending.len() + self.pending_rejects.len()
+    }
+
+    /// Queues a record for the partition's next batch.
+    fn push(&mut self, offset: i64, read: ReadLine) {
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.pending_bytes += read.line.held_bytes();
+        self.last_input = Some((read.number, read.fingerprint));
+        match read.line {
+            Line::Whole(value) => self.pending.push(InputRecord {
+                key: read.key,
+                value,
+                offset,
+                timestamp_ms: -1,
+            }),
+            Line::Oversize(o) => self.pending_rejects.push((offset, oversize_reject(&o))),
+        }
+    }
+
+    /// At the record the partition last committed: is this the same input?
+    fn check_same_input(&self, partition: u32, read: &ReadLine, store: &Store) -> anyhow::Result<()> {
+        let Some((offset, at)) = &self.verify else {
+            return Ok(());
+        };
+        let fingerprint = format!("{:032x}", read.fingerprint);
+        if at.line != read.number || at.fingerprint != fingerprint {
+            bail!(
+                "store {} consumed another input: partition {partition} committed offset {offset} from line {} of its input, but this input's lines up to {} differ (fingerprint {} vs {}). Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
+                store.path().display(),
+                at.line + 1,
+                read.number + 1,
+                at.fingerprint,
+                fingerprint
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The reject of a line over the source's size limit (it never reaches the chain).
+fn oversize_reject(o: &Oversize) -> RejectedEvent {
+    RejectedEvent {
+        reason: RejectReason::TooLarge,
+        detail: format!(
+            "line of {} bytes is over the source's limit (--max-line-bytes); it was not read whole",
+            o.bytes
+        ),
+        payload: String::from_utf8_lossy(&o.head).into_owned(),
+        payload_bytes: o.bytes,
+        payload_sha256: o.sha256.clone(),
+        identity: None,
+        offset: None,
+    }
+}
+
 /// What it takes to restart a partition's chain from the store's snapshot.
 struct ChainRestart<'a> {
     engine: &'a SmartEngine,
@@ -335,11 +627,14 @@ struct ChainRestart<'a> {
     state_ttl_ms: i64,
 }
 
+/// Where batches go: the store, plus the run's accounting.
 struct Sink<'a> {
     /// `onramp-validate` with `mode=rejected`, to learn why dropped records were dropped.
     reject_chain: Chain,
     restart: ChainRestart<'a>,
     recorder: Recorder<'a>,
+    /// The input being consumed ([`InputSegment::id`]).
+    segment: u32,
 }
 
 /// Commits finished batches to the store and keeps the run's accounting.
@@ -354,7 +649,7 @@ pub(crate) struct Recorder<'a> {
 impl Sink<'_> {
     /// Runs a partition's pending records through its chain and commits the result.
     fn commit(&mut self, partition: u32, state: &mut PartitionState) -> anyhow::Result<()> {
-        if state.pending.is_empty() {
+        if state.pending_len() == 0 {
             return Ok(());
         }
         if self.recorder.observer.take_erased(partition) {
@@ -366,13 +661,29 @@ impl Sink<'_> {
             tracing::info!(partition, "chain restarted from the store's snapshot after an erasure");
         }
         let batch_records = std::mem::take(&mut state.pending);
+        let mut rejects = std::mem::take(&mut state.pending_rejects);
+        let events_in = (batch_records.len() + rejects.len()) as u64;
+        let last_offset = batch_records
+            .last()
+            .map(|r| r.offset)
+            .into_iter()
+            .chain(rejects.last().map(|r| r.0))
+            .max()
+            .unwrap_or(-1);
+        state.pending_bytes = 0;
+        state.pending_since = None;
         let chain_start = Instant::now();
-        let out = state
-            .chain
-            .process(&batch_records)
-            .with_context(|| format!("partition {partition}: the chain failed"))?;
+        let span = |records: &[InputRecord]| match (records.first(), records.last()) {
+            (Some(a), Some(b)) => format!("offsets {}..={}", a.offset, b.offset),
+            _ => "no records".to_string(),
+        };
+        let out = state.chain.process(&batch_records).with_context(|| {
+            format!(
+                "partition {partition}, {}: the SmartModule chain failed",
+                span(&batch_records)
+            )
+        })?;
         let mut updates = Vec::with_capacity(out.len());
-        let summary = &mut self.recorder.summary;
         for rec in &out {
             let update: ProfileUpdate = serde_json::from_slice(&rec.value).with_context(|| {
                 format!(
@@ -385,7 +696,9 @@ impl Sink<'_> {
                 if update.refused_snapshot() {
                     bail!("partition {partition}: the profile aggregate refused its restart snapshot: {reason}");
                 }
-                tracing::warn!(partition, offset = update.offset, reason, "fold skipped a record");
+                if update.skip_kind != Some(SkipKind::EventTimeAhead) {
+                    tracing::warn!(partition, offset = update.offset, reason, "fold skipped a record");
+                }
             }
             updates.push(update);
         }
@@ -395,30 +708,40 @@ impl Sink<'_> {
             .filter(|r| !kept.contains(&r.offset))
             .cloned()
             .collect();
-        let mut rejects = Vec::with_capacity(dropped.len());
         if !dropped.is_empty() {
-            for rec in self.reject_chain.process(&dropped)? {
+            let explained = self.reject_chain.process(&dropped).with_context(|| {
+                format!(
+                    "partition {partition}, {}: validate (mode=rejected) failed on the dropped records",
+                    span(&dropped)
+                )
+            })?;
+            if explained.len() != dropped.len() {
+                bail!(
+                    "partition {partition}: the filter dropped {} records but validate (mode=rejected) explains {}",
+                    dropped.len(),
+                    explained.len()
+                );
+            }
+            for rec in explained {
                 let rejected: RejectedEvent = serde_json::from_slice(&rec.value)
                     .with_context(|| format!("partition {partition} offset {}: bad reject record", rec.offset))?;
                 rejects.push((rec.offset, rejected));
             }
-            if rejects.len() != dropped.len() {
-                bail!(
-                    "partition {partition}: the filter dropped {} records but validate (mode=rejected) explains {}",
-                    dropped.len(),
-                    rejects.len()
-                );
-            }
+            rejects.sort_by_key(|(offset, _)| *offset);
         }
-        summary.chain_ms += chain_start.elapsed().as_millis() as u64;
+        self.recorder.summary.chain_ms += chain_start.elapsed().as_millis() as u64;
 
-        let last_offset = batch_records.last().map_or(-1, |r| r.offset);
         let batch = Batch {
             partition,
             last_offset,
-            events_in: batch_records.len() as u64,
+            events_in,
             updates,
             rejects,
+            input: state.last_input.map(|(line, fingerprint)| InputPosition {
+                segment: self.segment,
+                line,
+                fingerprint: format!("{fingerprint:032x}"),
+            }),
         };
         self.recorder.record(&batch)?;
         state.checkpoint = last_offset;
@@ -462,13 +785,21 @@ impl<'a> Recorder<'a> {
 
         self.summary.batches += 1;
         self.summary.events_in += batch.events_in;
-        self.summary.accepted += batch.updates.len() as u64;
+        self.summary.accepted += committed.applied + committed.duplicates + committed.skipped;
         self.summary.applied += committed.applied;
         self.summary.duplicates += committed.duplicates;
         self.summary.skipped += committed.skipped;
         for (_, r) in &batch.rejects {
             *self.summary.rejected.entry(r.reason.to_string()).or_default() += 1;
         }
+        if committed.quarantined > 0 {
+            *self
+                .summary
+                .rejected
+                .entry(RejectReason::TimestampOutOfRange.to_string())
+                .or_default() += committed.quarantined;
+        }
+        self.summary.fold_evictions += committed.evicted;
         for u in &batch.updates {
             if u.outcome == Outcome::Applied && !self.touched.contains(&u.user_id) {
                 self.touched.insert(u.user_id.clone());

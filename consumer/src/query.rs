@@ -6,9 +6,10 @@
 //! writer it is given.
 //!
 //! # Time
-//! Hints (`stalled`, `activated`) depend on "now". Following DESIGN.md rule 6, "now" is
-//! never the wall clock but [`reference_time_ms`]: the newest event time applied in any
-//! partition, so the same store gives the same answers whenever it is read.
+//! Hints (`stalled`, `activated`) depend on "now". Following the replay rule
+//! (ARCHITECTURE.md), "now" is never the wall clock but [`reference_time_ms`]: the
+//! greatest partition watermark, so the same store gives the same answers whenever it is
+//! read.
 //!
 //! # Example
 //! ```no_run
@@ -52,9 +53,10 @@ pub const MAX_PAGE_LIMIT: usize = 1000;
 /// The counter-name prefix the store uses for per-reason reject counts.
 const REJECTED_PREFIX: &str = "rejected.";
 
-/// "Now" for time-dependent hints: the greatest `max_event_time_ms` over all partition
-/// checkpoints, or `None` when nothing has been applied yet. Never the wall clock
-/// (DESIGN.md rule 6), so replays and later reads agree.
+/// "Now" for time-dependent hints: the greatest partition watermark (each partition's
+/// robust event-time clock, so one oddly dated event cannot make everyone look stalled),
+/// or `None` before any partition has one. Never the wall clock, so replays and later
+/// reads agree.
 pub fn reference_time_ms(store: &Store) -> Result<Option<i64>, StoreError> {
     Ok(store.checkpoints()?.values().filter_map(|c| c.max_event_time_ms).max())
 }
@@ -516,6 +518,7 @@ mod tests {
                     event_id: format!("e{offset}"),
                     event_type: Some("step_completed".into()),
                     event_time_ms: e.t,
+                    evicted_users: 0,
                     changes: Some(Changes {
                         step,
                         onboarding_completed: e.completes_onboarding,
@@ -535,6 +538,7 @@ mod tests {
             events_in: events.len() as u64,
             updates,
             rejects: Vec::new(),
+            input: None,
         };
         store.commit(&batch).expect("commit");
     }
@@ -661,8 +665,8 @@ mod tests {
         assert_eq!(rest.next_cursor, None);
     }
 
-    /// A small store for the filter tests; the newest event time is 2 days, so that is
-    /// the reference time for hints.
+    /// A small store for the filter tests; the partition's watermark (the greatest median
+    /// of its recent event times) ends at 1 day, so that is the reference time for hints.
     ///
     /// | user | events | current step | stalled | activated | last seen |
     /// |---|---|---|---|---|---|
@@ -802,12 +806,13 @@ mod tests {
         assert_eq!(listed(&store, both), ["d"]);
     }
 
-    /// `stalled` is judged against the newest event time in the store, not the wall clock
-    /// (by the wall clock every incomplete profile here would be stalled, `b` included).
+    /// `stalled` is judged against the partitions' watermark, not the wall clock (by the
+    /// wall clock every incomplete profile here would be stalled, `b` included) nor the
+    /// single newest event (2 days, by which `d` would be stalled too).
     #[test]
     fn stalled_is_judged_against_the_reference_time() {
         let (_dir, store) = filter_store();
-        assert_eq!(reference_time_ms(&store).expect("reference"), Some(2 * DAY));
+        assert_eq!(reference_time_ms(&store).expect("reference"), Some(DAY));
         assert_eq!(
             listed(
                 &store,
@@ -816,7 +821,7 @@ mod tests {
                     ..ProfileFilter::default()
                 }
             ),
-            ["a", "d"]
+            ["a"]
         );
     }
 
@@ -895,13 +900,16 @@ mod tests {
                     (19, rejected(RejectReason::Bot)),
                     (20, rejected(RejectReason::Bot)),
                 ],
+                input: None,
             })
             .expect("commit rejects");
 
         let stats = funnel_stats(&store, &funnel()).expect("stats");
         assert_eq!((stats.profiles, stats.completed), (6, 1));
-        assert_eq!(stats.reference_ms, Some(7_390_000));
-        // Nobody is a day behind 7 390 000 ms; only u1 completed onboarding.
+        // The partition's robust watermark (the greatest median of its recent event times),
+        // not the single newest event (7 390 000 ms).
+        assert_eq!(stats.reference_ms, Some(60_000));
+        // Nobody is a day behind it; only u1 completed onboarding.
         assert_eq!((stats.stalled, stats.activated), (0, 1));
         let step = |name: &str, users, conversion, median| StepStats {
             step: name.into(),

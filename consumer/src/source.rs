@@ -1,20 +1,30 @@
 //! Embedded sources: event lines from a file, stdin or the traffic generator.
 //!
-//! A source is a replayable sequence of lines, like a topic: a run always reads it from
-//! the start and skips, per partition, the records at or below that partition's
-//! checkpoint. Each record's offset is its position among the lines of its partition —
-//! the offset a Fluvio topic would give it if the same lines were produced in order.
+//! A source is a sequence of lines, like a topic: a run reads it once, from the start, and
+//! skips, per partition, the records at or below that partition's checkpoint. Each
+//! record's offset is its position among the lines of its partition — the offset a Fluvio
+//! topic would give it if the same lines were produced in order.
+//!
+//! Every byte is read once: a file is opened once, its first lines are checked (is this
+//! JSON lines at all?) and then handed on from memory, so a pipe or FIFO loses nothing.
+//! A line is never held whole above `max_line_bytes`: the rest of it is streamed through
+//! a hash and dropped, and the record becomes an [`Oversize`] (its size, head and
+//! SHA-256), rejected `too_large` without reaching the chain.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::PathBuf;
+
+use onramp_schemas::REJECT_PAYLOAD_HEAD;
+use sha2::{Digest, Sha256};
 
 use crate::generator::{Generator, GeneratorConfig};
 
 /// Where events come from.
 #[derive(Debug, Clone)]
 pub enum Input {
-    /// A JSON-lines file.
+    /// A JSON-lines file (or a FIFO, or `/dev/fd/N` of a process substitution).
     File(PathBuf),
     /// JSON lines on standard input.
     Stdin,
@@ -24,6 +34,9 @@ pub enum Input {
 
 /// Lines checked to tell a JSON-lines file from something else.
 pub const SNIFF_LINES: usize = 100;
+/// Default longest line read whole, bytes; longer lines are rejected `too_large` without
+/// being held in memory (Fluvio's default maximum record is about this size too).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
 /// Source errors.
 #[derive(Debug, thiserror::Error)]
@@ -56,56 +69,42 @@ pub enum SourceError {
     },
 }
 
-/// Checks, before anything is written, that a file input is readable and is JSON lines.
-pub fn precheck(input: &Input) -> Result<(), SourceError> {
-    let Input::File(path) = input else { return Ok(()) };
-    let unreadable = |source| SourceError::Unreadable {
-        path: path.clone(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(unreadable)?);
-    let mut checked = 0;
-    let mut first = None;
-    let mut line = Vec::new();
-    while checked < SNIFF_LINES {
-        line.clear();
-        if reader.read_until(b'\n', &mut line).map_err(unreadable)? == 0 {
-            break;
-        }
-        let trimmed = trim_line(&line);
-        if trimmed.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        checked += 1;
-        first.get_or_insert_with(|| String::from_utf8_lossy(&trimmed[..trimmed.len().min(60)]).into_owned());
-        if matches!(
-            serde_json::from_slice::<serde_json::Value>(trimmed),
-            Ok(serde_json::Value::Object(_))
-        ) {
-            return Ok(());
-        }
-    }
-    if checked == 0 {
-        return Ok(()); // an empty file is a valid, empty stream
-    }
-    Err(SourceError::NotJsonLines {
-        path: path.clone(),
-        checked,
-        first: first.unwrap_or_default(),
-    })
+/// A line longer than the source's limit: what is kept of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Oversize {
+    /// The line's size, bytes (without its line ending).
+    pub bytes: u64,
+    /// Its first [`REJECT_PAYLOAD_HEAD`] bytes.
+    pub head: Vec<u8>,
+    /// SHA-256 of the whole line, lowercase hex.
+    pub sha256: String,
 }
 
-fn trim_line(line: &[u8]) -> &[u8] {
-    let mut end = line.len();
-    while end > 0 && (line[end - 1] == b'\n' || line[end - 1] == b'\r') {
-        end -= 1;
-    }
-    &line[..end]
+/// One line of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A line read whole (without its line ending).
+    Whole(Vec<u8>),
+    /// A line over the limit.
+    Oversize(Oversize),
 }
 
-/// An iterator over the input's lines (without line endings).
+impl Line {
+    /// Bytes this line takes in memory.
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            Line::Whole(b) => b.len(),
+            Line::Oversize(o) => o.head.len(),
+        }
+    }
+}
+
+/// The input's lines, in order, each read once.
 pub struct Lines {
     inner: LinesInner,
+    /// Lines read ahead by the JSON-lines check, handed on first.
+    prefetched: VecDeque<Line>,
+    max_line_bytes: usize,
     read: u64,
 }
 
@@ -115,51 +114,241 @@ enum LinesInner {
 }
 
 impl Lines {
-    /// Opens the input.
-    pub fn open(input: &Input) -> Result<Lines, SourceError> {
-        let inner = match input {
+    /// Opens the input. A file is checked to be JSON lines first (from the same open file,
+    /// so nothing is read twice); stdin and the generator are not checked.
+    pub fn open(input: &Input, max_line_bytes: usize) -> Result<Lines, SourceError> {
+        let max_line_bytes = max_line_bytes.max(1);
+        let mut lines = match input {
             Input::File(path) => {
                 let file = File::open(path).map_err(|source| SourceError::Unreadable {
                     path: path.clone(),
                     source,
                 })?;
-                LinesInner::Reader(Box::new(BufReader::with_capacity(1 << 20, file)))
+                Lines::reader(Box::new(file), max_line_bytes)
             }
-            Input::Stdin => {
-                let stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
-                LinesInner::Reader(Box::new(BufReader::with_capacity(1 << 20, stdin)))
-            }
-            Input::Generate(cfg) => LinesInner::Generator(Box::new(Generator::new(cfg.clone()))),
+            Input::Stdin => Lines::reader(Box::new(std::io::stdin()), max_line_bytes),
+            Input::Generate(cfg) => Lines {
+                inner: LinesInner::Generator(Box::new(Generator::new(cfg.clone()))),
+                prefetched: VecDeque::new(),
+                max_line_bytes,
+                read: 0,
+            },
         };
-        Ok(Lines { inner, read: 0 })
+        if let Input::File(path) = input {
+            lines.check_json_lines(path)?;
+        }
+        Ok(lines)
+    }
+
+    fn reader(read: Box<dyn Read + Send>, max_line_bytes: usize) -> Lines {
+        Lines {
+            inner: LinesInner::Reader(Box::new(BufReader::with_capacity(1 << 20, read))),
+            prefetched: VecDeque::new(),
+            max_line_bytes,
+            read: 0,
+        }
+    }
+
+    /// Reads up to [`SNIFF_LINES`] non-empty lines, keeping them for the caller, and fails
+    /// when none is a JSON object.
+    fn check_json_lines(&mut self, path: &std::path::Path) -> Result<(), SourceError> {
+        let unreadable = |source| SourceError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        };
+        let LinesInner::Reader(reader) = &mut self.inner else {
+            return Ok(());
+        };
+        let mut checked = 0;
+        let mut first = None;
+        while checked < SNIFF_LINES {
+            let Some(line) = read_line(reader.as_mut(), self.max_line_bytes).map_err(unreadable)? else {
+                break;
+            };
+            let bytes: &[u8] = match &line {
+                Line::Whole(b) => b,
+                Line::Oversize(o) => &o.head,
+            };
+            let blank = bytes.iter().all(u8::is_ascii_whitespace);
+            let object = !blank
+                && matches!(&line, Line::Whole(b) if matches!(
+                    serde_json::from_slice::<serde_json::Value>(b),
+                    Ok(serde_json::Value::Object(_))
+                ));
+            if !blank {
+                checked += 1;
+                first.get_or_insert_with(|| String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned());
+            }
+            self.prefetched.push_back(line);
+            if object {
+                return Ok(());
+            }
+        }
+        if checked == 0 {
+            return Ok(()); // an empty file is a valid, empty stream
+        }
+        Err(SourceError::NotJsonLines {
+            path: path.to_path_buf(),
+            checked,
+            first: first.unwrap_or_default(),
+        })
     }
 }
 
 impl Iterator for Lines {
-    type Item = Result<Vec<u8>, SourceError>;
+    type Item = Result<Line, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = match &mut self.inner {
-            LinesInner::Generator(g) => g.next().map(|l| Ok(l.into_bytes())),
-            LinesInner::Reader(r) => {
-                let mut line = Vec::new();
-                match r.read_until(b'\n', &mut line) {
-                    Ok(0) => None,
-                    Ok(_) => {
-                        let len = trim_line(&line).len();
-                        line.truncate(len);
-                        Some(Ok(line))
-                    }
-                    Err(source) => Some(Err(SourceError::Read {
+        let item = match self.prefetched.pop_front() {
+            Some(line) => Some(Ok(line)),
+            None => match &mut self.inner {
+                LinesInner::Generator(g) => g.next().map(|l| Ok(Line::Whole(l.into_bytes()))),
+                LinesInner::Reader(r) => read_line(r.as_mut(), self.max_line_bytes)
+                    .map_err(|source| SourceError::Read {
                         lines: self.read,
                         source,
-                    })),
-                }
-            }
+                    })
+                    .transpose(),
+            },
         };
         if let Some(Ok(_)) = item {
             self.read += 1;
         }
         item
+    }
+}
+
+/// Reads one line (without `\n` or `\r\n`), holding at most `max` bytes of it; `None` at
+/// the end of the input.
+fn read_line(r: &mut dyn BufRead, max: usize) -> std::io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut hasher: Option<Sha256> = None;
+    let mut total: u64 = 0;
+    let mut any = false;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let (chunk, used, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        total += chunk.len() as u64;
+        match &mut hasher {
+            None if line.len() + chunk.len() > max + 1 => {
+                // Over the limit (one byte of slack for a `\r` before the `\n`): from here
+                // on only the head and a hash of the whole line are kept.
+                let mut h = Sha256::new();
+                h.update(&line);
+                h.update(chunk);
+                line.truncate(REJECT_PAYLOAD_HEAD);
+                let room = REJECT_PAYLOAD_HEAD.saturating_sub(line.len());
+                line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+                hasher = Some(h);
+            }
+            None => line.extend_from_slice(chunk),
+            Some(h) => {
+                h.update(chunk);
+                let room = REJECT_PAYLOAD_HEAD.saturating_sub(line.len());
+                line.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            }
+        }
+        r.consume(used);
+        if done {
+            break;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    Ok(Some(match hasher {
+        Some(h) => Line::Oversize(Oversize {
+            bytes: total,
+            head: line,
+            sha256: hex(&h.finalize()),
+        }),
+        None => {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.len() > max {
+                let sha256 = hex(&Sha256::digest(&line));
+                let bytes = line.len() as u64;
+                line.truncate(REJECT_PAYLOAD_HEAD);
+                Line::Oversize(Oversize {
+                    bytes,
+                    head: line,
+                    sha256,
+                })
+            } else {
+                Line::Whole(line)
+            }
+        }
+    }))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(data: &[u8], max: usize) -> Vec<Line> {
+        let mut r: &[u8] = data;
+        let mut out = Vec::new();
+        while let Some(l) = read_line(&mut r, max).unwrap() {
+            out.push(l);
+        }
+        out
+    }
+
+    /// Proves lines are split on `\n`, lose `\r\n`, and a last line without a newline
+    /// counts.
+    #[test]
+    fn splits_lines() {
+        assert_eq!(
+            lines(b"a\r\nbb\n\nc", 10),
+            vec![
+                Line::Whole(b"a".to_vec()),
+                Line::Whole(b"bb".to_vec()),
+                Line::Whole(Vec::new()),
+                Line::Whole(b"c".to_vec())
+            ]
+        );
+    }
+
+    /// Proves a line over the limit keeps only its head, its size and the hash of all of
+    /// it, and the next line is read normally.
+    #[test]
+    fn an_oversize_line_is_not_held_whole() {
+        let big = vec![b'x'; 5_000];
+        let mut data = big.clone();
+        data.extend_from_slice(b"\n{}\n");
+        let mut r = BufReader::with_capacity(64, &data[..]);
+        let Some(Line::Oversize(o)) = read_line(&mut r, 100).unwrap() else {
+            panic!("not oversize")
+        };
+        assert_eq!(o.bytes, 5_000);
+        assert_eq!(o.head.len(), REJECT_PAYLOAD_HEAD);
+        assert_eq!(o.sha256, hex(&Sha256::digest(&big)));
+        assert_eq!(read_line(&mut r, 100).unwrap(), Some(Line::Whole(b"{}".to_vec())));
+        assert_eq!(read_line(&mut r, 100).unwrap(), None);
+    }
+
+    /// Proves a line of exactly the limit is whole and one byte more is oversize.
+    #[test]
+    fn the_limit_is_exact() {
+        assert!(matches!(&lines(&[b'y'; 100], 100)[0], Line::Whole(b) if b.len() == 100));
+        assert!(matches!(&lines(&[b'y'; 101], 100)[0], Line::Oversize(o) if o.bytes == 101));
+        assert!(matches!(&lines(b"yy\r\n", 2)[0], Line::Whole(b) if b == b"yy"));
     }
 }

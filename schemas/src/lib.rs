@@ -6,11 +6,13 @@
 //! - [`update`]: the `ProfileUpdate` that `onramp-profile` emits per event.
 //! - [`profile`]: the stored `Profile` and [`Profile::apply`].
 //! - [`snapshot`]: the aggregate's restart snapshot (its initial accumulator).
+//! - [`clock`]: a partition's event-time clock (the robust watermark).
 //! - [`reject`]: reject reasons and the rejected-event record.
 //!
 //! `cargo run -p onramp-schemas --features schema --bin generate-schemas` rewrites the
 //! JSON Schema files from these types; a test in `tests/` fails when they drift.
 
+pub mod clock;
 pub mod enriched;
 pub mod event;
 pub mod profile;
@@ -18,6 +20,7 @@ pub mod reject;
 pub mod snapshot;
 pub mod update;
 
+pub use clock::PartitionClock;
 pub use enriched::{Campaign, Category, Device, DeviceClass, EnrichedEvent, Enrichment, FunnelStep};
 pub use event::{Context, Event, EventKind, PageContext, TraitValue, EVENT_TYPES};
 pub use profile::{Hints, Lww, Profile, UserFoldState};

@@ -1,13 +1,15 @@
 //! The stored per-user profile and [`Profile::apply`], the one function that folds a
 //! [`ProfileUpdate`] into it.
 //!
-//! The rules that make the fold correct under retries, restarts and disorder (DESIGN.md,
-//! "Profiles and the fold"):
+//! The rules that make the fold correct under retries, restarts and disorder
+//! (ARCHITECTURE.md, "The fold rules"):
 //! - last-writer-wins values ([`Lww`]) keep the value with the greatest
-//!   `(event time, offset)`, so a late event never overwrites a newer one;
+//!   `(event time, offset)`, so a late event never overwrites a newer one; a tie (writes
+//!   from two partitions) is decided by the value, never by commit order;
 //! - "first" times (sign-up, step completion, first touch) keep the smallest event time;
 //! - counters add up, which is order-free;
-//! - `recent_events` keeps the [`RECENT_EVENTS`] greatest `(event time, offset)` entries;
+//! - `recent_events` keeps the [`RECENT_EVENTS`] greatest `(event time, offset, event id)`
+//!   entries;
 //! - updates whose outcome is not `applied` change nothing.
 
 use std::collections::BTreeMap;
@@ -40,12 +42,20 @@ pub struct Lww<T> {
     pub offset: i64,
 }
 
-impl<T> Lww<T> {
-    /// Sets `slot` to `value` unless it already holds a write with a greater or equal
-    /// `(event time, offset)`.
+impl<T: Serialize> Lww<T> {
+    /// Sets `slot` to `value` unless it already holds a write with a greater `(event time,
+    /// offset)`. Equal `(event time, offset)` — possible only for writes from different
+    /// partitions — are decided by the values' JSON, so the result never depends on which
+    /// partition committed first.
     pub fn merge(slot: &mut Option<Lww<T>>, value: T, at_ms: i64, offset: i64) {
         let newer = match slot {
-            Some(cur) => (at_ms, offset) > (cur.at_ms, cur.offset),
+            Some(cur) => match (at_ms, offset).cmp(&(cur.at_ms, cur.offset)) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => {
+                    serde_json::to_vec(&value).unwrap_or_default() > serde_json::to_vec(&cur.value).unwrap_or_default()
+                }
+            },
             None => true,
         };
         if newer {
@@ -55,7 +65,8 @@ impl<T> Lww<T> {
 }
 
 /// What the profile aggregate remembers about one user between events. It lives in the
-/// SmartModule's memory and, so that a restart can rebuild it, in the stored profile.
+/// SmartModule's memory and, so that a restart can rebuild it, in the consumer's store
+/// (per partition: a user whose records reach several partitions has one per partition).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserFoldState {
@@ -212,9 +223,6 @@ pub struct Profile {
     /// The [`RECENT_EVENTS`] most recent events, newest first.
     #[serde(default)]
     pub recent_events: Vec<RecentEvent>,
-    /// The aggregate's state for this user (restart snapshot material).
-    #[serde(default)]
-    pub fold: UserFoldState,
     /// How fresh the profile is.
     pub as_of: AsOf,
 }
@@ -245,11 +253,6 @@ impl Profile {
         }
         let t = update.event_time_ms;
         let off = update.offset;
-
-        if changes.state_reset {
-            self.fold = UserFoldState::default();
-        }
-        self.fold.observe(&update.event_id, t);
 
         self.first_seen_ms = self.first_seen_ms.min(t);
         self.last_seen_ms = self.last_seen_ms.max(t);
@@ -299,7 +302,15 @@ impl Profile {
         }
         if let Some(acq) = &changes.acquisition {
             let earlier = match &self.acquisition {
-                Some(cur) => (t, off) < (cur.at_ms, cur.offset),
+                Some(cur) => match (t, off).cmp(&(cur.at_ms, cur.offset)) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    // Same time and offset on two partitions: an order-free choice.
+                    std::cmp::Ordering::Equal => {
+                        serde_json::to_vec(acq).unwrap_or_default()
+                            < serde_json::to_vec(&cur.acquisition).unwrap_or_default()
+                    }
+                },
                 None => true,
             };
             if earlier {
@@ -326,7 +337,8 @@ impl Profile {
     }
 
     fn push_recent(&mut self, entry: RecentEvent) {
-        let key = |e: &RecentEvent| (e.at_ms, e.offset);
+        // The event id breaks ties of events from different partitions: order-free.
+        let key = |e: &RecentEvent| (e.at_ms, e.offset, e.event_id.clone());
         let pos = self
             .recent_events
             .iter()
@@ -387,6 +399,7 @@ mod tests {
             event_id: id.into(),
             event_type: Some("identify".into()),
             event_time_ms: t,
+            evicted_users: 0,
             changes: Some(changes),
         }
     }
@@ -471,30 +484,17 @@ mod tests {
         assert_eq!(p, before);
     }
 
+    /// Proves the aggregate's per-user state keeps the last ids and starts afresh on reset.
     #[test]
-    fn fold_state_follows_resets_and_keeps_the_last_ids() {
-        let mut p = Profile::new("u");
+    fn fold_state_keeps_the_last_ids() {
+        let mut f = UserFoldState::default();
         for i in 0..(DEDUP_IDS as i64 + 5) {
-            p.apply(&update(&format!("e{i}"), i, 1_000 + i, Changes::default()));
+            f.observe(&format!("e{i}"), 1_000 + i);
         }
-        assert_eq!(p.fold.recent_ids.len(), DEDUP_IDS);
-        assert_eq!(p.fold.recent_ids[0], "e5");
-        p.apply(&update(
-            "z",
-            99,
-            10,
-            Changes {
-                state_reset: true,
-                ..Changes::default()
-            },
-        ));
-        assert_eq!(
-            p.fold,
-            UserFoldState {
-                last_active_ms: 10,
-                recent_ids: vec!["z".into()]
-            }
-        );
+        assert_eq!(f.recent_ids.len(), DEDUP_IDS);
+        assert_eq!(f.recent_ids[0], "e5");
+        assert!(f.has_seen("e36") && !f.has_seen("e4"));
+        assert_eq!(f.last_active_ms, 1_000 + DEDUP_IDS as i64 + 4);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The profile aggregate's restart snapshot (DESIGN.md rule 5).
+//! The profile aggregate's restart snapshot (ARCHITECTURE.md, "The fold rules", deterministic restart).
 //!
 //! When the consumer (re)starts a partition it passes this, JSON-encoded, as the
-//! aggregate's initial accumulator. It holds the partition's watermark (the greatest
-//! event time applied up to the checkpoint) and the fold state of the users who were
+//! aggregate's initial accumulator. It holds the partition's clock at the checkpoint (its
+//! watermark and recent event times, see [`crate::clock`]) and the fold state of the users who were
 //! still live at the checkpoint: those whose `last_active_ms` is within `state_ttl` of
 //! the watermark. With it the aggregate continues exactly as if it had never stopped.
 //!
@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::PartitionClock;
 use crate::profile::UserFoldState;
 
 /// The snapshot format version this build writes and reads.
@@ -29,9 +30,14 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 pub struct RestartSnapshot {
     /// Format version; must be [`SNAPSHOT_VERSION`].
     pub version: u32,
-    /// Greatest event time applied in the partition, ms; `None` before any event.
+    /// The partition's watermark at the checkpoint ([`crate::clock`]), ms; `None` until
+    /// the partition has seen a few events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark_ms: Option<i64>,
+    /// The event times of the partition's last events, oldest first, ms: the rest of the
+    /// partition's clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_ms: Vec<i64>,
     /// Fold state of the users live at the checkpoint, by user id.
     #[serde(default)]
     pub users: BTreeMap<String, UserFoldState>,
@@ -48,10 +54,11 @@ impl RestartSnapshot {
     /// watermark at the checkpoint and the fold state of its users still live then
     /// (`watermark - last_active <= state_ttl`), taken from the stored profiles.
     pub fn at_checkpoint<'a>(
-        watermark_ms: Option<i64>,
+        clock: &PartitionClock,
         state_ttl_ms: i64,
         users: impl IntoIterator<Item = (&'a str, &'a UserFoldState)>,
     ) -> Self {
+        let watermark_ms = clock.watermark_ms;
         let live = |s: &UserFoldState| watermark_ms.is_none_or(|w| w.saturating_sub(s.last_active_ms) <= state_ttl_ms);
         RestartSnapshot {
             version: SNAPSHOT_VERSION,
@@ -61,6 +68,7 @@ impl RestartSnapshot {
                 .filter(|(_, s)| live(s))
                 .map(|(u, s)| (u.to_string(), s.clone()))
                 .collect(),
+            recent_ms: clock.recent_ms.clone(),
             resume_after: None,
         }
     }

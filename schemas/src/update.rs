@@ -37,9 +37,18 @@ pub struct ProfileUpdate {
     /// The event time, ms since the Unix epoch (0 when skipped).
     #[serde(default)]
     pub event_time_ms: i64,
+    /// Live users the aggregate evicted, least recently active first, to stay within its
+    /// `max_users` when it admitted this record's user (each loses its session and dedup
+    /// window, as after `state_ttl`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub evicted_users: u32,
     /// The changes to apply (only for `applied`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<Changes>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ProfileUpdate {
@@ -54,6 +63,7 @@ impl ProfileUpdate {
             event_id: String::new(),
             event_type: None,
             event_time_ms: 0,
+            evicted_users: 0,
             changes: None,
         }
     }

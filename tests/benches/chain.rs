@@ -106,7 +106,7 @@ fn native_chain(values: &[Vec<u8>]) -> f64 {
         };
         let wire = serde_json::to_vec(&enriched).expect("JSON");
         let back: EnrichedEvent = serde_json::from_slice(&wire).expect("JSON");
-        let update = fold.fold_event(&back, offset as i64);
+        let update = fold.fold_event(&back, offset as i64, -1);
         bytes_out += serde_json::to_vec(&update).expect("JSON").len();
     }
     let secs = start.elapsed().as_secs_f64();

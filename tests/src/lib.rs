@@ -1,5 +1,6 @@
 //! Shared pieces of onramp's integration tests and benchmarks.
 //!
+//! - [`cli`]: run the `onramp` binary and read its store.
 //! - [`modules`]: the built `.wasm` SmartModules (built once per test process, so a
 //!   stale module never hides a change to the logic).
 //! - [`run`]: push records through any sub-chain in `fluvio-smartengine`.
@@ -7,6 +8,7 @@
 //! - [`golden`]: the golden-case file format of `tests/data/`.
 //! - [`synthetic`]: a small deterministic event stream with an exact number of users.
 
+pub mod cli;
 pub mod golden;
 pub mod reference;
 pub mod synthetic;

@@ -14,17 +14,19 @@
 //! window is `state_ttl` and the user's 32 most recent ids. The two agree when duplicates
 //! arrive within 32 events of the same user and within `state_ttl`, which is how the tests
 //! and the traffic generator produce them. State expiry is modelled by its definition: an
-//! event finds its user's state expired when the partition's newest event time (itself
-//! included) is more than `state_ttl` after the user's newest event time; such an event
-//! starts a new session and restarts the user's fold state.
+//! event finds its user's state expired when the partition's watermark (itself included)
+//! is more than `state_ttl` after the user's newest event time; such an event starts a new
+//! session. The watermark is defined as the greatest lower median of the event times of
+//! the partition's last 15 events (duplicates included), once there are 3; an event more
+//! than `max_ahead` beyond the watermark before it is quarantined (not folded).
 
 use std::collections::{BTreeMap, HashSet};
 
 use onramp_logic::enrich::{enrich, EnrichConfig};
 use onramp_logic::validate::{event_email, validate, ValidateConfig};
 use onramp_schemas::event::EventKind;
-use onramp_schemas::profile::{AsOf, FirstTouch, FunnelProgress, RecentEvent, StepProgress, DEDUP_IDS, RECENT_EVENTS};
-use onramp_schemas::{Acquisition, Counters, EnrichedEvent, Lww, Page, Profile, UserFoldState};
+use onramp_schemas::profile::{AsOf, FirstTouch, FunnelProgress, RecentEvent, StepProgress, RECENT_EVENTS};
+use onramp_schemas::{Acquisition, Counters, EnrichedEvent, Lww, Page, Profile};
 
 /// Session and time-spent settings (the profile module's params).
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +37,8 @@ pub struct ReferenceConfig {
     pub max_page_time_ms: i64,
     /// `state_ttl`, ms.
     pub state_ttl_ms: i64,
+    /// `max_ahead`, ms.
+    pub max_ahead_ms: i64,
 }
 
 impl Default for ReferenceConfig {
@@ -43,6 +47,7 @@ impl Default for ReferenceConfig {
             session_timeout_ms: 30 * 60_000,
             max_page_time_ms: 10 * 60_000,
             state_ttl_ms: 6 * 3_600_000,
+            max_ahead_ms: 24 * 3_600_000,
         }
     }
 }
@@ -62,7 +67,8 @@ pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTree
     let enrich_cfg = EnrichConfig::default();
     let mut by_user: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
     let mut seen_ids: HashSet<(String, String)> = HashSet::new();
-    let mut watermark = i64::MIN;
+    let mut window: Vec<i64> = Vec::new();
+    let mut watermark: Option<i64> = None;
     let mut user_last: BTreeMap<String, i64> = BTreeMap::new();
     for (offset, value) in records {
         let Ok(accepted) = validate(value, None, &gate) else {
@@ -72,14 +78,24 @@ pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTree
             continue;
         };
         let user = ev.event.identity().unwrap_or_default().to_string();
-        if !seen_ids.insert((user.clone(), ev.event.event_id.clone())) {
+        let t = accepted.event_time_ms;
+        let ahead = watermark.is_some_and(|w| t - w > cfg.max_ahead_ms);
+        window.push(t);
+        if window.len() > 15 {
+            window.remove(0);
+        }
+        if window.len() >= 3 {
+            let mut sorted = window.clone();
+            sorted.sort();
+            let median = sorted[(sorted.len() - 1) / 2];
+            watermark = Some(watermark.map_or(median, |w: i64| w.max(median)));
+        }
+        if ahead || !seen_ids.insert((user.clone(), ev.event.event_id.clone())) {
             continue;
         }
-        let t = accepted.event_time_ms;
-        watermark = watermark.max(t);
         let expired = user_last
             .get(&user)
-            .is_some_and(|last| watermark - last > cfg.state_ttl_ms);
+            .is_some_and(|last| watermark.is_some_and(|w| w - last > cfg.state_ttl_ms));
         let last = user_last.entry(user.clone()).or_insert(t);
         *last = if expired { t } else { (*last).max(t) };
         by_user.entry(user).or_default().push(Seen {
@@ -242,14 +258,6 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
             offset: s.offset,
         })
         .collect();
-    // Fold state: the events since the state last expired; their newest time, last ids.
-    let since = events.iter().rposition(|s| s.expired).unwrap_or(0);
-    let live = &events[since..];
-    let skip = live.len().saturating_sub(DEDUP_IDS);
-    p.fold = UserFoldState {
-        last_active_ms: live.iter().map(|s| s.t).max().unwrap_or_default(),
-        recent_ids: live[skip..].iter().map(|s| s.ev.event.event_id.clone()).collect(),
-    };
     p.as_of = AsOf {
         offset: events.iter().map(|s| s.offset).max().unwrap_or(-1),
         event_time_ms: p.last_seen_ms,

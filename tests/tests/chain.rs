@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 
 use onramp::chain::{Chain, ChainParams, InputRecord};
+use onramp::store::{Batch, Store, StoreSettings};
 use onramp::wasm::Module;
 use onramp_logic::validate::sha256_hex;
-use onramp_schemas::{
-    Outcome, Profile, ProfileUpdate, RejectReason, RejectedEvent, RestartSnapshot, REJECT_PAYLOAD_HEAD,
-};
+use onramp_schemas::{Outcome, Profile, ProfileUpdate, RejectReason, RejectedEvent, REJECT_PAYLOAD_HEAD};
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
 use onramp_tests::synthetic::{self, ts, T0};
 use onramp_tests::{engine, modules, records, run};
@@ -310,24 +309,36 @@ fn stream(n: usize, users: u64, seed: u64) -> Vec<Vec<u8>> {
 }
 
 /// Proves a stream split in two, the second half started from the restart snapshot the
-/// consumer builds from its stored profiles, gives exactly the updates of one unbroken
-/// stream (DESIGN rule 5).
+/// consumer's store builds at its checkpoint (clock and per-partition fold state), gives
+/// exactly the updates of one unbroken stream.
 #[test]
 fn restart_from_snapshot_equals_an_unbroken_stream() {
     let values = stream(600, 25, 7);
     let input = records(&values);
     let unbroken = run(&Module::ALL, &ChainParams::default(), &input);
-    for split in [1, 137, 300, input.len() - 1] {
+    for split in [1, 2, 137, 300, input.len() - 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            &StoreSettings {
+                partitions: 1,
+                chain_params: "defaults".into(),
+            },
+        )
+        .unwrap();
         let mut first = Chain::full(engine(), modules(), &ChainParams::default(), None).unwrap();
         let mut out = first.process(&input[..split]).unwrap();
-        let mut profiles = BTreeMap::new();
-        fold_into(&mut profiles, &updates(&out));
-        let watermark = profiles.values().map(|p| p.last_seen_ms).max();
-        let snapshot = RestartSnapshot::at_checkpoint(
-            watermark,
-            STATE_TTL_MS,
-            profiles.iter().map(|(u, p)| (u.as_str(), &p.fold)),
-        );
+        store
+            .commit(&Batch {
+                partition: 0,
+                last_offset: split as i64 - 1,
+                events_in: split as u64,
+                updates: updates(&out),
+                rejects: Vec::new(),
+                input: None,
+            })
+            .unwrap();
+        let snapshot = store.snapshot(0, STATE_TTL_MS).unwrap();
         let mut second = Chain::full(engine(), modules(), &ChainParams::default(), Some(&snapshot)).unwrap();
         out.extend(second.process(&input[split..]).unwrap());
         assert_eq!(out, unbroken, "split at {split}");

@@ -445,6 +445,45 @@ fn cluster_mode_matches_the_embedded_run() {
     ok(&["profile", "get", "u_after_garbage", "--store", &plain]);
     eprintln!("malformed then valid: {tail}");
 
+    // 6b. Lag from the leaders' end offsets. A run whose streams cannot open (its
+    //     SmartModule.toml names versions that are not loaded) still reports every
+    //     partition's lag — all the topic's records, since it committed nothing — and is not
+    //     ready; a run on the caught-up store reports 0 and is ready. Both stop on SIGINT.
+    let topic_records = lines + 2;
+    let unloaded = unloaded_smartmodules_dir(dir.path());
+    let lagging = d("cluster-lagging");
+    let log = dir.path().join("lagging.log");
+    let (child, port) = spawn_run(
+        &follow_args(
+            &topic,
+            &lagging,
+            &[
+                "--smartmodules-dir",
+                unloaded.to_str().unwrap(),
+                "--ready-max-lag",
+                "10",
+            ],
+        ),
+        &log,
+    );
+    let lags = wait_for_lags(port, 3, &log, |l| l.values().sum::<u64>() == topic_records);
+    assert_eq!(
+        readyz_status(port),
+        503,
+        "a run {topic_records} records behind must not be ready"
+    );
+    let summary = interrupt(child, &log);
+    assert_eq!(summary["events_in"], 0, "{summary}");
+    eprintln!("lag: nothing consumable, lag {lags:?} = the topic's {topic_records} records, /readyz 503");
+
+    let log = dir.path().join("caught-up.log");
+    let (child, port) = spawn_run(&follow_args(&topic, &plain, &[]), &log);
+    let lags = wait_for_lags(port, 3, &log, |l| l.values().all(|&n| n == 0));
+    assert_eq!(readyz_status(port), 200, "a caught-up run must be ready");
+    let summary = interrupt(child, &log);
+    assert_eq!(summary["events_in"], 0, "{summary}");
+    eprintln!("lag: caught up, lag {lags:?}, /readyz 200");
+
     // 7. A SmartModule runtime error (tests/failing-enrich sent with --adhoc in place of
     //    onramp-enrich): logged with its offset, counted, and the run stops with the reason
     //    instead of looping; with the real modules the next run goes on from the checkpoint.
@@ -478,6 +517,112 @@ fn cluster_mode_matches_the_embedded_run() {
     assert_eq!(fixed["smartmodule_errors"], 0, "{fixed}");
     ok(&["profile", "get", "u_sm_error", "--store", &plain]);
     eprintln!("smartmodule error: the run stopped with the offset and the module's message; the real chain went on");
+}
+
+/// `onramp run --source fluvio` following the topic (no `--stop-at-end`).
+fn follow_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run", "--source", "fluvio", "--topic", topic, "--store", store, "--json",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A `--smartmodules-dir` whose modules name a version that is not loaded (99.0.0).
+fn unloaded_smartmodules_dir(dir: &Path) -> PathBuf {
+    let to = dir.join("unloaded-smartmodules");
+    for m in ["validate", "enrich", "profile"] {
+        let from = onramp::wasm::workspace_root()
+            .join("smartmodules")
+            .join(m)
+            .join("SmartModule.toml");
+        let toml = std::fs::read_to_string(&from).unwrap();
+        let version = toml
+            .lines()
+            .find(|l| l.starts_with("version = "))
+            .expect("SmartModule.toml has a version line");
+        std::fs::create_dir_all(to.join(m)).unwrap();
+        std::fs::write(
+            to.join(m).join("SmartModule.toml"),
+            toml.replacen(version, "version = \"99.0.0\"", 1),
+        )
+        .unwrap();
+    }
+    to
+}
+
+/// `onramp_partition_lag_records` by partition, from /metrics (empty when unreachable).
+fn partition_lags(port: u16) -> std::collections::BTreeMap<u32, u64> {
+    let agent = onramp_tests::http_agent(Some(Duration::from_secs(2)));
+    let Ok(mut resp) = agent.get(&format!("http://127.0.0.1:{port}/metrics")).call() else {
+        return Default::default();
+    };
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with("onramp_partition_lag_records{"))
+        .filter_map(|l| {
+            let partition = l.split("partition=\"").nth(1)?.split('"').next()?.parse().ok()?;
+            Some((partition, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Waits (up to 60 s) until /metrics has the lag of `partitions` partitions and `done` holds.
+fn wait_for_lags(
+    port: u16,
+    partitions: usize,
+    log: &Path,
+    done: impl Fn(&std::collections::BTreeMap<u32, u64>) -> bool,
+) -> std::collections::BTreeMap<u32, u64> {
+    let started = Instant::now();
+    loop {
+        let lags = partition_lags(port);
+        if lags.len() == partitions && done(&lags) {
+            return lags;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            panic!(
+                "the lag figures did not settle within 60 s (last seen {lags:?}); the run's log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn readyz_status(port: u16) -> u16 {
+    let agent = onramp_tests::http_agent(Some(Duration::from_secs(2)));
+    let resp = agent
+        .get(&format!("http://127.0.0.1:{port}/readyz"))
+        .call()
+        .expect("/readyz answers");
+    resp.status().as_u16()
+}
+
+/// Sends SIGINT and waits (up to 30 s) for a successful exit; returns the JSON summary.
+fn interrupt(mut child: Child, log: &Path) -> serde_json::Value {
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the run did not stop within 30 s of SIGINT; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the interrupted run failed: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A wasm dir with validate and profile as built, and tests/failing-enrich as the enrich module.

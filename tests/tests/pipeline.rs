@@ -3,35 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use onramp::generator::{Generator, GeneratorConfig};
 use onramp::partition::{record_key, Partitioner};
 use onramp_schemas::Profile;
+use onramp_tests::cli::{export, ok, onramp, store_profiles};
 use onramp_tests::onramp_bin;
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
-
-fn onramp(args: &[&str]) -> Output {
-    onramp_tests::modules(); // the .wasm files, built from the current sources
-    Command::new(onramp_bin())
-        .args(args)
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LISTEN", "off")
-        .output()
-        .expect("onramp runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = onramp(args);
-    assert!(
-        out.status.success(),
-        "onramp {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Writes the generator's traffic for `seed` and `users` (other settings default).
 fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
@@ -44,20 +24,6 @@ fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
     let path = dir.join("events.jsonl");
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     (path, lines)
-}
-
-fn export(store: &Path) -> String {
-    ok(&["export", "--store", store.to_str().unwrap()])
-}
-
-fn store_profiles(store: &Path) -> BTreeMap<String, Profile> {
-    export(store)
-        .lines()
-        .map(|l| {
-            let p: Profile = serde_json::from_str(l).expect("a profile per line");
-            (p.user_id.clone(), p)
-        })
-        .collect()
 }
 
 /// The reference fold of `lines`, split into partitions as the Fluvio producer would.
@@ -140,11 +106,13 @@ fn run_equals_the_reference_fold() {
 
 /// Proves SIGKILL at ≥20 random points of a run, each followed by a restart, ends with a
 /// store byte-for-byte equal to an uninterrupted run: nothing lost, nothing counted twice.
-/// Restarts alternate durable and relaxed flushing.
+/// Records are keyed by event id, as some producers do, so every user is spread over both
+/// partitions; the crashed store first consumes a prefix of the file to its end, then the
+/// whole file; restarts alternate durable and relaxed flushing.
 #[test]
 fn sigkill_and_restart_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, _) = write_traffic(dir.path(), 11, 3_000);
+    let (input, lines) = write_traffic(dir.path(), 11, 3_000);
     let input = input.to_str().unwrap().to_string();
     let clean = dir.path().join("clean");
     ok(&[
@@ -157,10 +125,27 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
         "2",
         "--batch-size",
         "50",
+        "--key",
+        "event-id",
     ]);
     let expected = export(&clean);
 
     let crashed = dir.path().join("crashed");
+    let prefix = dir.path().join("prefix.jsonl");
+    std::fs::write(&prefix, lines[..lines.len() / 3].join("\n") + "\n").unwrap();
+    ok(&[
+        "run",
+        "--input",
+        prefix.to_str().unwrap(),
+        "--store",
+        crashed.to_str().unwrap(),
+        "--partitions",
+        "2",
+        "--batch-size",
+        "50",
+        "--key",
+        "event-id",
+    ]);
     let mut seed: u64 = 0x5eed;
     let mut rand = move |n: u64| {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -185,6 +170,8 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
                 crashed.to_str().unwrap(),
                 "--partitions",
                 "2",
+                "--key",
+                "event-id",
             ])
             .args(["--batch-size", "50", "--durability", durability])
             .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
@@ -227,6 +214,8 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
         "2",
         "--batch-size",
         "50",
+        "--key",
+        "event-id",
         "--json",
     ]))
     .unwrap();

@@ -12,7 +12,17 @@
 //! Every offset appears in exactly one of them, so merging the two by offset accounts for
 //! every record of the partition: a batch is the next contiguous run of offsets, committed
 //! (updates + rejects + counters + checkpoint) in one transaction — the same [`Batch`] the
-//! embedded pipeline commits, so both sources give identical stores.
+//! embedded pipeline commits, so both sources give identical stores. The merging itself
+//! (gaps, re-sent and duplicate offsets, the end offset, a refused restart snapshot) is
+//! [`OffsetMerger`]; this module only does the I/O around it.
+//!
+//! If the profile aggregate refuses its restart snapshot, it folds nothing on the stream:
+//! the run commits the records before the first refused one and stops with the embedded
+//! pipeline's message, like it does.
+//!
+//! Every [`LAG_POLL_INTERVAL`], each partition's end offset is asked of its leader, and the
+//! records after the committed checkpoint are reported as the partition's lag
+//! ([`Observer::lag`]), so `/readyz` reflects the topic, not only what was read.
 //!
 //! The client's own retry is disabled: it would resume every partition from one offset
 //! and hide SmartModule errors. Instead each partition reconnects by itself with
@@ -42,6 +52,7 @@ use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::merge::{LagBook, MergeError, OffsetMerger};
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::chain::ChainParams;
 use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, SourceKind, Summary};
@@ -66,6 +77,8 @@ pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a loaded module may be reported missing before that is an error.
 pub const MISSING_MODULE_GRACE: Duration = Duration::from_secs(60);
+/// How often each partition's end offset is asked of its leader, for the lag figures.
+pub const LAG_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the broker gets the modules from.
 #[derive(Debug, Clone)]
@@ -187,7 +200,6 @@ struct Shared {
     target: ClusterTarget,
     topic: String,
     invocations: Invocations,
-    batch_size: usize,
     max_bytes: i32,
     /// Per partition: restart the streams from the store (set after an erasure).
     resync: Vec<AtomicBool>,
@@ -222,6 +234,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                 chain_params: params_fingerprint(&cfg.params),
             },
         )?;
+        store.claim_source(&format!("fluvio topic {}", cfg.topic))?;
         observer.store_opened(&store)?;
         tracing::info!(topic = %cfg.topic, partitions = partition_count, stop_at_end = cfg.stop_at_end, "consuming from the cluster");
 
@@ -229,10 +242,13 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
             target: cfg.target.clone(),
             topic: cfg.topic.clone(),
             invocations,
-            batch_size: cfg.batch_size,
             max_bytes: cfg.max_bytes,
             resync: (0..partition_count).map(|_| AtomicBool::new(false)).collect(),
         });
+        let mut checkpoints = Vec::with_capacity(partition_count as usize);
+        for p in 0..partition_count {
+            checkpoints.push(store.checkpoint(p)?.map_or(-1, |c| c.offset));
+        }
         let (tx, mut rx) = mpsc::channel::<ToSink>(64);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -242,12 +258,21 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                 shared: shared.clone(),
                 tx: tx.clone(),
                 stop: stop_rx.clone(),
-                end: ends[p as usize],
+                merger: OffsetMerger::new(p, checkpoints[p as usize], cfg.batch_size, ends[p as usize]),
                 missing_since: None,
             };
             tasks.push(tokio::spawn(task.run()));
         }
         drop(tx);
+        // The poller has its own channel: the loop below ends when the partition tasks do.
+        let mut lag = LagBook::new(checkpoints);
+        let (ends_tx, mut ends_rx) = mpsc::channel::<(u32, i64)>(partition_count as usize);
+        let poller = tokio::spawn(poll_end_offsets(
+            cfg.target.clone(),
+            cfg.topic.clone(),
+            partition_count,
+            ends_tx,
+        ));
 
         let mut recorder = Recorder::new(&store, cfg.durability, observer);
         recorder.summary.source = SourceKind::Fluvio;
@@ -260,6 +285,9 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                     Some(ToSink::Batch(batch)) => {
                         recorder.summary.lines_read += batch.events_in;
                         recorder.record(&batch)?;
+                        if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
+                            observer.lag(batch.partition, records);
+                        }
                         progress.tick(&recorder.summary, started);
                     }
                     Some(ToSink::Resync { partition, reply }) => {
@@ -277,6 +305,11 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                     }
                     Some(ToSink::Fatal(e)) => return Err(e),
                 },
+                Some((partition, end)) = ends_rx.recv() => {
+                    if let Some(records) = lag.end_polled(partition, end) {
+                        observer.lag(partition, records);
+                    }
+                }
                 _ = tick.tick() => {
                     if shutdown.load(Ordering::SeqCst) && !*stop_tx.borrow() {
                         tracing::warn!("signal received: committing the pending batches and stopping");
@@ -291,6 +324,7 @@ pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observe
                 }
             }
         }
+        poller.abort();
         for t in tasks {
             t.await.map_err(|e| anyhow!("a partition task panicked: {e}"))?;
         }
@@ -322,6 +356,55 @@ async fn end_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> any
     Ok(end)
 }
 
+/// Asks every partition's leader for its end offset each [`LAG_POLL_INTERVAL`] and sends
+/// the figures to `ends`, until that channel closes. A failed round is logged and tried
+/// again at the next tick (the partition tasks report lost streams themselves).
+async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32, ends: mpsc::Sender<(u32, i64)>) {
+    let mut tick = tokio::time::interval(LAG_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client: Option<fluvio::Fluvio> = None;
+    loop {
+        tick.tick().await;
+        let fluvio = match client.take() {
+            Some(fluvio) => fluvio,
+            None => match target.connect().await {
+                Ok(fluvio) => fluvio,
+                Err(e) => {
+                    tracing::debug!("lag: cannot reach the cluster, trying again in {LAG_POLL_INTERVAL:?}: {e:#}");
+                    continue;
+                }
+            },
+        };
+        let mut healthy = true;
+        for p in 0..partitions {
+            match tokio::time::timeout(LAG_POLL_INTERVAL, end_offset(&fluvio, &topic, p)).await {
+                Ok(Ok(end)) => {
+                    if ends.send((p, end)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(partition = p, "lag: {e:#}; trying again in {LAG_POLL_INTERVAL:?}");
+                    healthy = false;
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        partition = p,
+                        "lag: the leader did not answer within {LAG_POLL_INTERVAL:?}; trying again"
+                    );
+                    healthy = false;
+                    break;
+                }
+            }
+        }
+        // After a failure, connect afresh next time (the SPU or the SC may have moved).
+        if healthy {
+            client = Some(fluvio);
+        }
+    }
+}
+
 /// The checkpoint and restart snapshot a partition resumes from.
 fn resume_point(store: &Store, partition: u32, state_ttl_ms: i64) -> anyhow::Result<(i64, Vec<u8>)> {
     let checkpoint = store.checkpoint(partition)?.map_or(-1, |c| c.offset);
@@ -329,12 +412,6 @@ fn resume_point(store: &Store, partition: u32, state_ttl_ms: i64) -> anyhow::Res
     // The SPU resumes at the start of the producer batch holding checkpoint + 1.
     snapshot.resume_after = (checkpoint >= 0).then_some(checkpoint);
     Ok((checkpoint, serde_json::to_vec(&snapshot)?))
-}
-
-/// What one partition's stream produced at an offset.
-enum Item {
-    Update(Box<ProfileUpdate>),
-    Reject(RejectedEvent),
 }
 
 /// Why a partition's streams were closed.
@@ -352,7 +429,8 @@ struct PartitionTask {
     shared: Arc<Shared>,
     tx: mpsc::Sender<ToSink>,
     stop: watch::Receiver<bool>,
-    end: Option<i64>,
+    /// Merges the two streams; knows the end offset of `--stop-at-end`.
+    merger: OffsetMerger,
     /// Since when the loaded modules are reported missing (a module just loaded takes a
     /// moment to reach the SPU); fatal after [`MISSING_MODULE_GRACE`].
     missing_since: Option<Instant>,
@@ -369,7 +447,12 @@ type BatchStream = std::pin::Pin<
 impl PartitionTask {
     async fn run(mut self) {
         if let Err(e) = self.follow_partition().await {
-            let e = e.context(format!("partition {}", self.partition));
+            // A refused snapshot names its partition already, in the embedded run's words.
+            let e = if e.is::<MergeError>() {
+                e
+            } else {
+                e.context(format!("partition {}", self.partition))
+            };
             let _ = self.tx.send(ToSink::Fatal(e)).await;
         }
     }
@@ -383,7 +466,8 @@ impl PartitionTask {
                 return Ok(());
             }
             let (checkpoint, accumulator) = answer.await.map_err(|_| anyhow!("the committing loop stopped"))??;
-            if *self.stop.borrow() || self.end.is_some_and(|end| checkpoint + 1 >= end) {
+            self.merger.reopen(checkpoint);
+            if *self.stop.borrow() || self.merger.at_end() {
                 tracing::info!(partition = p, checkpoint, "partition done");
                 return Ok(());
             }
@@ -391,7 +475,16 @@ impl PartitionTask {
             let closed = match opened {
                 Ok((_client, updates, rejects)) => {
                     tracing::info!(partition = p, from = checkpoint + 1, "streams open");
-                    self.merge(updates, rejects, checkpoint, &mut backoff).await?
+                    let closed = self.merge(updates, rejects, &mut backoff).await?;
+                    let stats = self.merger.stats();
+                    tracing::debug!(
+                        partition = p,
+                        resent = stats.resent,
+                        duplicates = stats.duplicates,
+                        past_end = stats.past_end,
+                        "streams closed; offsets ignored so far"
+                    );
+                    closed
                 }
                 Err(e) => Closed::Lost(format!("{e:#}")),
             };
@@ -453,18 +546,15 @@ impl PartitionTask {
         Ok((fluvio, Box::pin(updates), Box::pin(rejects)))
     }
 
-    /// Merges both streams by offset into batches until they must be closed.
+    /// Merges both streams by offset ([`OffsetMerger`]) and sends the batches to the
+    /// committing loop until the streams must be closed.
     async fn merge(
         &mut self,
         mut updates: BatchStream,
         mut rejects: BatchStream,
-        checkpoint: i64,
         backoff: &mut Duration,
     ) -> anyhow::Result<Closed> {
         let p = self.partition;
-        let mut next = checkpoint + 1;
-        let mut pending: BTreeMap<i64, Item> = BTreeMap::new();
-        let mut batch = self.empty_batch(checkpoint);
         let mut flush_at: Option<tokio::time::Instant> = None;
         let (mut updates_open, mut rejects_open) = (true, true);
         // A record of the update stream that is not an update: the partial output of a stage
@@ -478,20 +568,26 @@ impl PartitionTask {
             let mut lost: Option<String> = None;
             tokio::select! {
                 _ = stop.changed() => {
-                    self.send(std::mem::replace(&mut batch, self.empty_batch(next - 1))).await;
+                    self.flush().await;
                     return Ok(Closed::Done);
                 }
                 item = updates.next(), if updates_open => match item {
                     Some(Ok(out)) => {
                         if let Some(e) = not_an_update.take() {
-                            bail!("the update stream emitted a non-update near offset {next} ({e}); is the loaded onramp-profile the same version?");
+                            bail!(
+                                "the update stream emitted a non-update near offset {} ({e}); is the loaded onramp-profile the same version?",
+                                self.merger.next_offset()
+                            );
                         }
                         for record in out.records() {
                             match serde_json::from_slice::<ProfileUpdate>(record.value().as_ref()) {
-                                Ok(update) if update.offset >= next => {
-                                    pending.insert(update.offset, Item::Update(Box::new(update)));
+                                Ok(update) => {
+                                    if let Err(refused) = self.merger.push_update(update) {
+                                        // What precedes the refused record is committed; nothing after.
+                                        self.flush().await;
+                                        return Err(refused.into());
+                                    }
                                 }
-                                Ok(_) => {}
                                 Err(e) => not_an_update = Some(e.to_string()),
                             }
                         }
@@ -500,7 +596,7 @@ impl PartitionTask {
                     }
                     Some(Err(e)) => {
                         updates_open = false;
-                        lost = self.stream_error("update", e, &mut batch).await?;
+                        lost = self.stream_error("update", e).await?;
                     }
                     None => {
                         updates_open = false;
@@ -511,21 +607,22 @@ impl PartitionTask {
                     Some(Ok(out)) => {
                         for record in out.records() {
                             let reject: RejectedEvent = serde_json::from_slice(record.value().as_ref()).with_context(|| {
-                                format!("the reject stream emitted a non-reject near offset {next}; is the loaded onramp-validate the same version?")
+                                format!(
+                                    "the reject stream emitted a non-reject near offset {}; is the loaded onramp-validate the same version?",
+                                    self.merger.next_offset()
+                                )
                             })?;
                             let Some(offset) = reject.offset else {
                                 bail!("the loaded onramp-validate emits rejects without their offset (an older build); load this one with `onramp setup --replace`");
                             };
-                            if offset >= next {
-                                pending.insert(offset, Item::Reject(reject));
-                            }
+                            self.merger.push_reject(offset, reject);
                         }
                         *backoff = FIRST_BACKOFF;
                         self.missing_since = None;
                     }
                     Some(Err(e)) => {
                         rejects_open = false;
-                        lost = self.stream_error("reject", e, &mut batch).await?;
+                        lost = self.stream_error("reject", e).await?;
                     }
                     None => {
                         rejects_open = false;
@@ -533,56 +630,29 @@ impl PartitionTask {
                     }
                 },
                 _ = linger, if flush_at.is_some() => {
-                    self.send(std::mem::replace(&mut batch, self.empty_batch(next - 1))).await;
+                    self.flush().await;
                     flush_at = None;
                 }
                 _ = tick.tick() => {}
             }
 
-            if let Some((&first, _)) = pending.first_key_value() {
-                if first < next {
-                    tracing::warn!(
-                        partition = p,
-                        offset = first,
-                        next,
-                        "a stream sent an offset already accounted for; ignored"
-                    );
-                    pending.remove(&first);
-                }
+            while let Some(batch) = self.merger.take_ready() {
+                self.send(batch).await;
+                flush_at = None;
             }
-            // Take the contiguous run of accounted offsets.
-            while let Some(item) = pending.remove(&next) {
-                match item {
-                    Item::Update(u) => batch.updates.push(*u),
-                    Item::Reject(r) => batch.rejects.push((next, r)),
-                }
-                batch.events_in += 1;
-                batch.last_offset = next;
-                next += 1;
-                if batch.events_in as usize >= self.shared.batch_size {
-                    self.send(std::mem::replace(&mut batch, self.empty_batch(next - 1)))
-                        .await;
-                    flush_at = None;
-                }
-            }
-            if batch.events_in > 0 && flush_at.is_none() {
+            if self.merger.has_partial() && flush_at.is_none() {
                 flush_at = Some(tokio::time::Instant::now() + BATCH_LINGER);
             }
 
-            let finish =
-                |reason: Closed, batch: &mut Batch| (std::mem::replace(batch, self.empty_batch(next - 1)), reason);
-            let closing = if self.end.is_some_and(|end| next >= end) {
-                Some(finish(Closed::Done, &mut batch))
+            let closing = if self.merger.at_end() {
+                Some(Closed::Done)
             } else if self.shared.resync[p as usize].swap(false, Ordering::SeqCst) {
-                Some(finish(
-                    Closed::Reopen("a user of this partition was erased"),
-                    &mut batch,
-                ))
+                Some(Closed::Reopen("a user of this partition was erased"))
             } else {
-                lost.map(|why| finish(Closed::Lost(why), &mut batch))
+                lost.map(Closed::Lost)
             };
-            if let Some((last, reason)) = closing {
-                self.send(last).await;
+            if let Some(reason) = closing {
+                self.flush().await;
                 return Ok(reason);
             }
         }
@@ -595,12 +665,7 @@ impl PartitionTask {
     /// the modules after it (so the records before it in the batch never become updates).
     /// Our modules never fail on any input; this is for a broken or foreign module. Any other
     /// error means reconnecting (returns the reason).
-    async fn stream_error(
-        &mut self,
-        stream: &str,
-        error: ErrorCode,
-        batch: &mut Batch,
-    ) -> anyhow::Result<Option<String>> {
+    async fn stream_error(&mut self, stream: &str, error: ErrorCode) -> anyhow::Result<Option<String>> {
         match error {
             ErrorCode::SmartModuleRuntimeError(e) => {
                 let hint = e.hint.lines().next().unwrap_or_default().to_string();
@@ -612,8 +677,7 @@ impl PartitionTask {
                         message: format!("{stream} stream: {hint}"),
                     })
                     .await;
-                let merged = std::mem::replace(batch, self.empty_batch(batch.last_offset));
-                self.send(merged).await;
+                self.flush().await;
                 bail!(
                     "a SmartModule failed on offset {} of partition {} ({stream} stream: {hint}). Everything \
                      before that record's producer batch is committed; fix or replace the module and run \
@@ -639,11 +703,11 @@ impl PartitionTask {
         }
     }
 
-    fn empty_batch(&self, last_offset: i64) -> Batch {
-        Batch {
-            partition: self.partition,
-            last_offset,
-            ..Batch::default()
+    /// Sends every consecutive offset the merger holds (before closing the streams, or a
+    /// partial batch that waited [`BATCH_LINGER`]).
+    async fn flush(&mut self) {
+        while let Some(batch) = self.merger.flush() {
+            self.send(batch).await;
         }
     }
 

@@ -6,9 +6,13 @@
 //! - [`produce`] — `onramp produce`: events into the topic, record key = user id, partitioned
 //!   exactly like the embedded run ([`crate::partition`]).
 //! - [`consume`] — `onramp run --source fluvio`: one broker-side chain per partition, merged
-//!   by offset with the validate rejects, committed to the same store as the embedded run.
+//!   by offset with the validate rejects, committed to the same store as the embedded run;
+//!   it reports each partition's lag from the end offsets its leader reports.
+//! - [`merge`] — the offset merger behind it: two streams in, the store's batches out;
+//!   synchronous and free of I/O (tested without a cluster).
 
 pub mod consume;
+pub mod merge;
 pub mod produce;
 pub mod setup;
 

@@ -12,7 +12,7 @@
 //! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped; erased.profiles, erased.events, erased.rejects) |
 //! | `meta` | name | schema version, partition count, chain params |
 //!
-//! # Exactly once (DESIGN.md rule 1)
+//! # Exactly once (ARCHITECTURE.md, "The fold rules")
 //! [`Store::commit`] applies a batch's updates with `Profile::apply`, records its rejects
 //! and counters, and moves the partition's checkpoint to the batch's last offset, all in
 //! one sled transaction: either all of it is durable or none of it is. A run resumes each
@@ -21,22 +21,66 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use onramp_schemas::{Hints, Outcome, Profile, ProfileUpdate, RejectedEvent, RestartSnapshot, UserFoldState};
+use onramp_schemas::{
+    Hints, Outcome, PartitionClock, Profile, ProfileUpdate, RejectReason, RejectedEvent, RestartSnapshot, SkipKind,
+    UserFoldState,
+};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 /// The store layout version this build reads and writes.
-pub const STORE_VERSION: u32 = 1;
+pub const STORE_VERSION: u32 = 2;
 
 /// Where a partition's consumption stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Last offset consumed (applied or dropped); the next run starts at `offset + 1`.
     pub offset: i64,
-    /// Greatest event time applied in the partition, ms (the fold's watermark).
+    /// The partition's watermark, ms: its robust event-time clock
+    /// ([`onramp_schemas::clock`]), the same the profile aggregate judges expiry by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_event_time_ms: Option<i64>,
+    /// The partition's clock at the checkpoint (recent event times and watermark), kept
+    /// exactly as the aggregate keeps it, for its restart snapshot.
+    #[serde(default)]
+    pub clock: PartitionClock,
+    /// Embedded runs: where in its input the checkpoint's record was (the source's
+    /// identity, checked when a run resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputPosition>,
+}
+
+/// A position in an embedded run's input, with a fingerprint of everything before it, so
+/// a resumed run can tell whether it is fed the same input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputPosition {
+    /// Which input of the store ([`InputSegment::id`]).
+    pub segment: u32,
+    /// Line number in that input, from 0.
+    pub line: u64,
+    /// Fingerprint of lines `0..=line` of that input (a chained 128-bit SipHash, hex).
+    pub fingerprint: String,
+}
+
+/// The input an embedded store is consuming. A store consumes one input, or, with
+/// `onramp run --append`, several one after another: each later input's records get the
+/// offsets after everything consumed before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSegment {
+    /// 0 for the first input, then one more per `--append`.
+    pub id: u32,
+    /// Per partition, the offset of this input's first record there.
+    pub base: Vec<i64>,
+    /// The input was read to its end (a later `--append` starts a new input).
+    pub complete: bool,
+    /// Fingerprint of this input's first line, once read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_line: Option<String>,
+    /// The previous input's `first_line`: an appended input that starts exactly like it is
+    /// the same input fed twice, and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_first_line: Option<String>,
 }
 
 /// What a run expects of the store it opens.
@@ -118,6 +162,8 @@ pub struct Batch {
     pub updates: Vec<ProfileUpdate>,
     /// Records the validate module rejected, with their offsets.
     pub rejects: Vec<(i64, RejectedEvent)>,
+    /// Embedded runs: the input position of the batch's last record.
+    pub input: Option<InputPosition>,
 }
 
 /// What a commit did.
@@ -131,6 +177,11 @@ pub struct Committed {
     pub skipped: u64,
     /// Distinct profiles written.
     pub profiles_touched: u64,
+    /// Events the aggregate quarantined as too far ahead in time, stored as
+    /// `timestamp_out_of_range` rejects (not counted in `skipped`).
+    pub quarantined: u64,
+    /// Live users the aggregate evicted to stay within `max_users`.
+    pub evicted: u64,
     /// The hints of each written profile after the batch, judged at the partition's
     /// watermark (for the update stream's `hint` filter).
     pub hints: BTreeMap<String, Hints>,
@@ -173,6 +224,8 @@ pub struct Store {
 const META_VERSION: &[u8] = b"store_version";
 const META_PARTITIONS: &[u8] = b"partitions";
 const META_PARAMS: &[u8] = b"chain_params";
+const META_SOURCE: &[u8] = b"source";
+const META_INPUT_SEGMENT: &[u8] = b"input_segment";
 
 impl Store {
     /// Opens (or creates) the store for a run, refusing one written with another layout
@@ -311,6 +364,46 @@ impl Store {
             .and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
     }
 
+    /// Records which kind of source feeds the store (`embedded`, or `fluvio:<topic>`), and
+    /// refuses another: offsets of a file and of a topic are not the same sequence.
+    pub fn claim_source(&self, source: &str) -> Result<(), StoreError> {
+        match self.meta.get(META_SOURCE).map_err(|e| self.sled(e))? {
+            Some(found) if found.as_ref() != source.as_bytes() => Err(StoreError::Settings {
+                path: self.path.clone(),
+                what: "source",
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: source.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.meta
+                    .insert(META_SOURCE, source.as_bytes())
+                    .map_err(|e| self.sled(e))?;
+                self.flush()
+            }
+        }
+    }
+
+    /// The input an embedded store is consuming, if any run started one.
+    pub fn input_segment(&self) -> Result<Option<InputSegment>, StoreError> {
+        match self.meta.get(META_INPUT_SEGMENT).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode("meta", META_INPUT_SEGMENT, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the input being consumed (durably, before its first commit).
+    pub fn set_input_segment(&self, segment: &InputSegment) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(segment).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            tree: "meta",
+            key: "input_segment".into(),
+            reason: e.to_string(),
+        })?;
+        self.meta.insert(META_INPUT_SEGMENT, value).map_err(|e| self.sled(e))?;
+        self.flush()
+    }
+
     /// The partition's checkpoint, if it has one.
     pub fn checkpoint(&self, partition: u32) -> Result<Option<Checkpoint>, StoreError> {
         let key = partition.to_be_bytes();
@@ -331,10 +424,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The restart snapshot for a partition at its checkpoint (DESIGN.md rule 5): its
-    /// watermark and the fold state of its users live within `state_ttl_ms` of it.
+    /// The restart snapshot for a partition at its checkpoint: its clock and the fold state
+    /// of its users live within `state_ttl_ms` of its watermark.
     pub fn snapshot(&self, partition: u32, state_ttl_ms: i64) -> Result<RestartSnapshot, StoreError> {
-        let watermark = self.checkpoint(partition)?.and_then(|c| c.max_event_time_ms);
+        let clock = self.checkpoint(partition)?.map(|c| c.clock).unwrap_or_default();
         let mut users: Vec<(String, UserFoldState)> = Vec::new();
         for item in self.fold_state.scan_prefix(partition.to_be_bytes()) {
             let (k, v) = item.map_err(|e| self.sled(e))?;
@@ -342,7 +435,7 @@ impl Store {
             users.push((user, self.decode("fold_state", &k, &v)?));
         }
         Ok(RestartSnapshot::at_checkpoint(
-            watermark,
+            &clock,
             state_ttl_ms,
             users.iter().map(|(u, s)| (u.as_str(), s)),
         ))
@@ -358,99 +451,119 @@ impl Store {
             &self.rejects_by_identity,
             &self.counters,
         );
-        let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
-            let mut committed = Committed::default();
-            let part = batch.partition.to_be_bytes();
-            let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
-            // The aggregate's state per (partition, user): what this partition's stream
-            // saw of the user, whatever other partitions saw (a user spread over several).
-            let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
-            let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
-                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                None => Checkpoint {
-                    offset: -1,
-                    max_event_time_ms: None,
-                },
-            };
-            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-            for u in &batch.updates {
-                match u.outcome {
-                    Outcome::Applied => committed.applied += 1,
-                    Outcome::Duplicate => {
-                        committed.duplicates += 1;
-                        continue;
+        let result = trees.transaction(
+            |(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
+                let mut committed = Committed::default();
+                let part = batch.partition.to_be_bytes();
+                let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
+                // The aggregate's state per (partition, user): what this partition's stream
+                // saw of the user, whatever other partitions saw (a user spread over several).
+                let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
+                let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
+                    Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                    None => Checkpoint {
+                        offset: -1,
+                        max_event_time_ms: None,
+                        clock: PartitionClock::default(),
+                        input: None,
+                    },
+                };
+                if batch.input.is_some() {
+                    checkpoint.input = batch.input.clone();
+                }
+                let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+                let mut quarantined = Vec::new();
+                for u in &batch.updates {
+                    committed.evicted += u64::from(u.evicted_users);
+                    match (u.outcome, u.skip_kind) {
+                        (Outcome::Applied, _) => {
+                            committed.applied += 1;
+                            checkpoint.clock.observe(u.event_time_ms);
+                        }
+                        (Outcome::Duplicate, _) => {
+                            committed.duplicates += 1;
+                            checkpoint.clock.observe(u.event_time_ms);
+                            continue;
+                        }
+                        (Outcome::Skipped, Some(SkipKind::EventTimeAhead)) => {
+                            // The aggregate's clock saw it; it is a reject, not an update.
+                            checkpoint.clock.observe(u.event_time_ms);
+                            quarantined.push((u.offset, quarantined_reject(u)));
+                            continue;
+                        }
+                        (Outcome::Skipped, _) => {
+                            committed.skipped += 1;
+                            continue;
+                        }
                     }
-                    Outcome::Skipped => {
-                        committed.skipped += 1;
-                        continue;
+                    if !touched.contains_key(u.user_id.as_str()) {
+                        let profile = match profiles.get(u.user_id.as_bytes())? {
+                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                            None => Profile::new(&u.user_id),
+                        };
+                        touched.insert(&u.user_id, profile);
+                        let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
+                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                            None => UserFoldState::default(),
+                        };
+                        folds.insert(&u.user_id, fold);
+                    }
+                    if let Some(p) = touched.get_mut(u.user_id.as_str()) {
+                        p.apply(u);
+                    }
+                    if let Some(f) = folds.get_mut(u.user_id.as_str()) {
+                        if u.changes.as_ref().is_some_and(|c| c.state_reset) {
+                            *f = UserFoldState::default();
+                        }
+                        f.observe(&u.event_id, u.event_time_ms);
                     }
                 }
-                if !touched.contains_key(u.user_id.as_str()) {
-                    let profile = match profiles.get(u.user_id.as_bytes())? {
-                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                        None => Profile::new(&u.user_id),
-                    };
-                    touched.insert(&u.user_id, profile);
-                    let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
-                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                        None => UserFoldState::default(),
-                    };
-                    folds.insert(&u.user_id, fold);
+                checkpoint.max_event_time_ms = checkpoint.clock.watermark_ms;
+                for (user, profile) in &touched {
+                    profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
                 }
-                if let Some(p) = touched.get_mut(u.user_id.as_str()) {
-                    p.apply(u);
+                for (user, fold) in &folds {
+                    fold_state.insert(
+                        fold_key(batch.partition, user),
+                        serde_json::to_vec(fold).map_err(abort)?,
+                    )?;
                 }
-                if let Some(f) = folds.get_mut(u.user_id.as_str()) {
-                    if u.changes.as_ref().is_some_and(|c| c.state_reset) {
-                        *f = UserFoldState::default();
+                committed.quarantined = quarantined.len() as u64;
+                for (offset, rejected) in batch.rejects.iter().chain(&quarantined) {
+                    let key = reject_key(batch.partition, *offset);
+                    rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
+                    if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
+                        let mut index = identity_prefix(id);
+                        index.extend_from_slice(&key);
+                        rejects_by_identity.insert(index, &[])?;
                     }
-                    f.observe(&u.event_id, u.event_time_ms);
+                    *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
                 }
-                checkpoint.max_event_time_ms = Some(
-                    checkpoint
-                        .max_event_time_ms
-                        .map_or(u.event_time_ms, |m| m.max(u.event_time_ms)),
-                );
-            }
-            for (user, profile) in &touched {
-                profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
-            }
-            for (user, fold) in &folds {
-                fold_state.insert(fold_key(batch.partition, user), serde_json::to_vec(fold).map_err(abort)?)?;
-            }
-            for (offset, rejected) in &batch.rejects {
-                let key = reject_key(batch.partition, *offset);
-                rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
-                if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
-                    let mut index = identity_prefix(id);
-                    index.extend_from_slice(&key);
-                    rejects_by_identity.insert(index, &[])?;
+                checkpoint.offset = checkpoint.offset.max(batch.last_offset);
+                checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
+                add(counters, "events_in", batch.events_in)?;
+                add(
+                    counters,
+                    "accepted",
+                    committed.applied + committed.duplicates + committed.skipped,
+                )?;
+                add(counters, "applied", committed.applied)?;
+                add(counters, "duplicates", committed.duplicates)?;
+                add(counters, "skipped", committed.skipped)?;
+                add(counters, "rejected", (batch.rejects.len() + quarantined.len()) as u64)?;
+                add(counters, "fold_evictions", committed.evicted)?;
+                for (name, n) in &reasons {
+                    add(counters, name, *n)?;
                 }
-                *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
-            }
-            checkpoint.offset = checkpoint.offset.max(batch.last_offset);
-            checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
-            add(counters, "events_in", batch.events_in)?;
-            add(
-                counters,
-                "accepted",
-                committed.applied + committed.duplicates + committed.skipped,
-            )?;
-            add(counters, "applied", committed.applied)?;
-            add(counters, "duplicates", committed.duplicates)?;
-            add(counters, "skipped", committed.skipped)?;
-            add(counters, "rejected", batch.rejects.len() as u64)?;
-            for (name, n) in &reasons {
-                add(counters, name, *n)?;
-            }
-            committed.profiles_touched = touched.len() as u64;
-            let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
-            committed.hints = touched
-                .iter()
-                .map(|(u, p)| (u.to_string(), p.hints(reference)))
-                .collect();
-            Ok(committed)
-        });
+                committed.profiles_touched = touched.len() as u64;
+                let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
+                committed.hints = touched
+                    .iter()
+                    .map(|(u, p)| (u.to_string(), p.hints(reference)))
+                    .collect();
+                Ok(committed)
+            },
+        );
         match result {
             Ok(committed) => Ok(committed),
             Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {
@@ -584,6 +697,27 @@ impl Store {
     }
 }
 
+/// The reject stored for an update the aggregate quarantined as too far ahead in time. The
+/// aggregate does not see the raw record, so the payload describes the event.
+fn quarantined_reject(u: &ProfileUpdate) -> RejectedEvent {
+    let payload = serde_json::json!({
+        "event_id": u.event_id,
+        "type": u.event_type,
+        "identity": u.user_id,
+        "event_time_ms": u.event_time_ms,
+    })
+    .to_string();
+    RejectedEvent {
+        reason: RejectReason::TimestampOutOfRange,
+        detail: u.skip_reason.clone().unwrap_or_default(),
+        payload_bytes: payload.len() as u64,
+        payload,
+        payload_sha256: String::new(),
+        identity: Some(u.user_id.clone()).filter(|id| !id.is_empty()),
+        offset: Some(u.offset),
+    }
+}
+
 /// `fold_state` key: partition (u32 BE) ++ user id.
 fn fold_key(partition: u32, user: &str) -> Vec<u8> {
     let mut key = partition.to_be_bytes().to_vec();
@@ -620,4 +754,166 @@ fn add(tree: &TransactionalTree, name: &str, n: u64) -> Result<(), ConflictableT
         .unwrap_or(0);
     tree.insert(name.as_bytes(), &(cur + n).to_be_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onramp_schemas::{Changes, Counters};
+
+    fn applied(user: &str, id: &str, offset: i64, t: i64) -> ProfileUpdate {
+        ProfileUpdate {
+            user_id: user.into(),
+            offset,
+            outcome: Outcome::Applied,
+            skip_reason: None,
+            skip_kind: None,
+            event_id: id.into(),
+            event_type: Some("page_view".into()),
+            event_time_ms: t,
+            evicted_users: 0,
+            changes: Some(Changes {
+                counters: Counters {
+                    events: 1,
+                    ..Counters::default()
+                },
+                ..Changes::default()
+            }),
+        }
+    }
+
+    fn reject(identity: &str) -> RejectedEvent {
+        RejectedEvent {
+            reason: RejectReason::Bot,
+            detail: String::new(),
+            payload: "{}".into(),
+            payload_bytes: 2,
+            payload_sha256: String::new(),
+            identity: Some(identity.into()),
+            offset: None,
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(
+            dir,
+            &StoreSettings {
+                partitions: 2,
+                chain_params: "defaults".into(),
+            },
+        )
+        .unwrap()
+    }
+
+    fn batches() -> [Batch; 2] {
+        [
+            Batch {
+                partition: 0,
+                last_offset: 2,
+                events_in: 3,
+                updates: vec![applied("u", "e1", 0, 1_000), applied("u", "e2", 1, 2_000)],
+                rejects: vec![(2, reject("u"))],
+                input: None,
+            },
+            Batch {
+                partition: 1,
+                last_offset: 1,
+                events_in: 2,
+                updates: vec![applied("u", "e3", 0, 1_500), applied("v", "e4", 1, 1_600)],
+                rejects: Vec::new(),
+                input: None,
+            },
+        ]
+    }
+
+    /// Proves a user whose records reach two partitions gets, on each, the fold state of
+    /// that partition's own events (what its aggregate holds), and that the store ends the
+    /// same whichever partition commits first.
+    #[test]
+    fn a_user_on_two_partitions_has_fold_state_per_partition() {
+        let [b0, b1] = batches();
+        let (x, y) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (first, second) = (open(x.path()), open(y.path()));
+        for b in [&b0, &b1] {
+            first.commit(b).unwrap();
+        }
+        for b in [&b1, &b0] {
+            second.commit(b).unwrap();
+        }
+        assert_eq!(first.profile("u").unwrap(), second.profile("u").unwrap());
+        assert_eq!(first.profile("u").unwrap().unwrap().counters.events, 3);
+        let ids = |s: &Store, p| s.snapshot(p, i64::MAX).unwrap().users["u"].recent_ids.clone();
+        assert_eq!(ids(&first, 0), ["e1", "e2"]);
+        assert_eq!(ids(&first, 1), ["e3"]);
+        assert_eq!(ids(&second, 0), ids(&first, 0));
+        assert_eq!(ids(&second, 1), ids(&first, 1));
+    }
+
+    /// Proves erasure removes the profile, the fold state on every partition and the
+    /// user's rejects, counts them, touches no one else, and finds nothing the second time.
+    #[test]
+    fn erasure_reaches_every_partition_and_the_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for b in batches() {
+            store.commit(&b).unwrap();
+        }
+        let erased = store.erase("u").unwrap();
+        assert!(erased.profile);
+        assert_eq!(erased.fold_state_partitions, [0, 1]);
+        assert_eq!(erased.rejects, 1);
+        assert_eq!(store.profile("u").unwrap(), None);
+        assert!(store.snapshot(0, i64::MAX).unwrap().users.is_empty());
+        assert!(!store.snapshot(1, i64::MAX).unwrap().users.contains_key("u"));
+        assert_eq!(store.rejects(0).count(), 0);
+        assert!(store.profile("v").unwrap().is_some());
+        let counters = store.counters().unwrap();
+        assert_eq!((counters["erased.events"], counters["erased.rejects"]), (3, 1));
+        assert!(!store.erase("u").unwrap().found_anything());
+    }
+
+    /// Proves an update the aggregate quarantined becomes a `timestamp_out_of_range`
+    /// reject, feeds the partition's clock like the aggregate's, and is not a skip.
+    #[test]
+    fn quarantined_updates_become_rejects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut ahead = applied("u", "far", 3, 4_070_908_800_000);
+        ahead.outcome = Outcome::Skipped;
+        ahead.skip_kind = Some(SkipKind::EventTimeAhead);
+        ahead.skip_reason = Some("ahead".into());
+        ahead.changes = None;
+        let committed = store
+            .commit(&Batch {
+                partition: 0,
+                last_offset: 3,
+                events_in: 4,
+                updates: vec![
+                    applied("u", "a", 0, 1_000),
+                    applied("u", "b", 1, 2_000),
+                    applied("u", "c", 2, 3_000),
+                    ahead,
+                ],
+                rejects: Vec::new(),
+                input: None,
+            })
+            .unwrap();
+        assert_eq!((committed.quarantined, committed.skipped), (1, 0));
+        let rejects: Vec<_> = store.rejects(0).map(Result::unwrap).collect();
+        assert_eq!(rejects.len(), 1);
+        assert_eq!(
+            (rejects[0].0, rejects[0].1.reason),
+            (3, RejectReason::TimestampOutOfRange)
+        );
+        let checkpoint = store.checkpoint(0).unwrap().unwrap();
+        assert_eq!(checkpoint.clock.recent_ms.len(), 4);
+        assert_eq!(
+            checkpoint.max_event_time_ms,
+            Some(2_000),
+            "the outlier moved no watermark"
+        );
+        let counters = store.counters().unwrap();
+        assert_eq!(counters["rejected.timestamp_out_of_range"], 1);
+        assert_eq!(counters["events_in"], counters["accepted"] + counters["rejected"]);
+    }
 }

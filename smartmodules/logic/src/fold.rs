@@ -1,16 +1,32 @@
 //! The profile fold: turns each enriched event into one [`ProfileUpdate`], keeping only
 //! the per-user state that needs history (session, dedup ids) for users active recently.
 //!
-//! # State and its bounds (DESIGN.md rules 3–5)
+//! # State and its bounds
 //! - The state lives in [`FoldState`], in the SmartModule's memory for the life of the
 //!   stream. The aggregate's accumulator is *not* a map of users: it is only read once,
 //!   at the start, as a [`RestartSnapshot`].
-//! - The partition's *watermark* is the greatest event time applied so far.
+//! - The partition's *watermark* is its robust event-time clock
+//!   ([`onramp_schemas::clock`]): the greatest median of its recent event times, so one
+//!   oddly dated event cannot move it.
 //! - A user's state is *live* while `watermark - last_active <= state_ttl`. A user whose
 //!   state is not live is treated exactly as a new user (`state_reset`), whether or not
-//!   the memory has been reclaimed yet; reclaiming is amortised O(1) per event through
-//!   time buckets of [`EVICTION_BUCKET_MS`], so the cost per event does not depend on the
-//!   number of users, and memory holds only users active within `state_ttl`.
+//!   the memory has been reclaimed yet.
+//! - At most `max_users` users are held per partition. When a new user would exceed it,
+//!   the least recently active user (smallest `(last_active, user id)`, an order that does
+//!   not depend on arrival, so a restarted stream evicts the same users) is evicted and
+//!   the update counts it (`evicted_users`). Consequence for that user: their next event
+//!   starts a new session and their dedup window is lost, exactly as after `state_ttl`.
+//!   A flood of distinct ids (a bot, a load test) therefore costs bounded memory and O(log
+//!   max_users) per event.
+//!
+//! # Events too far ahead
+//! An event whose time is more than `max_ahead` beyond the partition's reference time is
+//! quarantined: it is not folded, moves nothing but the clock's window, and its update is
+//! `skipped` with kind `event_time_ahead` (the consumer stores it as a
+//! `timestamp_out_of_range` reject). The reference is the record's timestamp when it has
+//! one (in a Fluvio topic, the time the broker stored it), else the partition's watermark
+//! (embedded runs, whose records carry none); a partition with no watermark yet (fewer
+//! than a few events) quarantines nothing. `max_ahead = 0` turns this off.
 //!
 //! # Sessions
 //! An event more than `session_timeout` after the user's latest event time starts a new
@@ -21,17 +37,17 @@
 //! An event is a duplicate when its `event_id` is among the last
 //! [`DEDUP_IDS`](onramp_schemas::profile::DEDUP_IDS) (32) ids of its user while the user's
 //! state is live, i.e. the user had an event within `state_ttl` (default 6h) of the
-//! partition's newest event time. Duplicates change nothing.
+//! partition's watermark. Duplicates change nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use onramp_schemas::event::EventKind;
 use onramp_schemas::{
-    Acquisition, Changes, Counters, EnrichedEvent, Outcome, Page, ProfileUpdate, RejectedEvent, RestartSnapshot,
-    SkipKind, StepChange, UserFoldState, SNAPSHOT_VERSION,
+    Acquisition, Changes, Counters, EnrichedEvent, Outcome, Page, PartitionClock, ProfileUpdate, RejectedEvent,
+    RestartSnapshot, SkipKind, StepChange, UserFoldState, SNAPSHOT_VERSION,
 };
 
-use crate::params::{parse_duration_ms, ParamError};
+use crate::params::{parse_bounded, parse_duration_ms, ParamError};
 use crate::validate::event_email;
 
 /// Param: gap of event time that ends a session.
@@ -40,14 +56,22 @@ pub const PARAM_SESSION_TIMEOUT: &str = "session_timeout";
 pub const PARAM_MAX_PAGE_TIME: &str = "max_page_time";
 /// Param: how long (in event time) a user's state is kept after their last event.
 pub const PARAM_STATE_TTL: &str = "state_ttl";
+/// Param: how far beyond the partition's reference time an event may be (0 = no limit).
+pub const PARAM_MAX_AHEAD: &str = "max_ahead";
+/// Param: most users whose state a partition's aggregate holds.
+pub const PARAM_MAX_USERS: &str = "max_users";
 /// Default `session_timeout`.
 pub const DEFAULT_SESSION_TIMEOUT: &str = "30m";
 /// Default `max_page_time`.
 pub const DEFAULT_MAX_PAGE_TIME: &str = "10m";
 /// Default `state_ttl`.
 pub const DEFAULT_STATE_TTL: &str = "6h";
-/// Width of the eviction time buckets.
-pub const EVICTION_BUCKET_MS: i64 = 60_000;
+/// Default `max_ahead`.
+pub const DEFAULT_MAX_AHEAD: &str = "1d";
+/// Default `max_users`: about 150 MB of Wasm memory at 32 remembered ids of ~20 bytes.
+pub const DEFAULT_MAX_USERS: u64 = 100_000;
+/// Largest accepted `max_users`.
+pub const MAX_MAX_USERS: u64 = 10_000_000;
 
 /// The profile module's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +82,10 @@ pub struct FoldConfig {
     pub max_page_time_ms: i64,
     /// See [`PARAM_STATE_TTL`].
     pub state_ttl_ms: i64,
+    /// See [`PARAM_MAX_AHEAD`]; 0 = no limit.
+    pub max_ahead_ms: i64,
+    /// See [`PARAM_MAX_USERS`].
+    pub max_users: usize,
 }
 
 impl Default for FoldConfig {
@@ -70,10 +98,10 @@ impl FoldConfig {
     /// Builds the config from params looked up by `get`. `state_ttl` must be at least
     /// `session_timeout` (a session cannot outlive the state that tracks it).
     pub fn from_params(get: impl Fn(&str) -> Option<String>) -> Result<Self, ParamError> {
-        let read = |name: &'static str, default: &str| {
+        let read = |name: &'static str, default: &str, zero_ok: bool| {
             let v = get(name).unwrap_or_else(|| default.to_string());
             let ms = parse_duration_ms(name, &v)?;
-            if ms <= 0 {
+            if ms < 0 || (ms == 0 && !zero_ok) {
                 return Err(ParamError {
                     param: name,
                     value: v,
@@ -82,10 +110,16 @@ impl FoldConfig {
             }
             Ok(ms)
         };
+        let max_users = match get(PARAM_MAX_USERS) {
+            Some(v) => parse_bounded(PARAM_MAX_USERS, &v, 1, MAX_MAX_USERS)?,
+            None => DEFAULT_MAX_USERS,
+        };
         let cfg = FoldConfig {
-            session_timeout_ms: read(PARAM_SESSION_TIMEOUT, DEFAULT_SESSION_TIMEOUT)?,
-            max_page_time_ms: read(PARAM_MAX_PAGE_TIME, DEFAULT_MAX_PAGE_TIME)?,
-            state_ttl_ms: read(PARAM_STATE_TTL, DEFAULT_STATE_TTL)?,
+            session_timeout_ms: read(PARAM_SESSION_TIMEOUT, DEFAULT_SESSION_TIMEOUT, false)?,
+            max_page_time_ms: read(PARAM_MAX_PAGE_TIME, DEFAULT_MAX_PAGE_TIME, false)?,
+            state_ttl_ms: read(PARAM_STATE_TTL, DEFAULT_STATE_TTL, false)?,
+            max_ahead_ms: read(PARAM_MAX_AHEAD, DEFAULT_MAX_AHEAD, true)?,
+            max_users: max_users as usize,
         };
         if cfg.state_ttl_ms < cfg.session_timeout_ms {
             return Err(ParamError {
@@ -102,10 +136,11 @@ impl FoldConfig {
 #[derive(Debug, Clone, Default)]
 pub struct FoldState {
     cfg: FoldConfig,
-    watermark_ms: Option<i64>,
+    clock: PartitionClock,
     users: HashMap<String, UserFoldState>,
-    /// Eviction buckets: bucket number → users whose `last_active` fell in it when pushed.
-    buckets: BTreeMap<i64, Vec<String>>,
+    /// Every user in `users` by `(last_active, user id)`: expiry and capacity eviction take
+    /// the least recently active first.
+    by_activity: BTreeSet<(i64, String)>,
     /// Records at or below this offset were applied before the restart: skipped.
     resume_after: Option<i64>,
 }
@@ -122,12 +157,16 @@ impl FoldState {
     /// The state a [`RestartSnapshot`] describes.
     pub fn from_snapshot(cfg: FoldConfig, snapshot: RestartSnapshot) -> Self {
         let mut state = FoldState::new(cfg);
-        state.watermark_ms = snapshot.watermark_ms;
+        state.clock = PartitionClock {
+            recent_ms: snapshot.recent_ms,
+            watermark_ms: snapshot.watermark_ms,
+        };
         state.resume_after = snapshot.resume_after;
         for (user, fold) in snapshot.users {
-            state.push_bucket(&user, fold.last_active_ms);
+            state.by_activity.insert((fold.last_active_ms, user.clone()));
             state.users.insert(user, fold);
         }
+        state.evict(None);
         state
     }
 
@@ -147,7 +186,8 @@ impl FoldState {
         Ok(FoldState::from_snapshot(cfg, snapshot))
     }
 
-    /// The snapshot of this state: every live user. Equal states give equal snapshots.
+    /// The snapshot of this state: the clock and every live user. Equal states give equal
+    /// snapshots.
     pub fn snapshot(&self) -> RestartSnapshot {
         let users = self
             .users
@@ -157,7 +197,8 @@ impl FoldState {
             .collect();
         RestartSnapshot {
             version: SNAPSHOT_VERSION,
-            watermark_ms: self.watermark_ms,
+            watermark_ms: self.clock.watermark_ms,
+            recent_ms: self.clock.recent_ms.clone(),
             users,
             resume_after: None,
         }
@@ -169,39 +210,41 @@ impl FoldState {
     }
 
     fn is_live(&self, s: &UserFoldState) -> bool {
-        self.watermark_ms
+        self.clock
+            .watermark_ms
             .is_none_or(|w| w.saturating_sub(s.last_active_ms) <= self.cfg.state_ttl_ms)
     }
 
-    fn push_bucket(&mut self, user: &str, last_active_ms: i64) {
-        self.buckets
-            .entry(last_active_ms.div_euclid(EVICTION_BUCKET_MS))
-            .or_default()
-            .push(user.to_string());
-    }
-
-    /// Frees the memory of users whose state is no longer live. Each user is pushed to a
-    /// bucket at most once per bucket it becomes active in, and popped once: amortised O(1).
-    fn evict(&mut self) {
-        let Some(w) = self.watermark_ms else { return };
-        let horizon = w.saturating_sub(self.cfg.state_ttl_ms);
-        while let Some(entry) = self.buckets.first_entry() {
-            // Every time in the bucket is before `horizon`: all its users are expired
-            // unless they were active again since (then they sit in a later bucket too).
-            if (entry.key() + 1) * EVICTION_BUCKET_MS > horizon {
-                break;
-            }
-            for user in entry.remove() {
-                if self.users.get(&user).is_some_and(|s| s.last_active_ms < horizon) {
+    /// Frees the memory of users whose state is no longer live, then, while more than
+    /// `max_users` are held (or one more when `admitting` a new user), the least recently
+    /// active. Returns how many live users were evicted for capacity. Each user is inserted
+    /// and removed once per activity change: O(log max_users) amortised per event.
+    fn evict(&mut self, admitting: Option<&str>) -> u32 {
+        if let Some(w) = self.clock.watermark_ms {
+            let horizon = w.saturating_sub(self.cfg.state_ttl_ms);
+            while self.by_activity.first().is_some_and(|(t, _)| *t < horizon) {
+                if let Some((_, user)) = self.by_activity.pop_first() {
                     self.users.remove(&user);
                 }
             }
         }
+        let room = usize::from(admitting.is_some_and(|u| !self.users.contains_key(u)));
+        let mut evicted = 0;
+        while self.users.len() + room > self.cfg.max_users {
+            let Some((_, user)) = self.by_activity.pop_first() else {
+                break;
+            };
+            self.users.remove(&user);
+            evicted += 1;
+        }
+        evicted
     }
 
-    /// Folds one record of the aggregate's input: an [`EnrichedEvent`] as JSON. Anything
-    /// else (including a rejected-event record) gives a `skipped` update; never fails.
-    pub fn fold_record(&mut self, value: &[u8], offset: i64) -> ProfileUpdate {
+    /// Folds one record of the aggregate's input: an [`EnrichedEvent`] as JSON.
+    /// `record_timestamp_ms` is the record's own timestamp, negative when it has none.
+    /// Anything else (including a rejected-event record) gives a `skipped` update; never
+    /// fails.
+    pub fn fold_record(&mut self, value: &[u8], offset: i64, record_timestamp_ms: i64) -> ProfileUpdate {
         if let Some(after) = self.resume_after.filter(|&after| offset <= after) {
             return ProfileUpdate::skipped(
                 offset,
@@ -210,7 +253,7 @@ impl FoldState {
             );
         }
         match serde_json::from_slice::<EnrichedEvent>(value) {
-            Ok(event) => self.fold_event(&event, offset),
+            Ok(event) => self.fold_event(&event, offset, record_timestamp_ms),
             Err(e) => {
                 let reason = match serde_json::from_slice::<RejectedEvent>(value) {
                     Ok(r) => format!("rejected upstream: {}: {}", r.reason, r.detail),
@@ -221,12 +264,20 @@ impl FoldState {
         }
     }
 
-    /// Folds one enriched event.
-    pub fn fold_event(&mut self, ev: &EnrichedEvent, offset: i64) -> ProfileUpdate {
+    /// Folds one enriched event (see [`FoldState::fold_record`] for `record_timestamp_ms`).
+    pub fn fold_event(&mut self, ev: &EnrichedEvent, offset: i64, record_timestamp_ms: i64) -> ProfileUpdate {
         let e = &ev.event;
         let t = ev.enrichment.event_time_ms;
+        let user_id = e.identity().unwrap_or_default().to_string();
+        if user_id.is_empty() {
+            return ProfileUpdate::skipped(
+                offset,
+                SkipKind::MissingIdentity,
+                "missing_identity: neither user_id nor anonymous_id is set",
+            );
+        }
         let mut update = ProfileUpdate {
-            user_id: e.identity().unwrap_or_default().to_string(),
+            user_id,
             offset,
             outcome: Outcome::Applied,
             skip_reason: None,
@@ -234,26 +285,38 @@ impl FoldState {
             event_id: e.event_id.clone(),
             event_type: Some(e.type_name().to_string()),
             event_time_ms: t,
+            evicted_users: 0,
             changes: None,
         };
-        if update.user_id.is_empty() {
-            return ProfileUpdate::skipped(
-                offset,
-                SkipKind::MissingIdentity,
-                "missing_identity: neither user_id nor anonymous_id is set",
-            );
+        let reference = if record_timestamp_ms >= 0 {
+            Some(("the record's timestamp", record_timestamp_ms))
+        } else {
+            self.clock.watermark_ms.map(|w| ("the partition's watermark", w))
+        };
+        if let Some((what, at)) =
+            reference.filter(|&(_, at)| self.cfg.max_ahead_ms > 0 && t.saturating_sub(at) > self.cfg.max_ahead_ms)
+        {
+            self.clock.observe(t);
+            update.outcome = Outcome::Skipped;
+            update.skip_kind = Some(SkipKind::EventTimeAhead);
+            update.skip_reason = Some(format!(
+                "event time {t} ms is {} ms ahead of {what} ({at} ms), more than max_ahead ({} ms): quarantined",
+                t.saturating_sub(at),
+                self.cfg.max_ahead_ms
+            ));
+            return update;
         }
-        let watermark = self.watermark_ms.map_or(t, |w| w.max(t));
+        self.clock.observe(t);
+        let watermark = self.clock.watermark_ms;
         let live = self
             .users
             .get(&update.user_id)
-            .filter(|s| watermark.saturating_sub(s.last_active_ms) <= self.cfg.state_ttl_ms);
+            .filter(|s| watermark.is_none_or(|w| w.saturating_sub(s.last_active_ms) <= self.cfg.state_ttl_ms));
         if live.is_some_and(|s| s.has_seen(&e.event_id)) {
             update.outcome = Outcome::Duplicate;
             return update;
         }
         let previous = live.map(|s| s.last_active_ms);
-        self.watermark_ms = Some(watermark);
 
         // (sessions started, time spent added)
         let session = match previous {
@@ -263,18 +326,17 @@ impl FoldState {
             Some(_) => (0, 0),
         };
         let state_reset = previous.is_none();
+        update.evicted_users = self.evict(Some(&update.user_id));
+        if let Some(before) = self.users.get(&update.user_id).map(|s| s.last_active_ms) {
+            self.by_activity.remove(&(before, update.user_id.clone()));
+        }
         let user_state = self.users.entry(update.user_id.clone()).or_default();
         if state_reset {
             *user_state = UserFoldState::default();
         }
-        let bucket_before = (!state_reset).then(|| user_state.last_active_ms.div_euclid(EVICTION_BUCKET_MS));
         user_state.observe(&e.event_id, t);
-        let last_active = user_state.last_active_ms;
-        if bucket_before != Some(last_active.div_euclid(EVICTION_BUCKET_MS)) {
-            let user = update.user_id.clone();
-            self.push_bucket(&user, last_active);
-        }
-        self.evict();
+        self.by_activity
+            .insert((user_state.last_active_ms, update.user_id.clone()));
 
         update.changes = Some(changes_for(ev, state_reset, session));
         update
@@ -363,7 +425,7 @@ mod tests {
     fn sessions_and_time_spent() {
         let mut s = FoldState::new(FoldConfig::default());
         let mut session = |id: &str, ts: &str, offset: i64| {
-            let c = s.fold_event(&pv(id, "u", ts), offset).changes.unwrap();
+            let c = s.fold_event(&pv(id, "u", ts), offset, -1).changes.unwrap();
             (c.counters.sessions, c.counters.time_spent_ms, c.state_reset)
         };
         assert_eq!(session("a", "2026-11-01T09:00:00Z", 0), (1, 0, true));
@@ -388,13 +450,13 @@ mod tests {
     #[test]
     fn duplicates_change_nothing() {
         let mut s = FoldState::new(FoldConfig::default());
-        s.fold_event(&pv("a", "u", "2026-11-01T09:00:00Z"), 0);
-        let dup = s.fold_event(&pv("a", "u", "2026-11-01T09:00:00Z"), 1);
+        s.fold_event(&pv("a", "u", "2026-11-01T09:00:00Z"), 0, -1);
+        let dup = s.fold_event(&pv("a", "u", "2026-11-01T09:00:00Z"), 1, -1);
         assert_eq!(dup.outcome, Outcome::Duplicate);
         assert!(dup.changes.is_none());
         // the same id for another user is not a duplicate
         assert_eq!(
-            s.fold_event(&pv("a", "v", "2026-11-01T09:00:00Z"), 2).outcome,
+            s.fold_event(&pv("a", "v", "2026-11-01T09:00:00Z"), 2, -1).outcome,
             Outcome::Applied
         );
     }
@@ -402,12 +464,16 @@ mod tests {
     #[test]
     fn state_expires_after_ttl_of_event_time_and_memory_is_reclaimed() {
         let mut s = FoldState::new(FoldConfig::default());
-        s.fold_event(&pv("a", "old", "2026-11-01T00:00:00Z"), 0);
+        s.fold_event(&pv("a", "old", "2026-11-01T00:00:00Z"), 0, -1);
         for i in 0..10 {
-            s.fold_event(&pv(&format!("x{i}"), &format!("u{i}"), "2026-11-01T07:00:00Z"), 1 + i);
+            s.fold_event(
+                &pv(&format!("x{i}"), &format!("u{i}"), "2026-11-01T07:00:00Z"),
+                1 + i,
+                -1,
+            );
         }
         assert_eq!(s.users_in_memory(), 10, "`old` is 7h behind the watermark and evicted");
-        let again = s.fold_event(&pv("a", "old", "2026-11-01T07:00:01Z"), 20);
+        let again = s.fold_event(&pv("a", "old", "2026-11-01T07:00:01Z"), 20, -1);
         assert_eq!(again.outcome, Outcome::Applied, "dedup window is state_ttl");
         assert!(again.changes.unwrap().state_reset);
     }
@@ -427,14 +493,14 @@ mod tests {
         let expected: Vec<_> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| whole.fold_event(e, i as i64))
+            .map(|(i, e)| whole.fold_event(e, i as i64, -1))
             .collect();
 
         let mut first = FoldState::new(FoldConfig::default());
         let mut got: Vec<_> = events[..17]
             .iter()
             .enumerate()
-            .map(|(i, e)| first.fold_event(e, i as i64))
+            .map(|(i, e)| first.fold_event(e, i as i64, -1))
             .collect();
         let bytes = serde_json::to_vec(&first.snapshot()).unwrap();
         let mut second = FoldState::from_accumulator(FoldConfig::default(), &bytes).unwrap();
@@ -442,7 +508,7 @@ mod tests {
             events[17..]
                 .iter()
                 .enumerate()
-                .map(|(i, e)| second.fold_event(e, 17 + i as i64)),
+                .map(|(i, e)| second.fold_event(e, 17 + i as i64, -1)),
         );
         assert_eq!(got, expected);
     }
@@ -465,12 +531,12 @@ mod tests {
         let expected: Vec<_> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| whole.fold_event(e, i as i64))
+            .map(|(i, e)| whole.fold_event(e, i as i64, -1))
             .collect();
 
         let mut first = FoldState::new(FoldConfig::default());
         for (i, e) in events[..12].iter().enumerate() {
-            first.fold_record(&serde_json::to_vec(e).unwrap(), i as i64);
+            first.fold_record(&serde_json::to_vec(e).unwrap(), i as i64, -1);
         }
         let mut snapshot = first.snapshot();
         snapshot.resume_after = Some(11);
@@ -478,7 +544,7 @@ mod tests {
             FoldState::from_accumulator(FoldConfig::default(), &serde_json::to_vec(&snapshot).unwrap()).unwrap();
         // Re-delivered from offset 8: 8..=11 are skipped, 12.. fold normally.
         for (i, e) in events.iter().enumerate().skip(8) {
-            let u = second.fold_record(&serde_json::to_vec(e).unwrap(), i as i64);
+            let u = second.fold_record(&serde_json::to_vec(e).unwrap(), i as i64, -1);
             if i <= 11 {
                 assert_eq!(u.outcome, Outcome::Skipped);
                 assert!(u.skip_reason.unwrap().contains("resumed after offset 11"));
@@ -498,7 +564,7 @@ mod tests {
             &[0xff, 0x00],
             br#"{"reason":"bot","detail":"d","payload":"p"}"#,
         ] {
-            let u = s.fold_record(junk, 7);
+            let u = s.fold_record(junk, 7, -1);
             assert_eq!((u.outcome, u.offset), (Outcome::Skipped, 7));
             assert!(u.skip_reason.is_some());
         }

@@ -53,7 +53,7 @@ pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result
     let update = STATE.with_borrow_mut(|state| {
         let fold = state.get_or_insert_with(|| FoldState::from_accumulator(cfg, accumulator.as_ref()));
         match fold {
-            Ok(fold) => fold.fold_record(current.value.as_ref(), offset),
+            Ok(fold) => fold.fold_record(current.value.as_ref(), offset, current.timestamp()),
             // Nothing is folded without a valid snapshot: folding from an empty state
             // would silently diverge from an unbroken run.
             Err(e) => ProfileUpdate::skipped(

@@ -2,8 +2,8 @@
 //! `smartmodule/examples/aggregate-json`, applied to onboarding events. The accumulator is
 //! a JSON map of every user seen; each record parses the whole map, updates one entry,
 //! re-encodes the whole map, and emits it as its output record. Cost per record grows
-//! with the number of users, and so does every output record (DESIGN.md rule 4 explains
-//! why onramp's `onramp-profile` does not do this).
+//! with the number of users, and so does every output record (ARCHITECTURE.md, "The fold
+//! rules", explains why onramp's `onramp-profile` does not do this).
 
 use std::collections::HashMap;
 

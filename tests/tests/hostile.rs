@@ -1,0 +1,351 @@
+//! Hostile input and unlucky operations against the real `onramp` binary (embedded
+//! source): each test is one attack or accident, and asserts no double count, no loss,
+//! no crash, and a clear reason.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use onramp::generator::{Generator, GeneratorConfig};
+use onramp_tests::cli::{command, export, fails, ok, stats, store_profiles};
+
+fn traffic(seed: u64, users: u64) -> Vec<String> {
+    Generator::new(GeneratorConfig {
+        seed,
+        users,
+        ..GeneratorConfig::default()
+    })
+    .collect()
+}
+
+fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["run", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(&all)).expect("run summary JSON")
+}
+
+fn rejected(summary: &serde_json::Value, reason: &str) -> u64 {
+    summary["rejected"][reason].as_u64().unwrap_or(0)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn page_view(id: &str, user: &str, ts: &str, extra_context: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","type":"page_view","user_id":"{user}","timestamp":"{ts}","properties":{{"path":"/x"}},"context":{{"locale":"en-US"{extra_context}}}}}"#
+    )
+}
+
+/// Proves one event dated 2099, anywhere in a partition (even first), changes no other
+/// user's profile: the stream with it equals, profile by profile, the same stream with
+/// that line replaced by a bot event of the same user (rejected, same offset); mid-stream
+/// it is quarantined as `timestamp_out_of_range`.
+#[test]
+fn a_far_future_event_poisons_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = traffic(3, 150);
+    let poison = page_view("poison-1", "u_poison", "2099-01-01T00:00:00Z", "");
+    let control = page_view(
+        "poison-1",
+        "u_poison",
+        "2026-11-01T09:00:00Z",
+        r#","user_agent":"Googlebot/2.1 (+http://www.google.com/bot.html)""#,
+    );
+    for at in [0, lines.len() / 3] {
+        let with = |line: &str| {
+            let mut l = lines.clone();
+            l.insert(at, line.to_string());
+            l
+        };
+        let (a, b) = (dir.path().join(format!("p{at}")), dir.path().join(format!("c{at}")));
+        let poisoned = run_json(&[
+            "--input",
+            s(&write(dir.path(), "poisoned.jsonl", &with(&poison))),
+            "--partitions",
+            "3",
+            "--store",
+            s(&a),
+        ]);
+        let clean = run_json(&[
+            "--input",
+            s(&write(dir.path(), "control.jsonl", &with(&control))),
+            "--partitions",
+            "3",
+            "--store",
+            s(&b),
+        ]);
+        let mut got = store_profiles(&a);
+        got.remove("u_poison");
+        let want = store_profiles(&b);
+        assert_eq!(got.len(), want.len(), "poison at line {at}");
+        for (user, p) in &want {
+            assert_eq!(got.get(user), Some(p), "profile of {user}, poison at line {at}");
+        }
+        assert_eq!(poisoned["duplicates"], clean["duplicates"], "no retry applied twice");
+        if at > 0 {
+            assert_eq!(
+                rejected(&poisoned, "timestamp_out_of_range"),
+                rejected(&clean, "timestamp_out_of_range") + 1,
+                "the 2099 event is quarantined with a reason"
+            );
+            assert!(!store_profiles(&a).contains_key("u_poison"));
+        }
+    }
+}
+
+/// Proves a named pipe (what `--input <(cat file)` gives) loses no line: the JSON-lines
+/// check and the run read the same open stream once.
+#[test]
+fn a_fifo_input_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = traffic(5, 120);
+    let file = write(dir.path(), "events.jsonl", &lines);
+    let fifo = dir.path().join("events.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let (from, to) = (file.clone(), fifo.clone());
+    let writer = std::thread::spawn(move || {
+        let data = std::fs::read(from).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(to)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+    });
+    let via_fifo = run_json(&[
+        "--input",
+        s(&fifo),
+        "--partitions",
+        "2",
+        "--store",
+        s(&dir.path().join("a")),
+    ]);
+    writer.join().unwrap();
+    let via_file = run_json(&[
+        "--input",
+        s(&file),
+        "--partitions",
+        "2",
+        "--store",
+        s(&dir.path().join("b")),
+    ]);
+    assert_eq!(via_fifo["lines_read"].as_u64(), Some(lines.len() as u64));
+    assert_eq!(via_fifo["events_in"], via_file["events_in"]);
+    assert_eq!(export(&dir.path().join("a")), export(&dir.path().join("b")));
+}
+
+/// Proves a line far over `--max-line-bytes` is rejected `too_large` without being held or
+/// stored whole, and lines of NUL bytes under it leave bounded rejects: the store stays
+/// small and every other record is processed.
+#[test]
+fn huge_and_binary_lines_cost_bounded_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = traffic(7, 40);
+    let normal = lines.len();
+    lines.insert(10, "x".repeat(20 << 20));
+    for _ in 0..150 {
+        lines.push("\0".repeat(200_000));
+    }
+    let store = dir.path().join("store");
+    let summary = run_json(&[
+        "--input",
+        s(&write(dir.path(), "big.jsonl", &lines)),
+        "--store",
+        s(&store),
+    ]);
+    assert_eq!(summary["events_in"].as_u64(), Some((normal + 151) as u64));
+    assert!(rejected(&summary, "too_large") >= 1, "{summary}");
+    let size: u64 = walk_size(&store);
+    assert!(
+        size < 24 << 20,
+        "the store holds {size} bytes after 20 MB + 30 MB of junk: rejects are not bounded"
+    );
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                walk_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+/// Proves a flood of distinct ids (a bot, a load test) costs bounded fold state: past
+/// `max_users` the least recently active users are evicted and counted, the run
+/// finishes, and a retry of a live user's event is still a duplicate.
+#[test]
+fn a_flood_of_distinct_ids_is_bounded_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (0..20_000)
+        .map(|i| {
+            format!(
+                r#"{{"event_id":"f{i}","type":"page_view","anonymous_id":"a_flood_{i}","timestamp":"2026-11-01T09:{:02}:{:02}Z","properties":{{"path":"/"}}}}"#,
+                (i / 60) % 60,
+                i % 60
+            )
+        })
+        .collect();
+    lines.push(page_view("late-1", "u_live", "2026-11-01T09:59:58Z", ""));
+    lines.push(page_view("late-1", "u_live", "2026-11-01T09:59:58Z", ""));
+    let summary = run_json(&[
+        "--input",
+        s(&write(dir.path(), "flood.jsonl", &lines)),
+        "--param",
+        "profile.max_users=500",
+        "--store",
+        s(&dir.path().join("store")),
+    ]);
+    let evicted = summary["fold_evictions"].as_u64().unwrap();
+    assert!(evicted >= 19_000, "evictions counted: {summary}");
+    assert_eq!(summary["duplicates"].as_u64(), Some(1), "{summary}");
+    assert_eq!(summary["applied"].as_u64(), Some(20_001));
+}
+
+/// Proves a store knows its input: a different file is refused before anything is
+/// written, `--append` adds it after what the store holds, the same file appended twice
+/// is refused, and a prefix run followed by the whole file equals one run of the file.
+#[test]
+fn a_store_knows_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let day1 = traffic(11, 80);
+    let day2 = traffic(12, 80);
+    let (f1, f2) = (
+        write(dir.path(), "day1.jsonl", &day1),
+        write(dir.path(), "day2.jsonl", &day2),
+    );
+    let store = dir.path().join("store");
+    let st = s(&store);
+    ok(&["run", "--input", s(&f1), "--partitions", "3", "--store", st]);
+    let before = export(&store);
+    let err = fails(&["run", "--input", s(&f2), "--partitions", "3", "--store", st]);
+    assert!(err.contains("--append") && err.contains("Nothing was written"), "{err}");
+    assert_eq!(export(&store), before, "the refused run wrote nothing");
+    ok(&["run", "--input", s(&f2), "--partitions", "3", "--store", st, "--append"]);
+    let counters = &stats(&store)["counters"];
+    assert_eq!(counters["events_in"].as_u64(), Some((day1.len() + day2.len()) as u64));
+    let err = fails(&["run", "--input", s(&f2), "--partitions", "3", "--store", st, "--append"]);
+    assert!(err.contains("same input fed twice"), "{err}");
+    let err = fails(&["run", "--input", s(&f1), "--partitions", "3", "--store", st]);
+    assert!(err.contains("--append"), "{err}");
+
+    // A prefix, then the whole file, is one run of the whole file.
+    let prefix = write(dir.path(), "prefix.jsonl", &day1[..day1.len() / 2]);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for input in [&prefix, &f1] {
+        ok(&[
+            "run",
+            "--input",
+            s(input),
+            "--partitions",
+            "3",
+            "--batch-size",
+            "7",
+            "--store",
+            s(&a),
+        ]);
+    }
+    ok(&["run", "--input", s(&f1), "--partitions", "3", "--store", s(&b)]);
+    assert_eq!(export(&a), export(&b));
+}
+
+/// Proves stdin that stays open still commits within the linger, and SIGINT stops the run
+/// promptly while a read blocks, committing what was read.
+#[test]
+fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command()
+        .args([
+            "run",
+            "--input",
+            "-",
+            "--store",
+            s(&dir.path().join("store")),
+            "--linger",
+            "100ms",
+        ])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ONRAMP_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(i) = line.find("http://") {
+                let _ = tx.send(line[i..].trim().to_string());
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..30 {
+        writeln!(
+            stdin,
+            "{}",
+            page_view(&format!("e{i}"), "u_open", "2026-11-01T09:00:00Z", "")
+        )
+        .unwrap();
+    }
+    stdin.flush().unwrap();
+    let base = rx.recv_timeout(Duration::from_secs(60)).expect("the API address");
+    let agent = onramp_tests::http_agent(Some(Duration::from_secs(5)));
+    let started = Instant::now();
+    loop {
+        let status = agent
+            .get(format!("{base}/v1/profiles/u_open"))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing committed while stdin stays open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "SIGINT not honoured while stdin blocks"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(stdin);
+    assert!(status.success(), "{status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.contains("stopped early by a signal"), "{out}");
+}
