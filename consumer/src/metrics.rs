@@ -56,6 +56,8 @@ struct Inner {
     checkpoints: BTreeMap<u32, i64>,
     batch_apply: Histogram,
     event_lag: Histogram,
+    partition_lag: BTreeMap<u32, u64>,
+    refused: BTreeMap<&'static str, u64>,
 }
 
 /// The run's metrics.
@@ -68,6 +70,8 @@ pub struct Metrics {
     streams_dropped: AtomicU64,
     smartmodule_errors: AtomicU64,
     reconnects: AtomicU64,
+    api_connections: AtomicU64,
+    api_accept_errors: AtomicU64,
 }
 
 /// One committed batch, as the metrics see it.
@@ -132,6 +136,33 @@ impl Metrics {
     /// An update-stream client was dropped for being too slow.
     pub fn stream_dropped(&self) {
         self.streams_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records in `partition` after its committed checkpoint, as last reported.
+    pub fn partition_lag(&self, partition: u32, records: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.partition_lag.insert(partition, records);
+    }
+
+    /// The read API refused a request (`reason`: a fixed word such as `busy`,
+    /// `host_not_allowed`, `unauthorized`).
+    pub fn request_refused(&self, reason: &'static str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.refused.entry(reason).or_default() += 1;
+    }
+
+    /// A read-API connection opened (`true`) or closed (`false`).
+    pub fn api_connection(&self, opened: bool) {
+        if opened {
+            self.api_connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.api_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Accepting a read-API connection failed (e.g. out of file descriptors).
+    pub fn accept_error(&self) {
+        self.api_accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -235,6 +266,38 @@ impl Metrics {
             "counter",
             "Times a partition's cluster streams were lost and reopened.",
             self.reconnects.load(Ordering::Relaxed),
+        );
+        head(
+            &mut out,
+            "onramp_partition_lag_records",
+            "gauge",
+            "Records in the topic after the committed checkpoint, by partition (cluster source).",
+        );
+        for (p, n) in &inner.partition_lag {
+            let _ = writeln!(out, "onramp_partition_lag_records{{partition=\"{p}\"}} {n}");
+        }
+        head(
+            &mut out,
+            "onramp_api_requests_refused_total",
+            "counter",
+            "Read-API requests refused, by reason.",
+        );
+        for (reason, n) in &inner.refused {
+            let _ = writeln!(out, "onramp_api_requests_refused_total{{reason=\"{reason}\"}} {n}");
+        }
+        single(
+            &mut out,
+            "onramp_api_connections",
+            "gauge",
+            "Open read-API connections.",
+            self.api_connections.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "onramp_api_accept_errors_total",
+            "counter",
+            "Failures to accept a read-API connection (such as running out of file descriptors).",
+            self.api_accept_errors.load(Ordering::Relaxed),
         );
         if let Some(bytes) = store_size_bytes {
             head(
