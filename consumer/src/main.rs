@@ -353,12 +353,28 @@ struct ApiArgs {
     /// Anything but loopback requires --token.
     #[arg(long, env = "ONRAMP_LISTEN", default_value = onramp::api::DEFAULT_LISTEN)]
     listen: String,
-    /// Bearer token for the read API: required for DELETE and for any non-loopback --listen.
+    /// Bearer token for the read API: required for any non-loopback --listen and for DELETE;
+    /// when set, every endpoint but /healthz needs `Authorization: Bearer <token>`.
     #[arg(long, env = "ONRAMP_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// /readyz answers 200 while fewer records than this are read but not yet committed.
+    /// /readyz answers 200 while no more than this many records are read but not yet
+    /// committed, nor (with --source fluvio) waiting in the topic after the committed checkpoints.
     #[arg(long, default_value_t = onramp::api::DEFAULT_READY_MAX_LAG)]
     ready_max_lag: u64,
+    /// Most read-API connections open at once; more wait in the kernel's accept backlog.
+    /// Keep it well under the file-descriptor limit (ulimit -n).
+    #[arg(long, default_value_t = onramp::api::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// A connection must send its request head within this time of opening and of its
+    /// previous response (the idle keep-alive limit), or it is closed (e.g. 10s, 500ms).
+    #[arg(long, value_parser = parse_duration, default_value = onramp::api::DEFAULT_HEADER_TIMEOUT)]
+    header_timeout: std::time::Duration,
+    /// Another `Host` name the read API answers to, e.g. the DNS name of a proxy in front of
+    /// it (`NAME` any port, `NAME:PORT` that port only); repeatable. Loopback names (on
+    /// loopback) and the address a connection arrived on are always accepted; any other
+    /// name is refused, which stops DNS-rebinding pages.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
 }
 
 impl ApiArgs {
@@ -378,6 +394,9 @@ impl ApiArgs {
             token: self.token.clone(),
             steps: EnrichConfig::default().steps,
             partitions,
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            allow_hosts: self.allow_hosts.clone(),
         };
         let addr = onramp::api::start(cfg, hub.clone())?;
         tracing::info!("read API listening on http://{addr}");

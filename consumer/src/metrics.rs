@@ -56,6 +56,8 @@ struct Inner {
     checkpoints: BTreeMap<u32, i64>,
     batch_apply: Histogram,
     event_lag: Histogram,
+    partition_lag: BTreeMap<u32, u64>,
+    refused: BTreeMap<&'static str, u64>,
 }
 
 /// The run's metrics.
@@ -63,11 +65,14 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     duplicates: AtomicU64,
+    fold_evictions: AtomicU64,
     updates_applied: AtomicU64,
     stream_clients: AtomicU64,
     streams_dropped: AtomicU64,
     smartmodule_errors: AtomicU64,
     reconnects: AtomicU64,
+    api_connections: AtomicU64,
+    api_accept_errors: AtomicU64,
 }
 
 /// One committed batch, as the metrics see it.
@@ -85,6 +90,8 @@ pub struct BatchFigures {
     pub duplicates: u64,
     /// Updates applied.
     pub applied: u64,
+    /// Live users the profile aggregate evicted to stay within `max_users`.
+    pub fold_evictions: u64,
     /// Seconds the store commit took.
     pub apply_seconds: f64,
     /// Apply time − event time of each applied update, seconds.
@@ -107,6 +114,7 @@ impl Metrics {
             inner.event_lag.observe(&LAG_BUCKETS, *lag);
         }
         self.duplicates.fetch_add(b.duplicates, Ordering::Relaxed);
+        self.fold_evictions.fetch_add(b.fold_evictions, Ordering::Relaxed);
         self.updates_applied.fetch_add(b.applied, Ordering::Relaxed);
     }
 
@@ -132,6 +140,33 @@ impl Metrics {
     /// An update-stream client was dropped for being too slow.
     pub fn stream_dropped(&self) {
         self.streams_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records in `partition` after its committed checkpoint, as last reported.
+    pub fn partition_lag(&self, partition: u32, records: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.partition_lag.insert(partition, records);
+    }
+
+    /// The read API refused a request (`reason`: a fixed word such as `busy`,
+    /// `host_not_allowed`, `unauthorized`).
+    pub fn request_refused(&self, reason: &'static str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.refused.entry(reason).or_default() += 1;
+    }
+
+    /// A read-API connection opened (`true`) or closed (`false`).
+    pub fn api_connection(&self, opened: bool) {
+        if opened {
+            self.api_connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.api_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Accepting a read-API connection failed (e.g. out of file descriptors).
+    pub fn accept_error(&self) {
+        self.api_accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -162,7 +197,7 @@ impl Metrics {
             &mut out,
             "onramp_rejects_total",
             "counter",
-            "Records rejected by the validate module, by reason.",
+            "Records rejected, by reason (by validate; too_large lines at the source; timestamp_out_of_range also for events the fold quarantined as too far ahead).",
         );
         for (reason, n) in &inner.rejects {
             let _ = writeln!(out, "onramp_rejects_total{{reason=\"{reason}\"}} {n}");
@@ -173,6 +208,13 @@ impl Metrics {
             "counter",
             "Events dropped by the fold as duplicates.",
             self.duplicates.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "onramp_fold_evictions_total",
+            "counter",
+            "Live users the profile aggregate evicted (least recently active first) to stay within its max_users; each loses its session and dedup window.",
+            self.fold_evictions.load(Ordering::Relaxed),
         );
         single(
             &mut out,
@@ -235,6 +277,38 @@ impl Metrics {
             "counter",
             "Times a partition's cluster streams were lost and reopened.",
             self.reconnects.load(Ordering::Relaxed),
+        );
+        head(
+            &mut out,
+            "onramp_partition_lag_records",
+            "gauge",
+            "Records in the topic after the committed checkpoint, by partition (cluster source).",
+        );
+        for (p, n) in &inner.partition_lag {
+            let _ = writeln!(out, "onramp_partition_lag_records{{partition=\"{p}\"}} {n}");
+        }
+        head(
+            &mut out,
+            "onramp_api_requests_refused_total",
+            "counter",
+            "Read-API requests refused, by reason.",
+        );
+        for (reason, n) in &inner.refused {
+            let _ = writeln!(out, "onramp_api_requests_refused_total{{reason=\"{reason}\"}} {n}");
+        }
+        single(
+            &mut out,
+            "onramp_api_connections",
+            "gauge",
+            "Open read-API connections.",
+            self.api_connections.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "onramp_api_accept_errors_total",
+            "counter",
+            "Failures to accept a read-API connection (such as running out of file descriptors).",
+            self.api_accept_errors.load(Ordering::Relaxed),
         );
         if let Some(bytes) = store_size_bytes {
             head(

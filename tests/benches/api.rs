@@ -1,10 +1,16 @@
 //! Read-API load benchmark: prints figures, asserts nothing. Loopback only, bounded in
-//! time. Run with `cargo bench -p onramp-tests --bench api -- [--seconds N] [--clients N]`.
+//! time. Run with `cargo bench -p onramp-tests --bench api -- [--seconds N] [--clients N]
+//! [--scanners N] [--scan-seconds N]`.
 //!
 //! Starts the release `onramp run --generate` with the API on 127.0.0.1:0, lets it ingest,
 //! then for a fixed time `clients` threads look up random early users
 //! (`GET /v1/profiles/u_<n>`, n < `--lookup-range`), while the pipeline keeps ingesting. Prints lookups/s,
 //! latency percentiles, and the ingest rate held during the load and before it.
+//!
+//! Then, for `--scan-seconds`, `--scanners` threads request full scans back to back
+//! (`GET /v1/profiles?step=nope`, which matches no profile) while one thread probes
+//! `/healthz` every 50 ms. Prints scans answered and refused as `busy` per second and the
+//! `/healthz` latency percentiles: the scan bound keeps the latter in milliseconds.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -124,6 +130,7 @@ fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let load_rate = (applied(&agent) - start_applied) / elapsed;
+    let scans = scan_phase(&base, &agent, arg("--scanners", 40), arg("--scan-seconds", 10));
     let _ = child.kill();
     let _ = child.wait();
     lat.sort();
@@ -139,4 +146,97 @@ fn main() {
         pct(0.99),
         lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     );
+    let h = &scans.healthz;
+    let hp = |p: f64| {
+        h.get(((h.len() as f64 * p) as usize).min(h.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!();
+    println!(
+        "full scans: {} threads for {:.1}s, `GET /v1/profiles?step=nope` over about {} profiles, while ingesting",
+        scans.scanners, scans.seconds, scans.profiles
+    );
+    println!("| scans answered/s | busy (503)/s | /healthz probes | p50 ms | p99 ms | max ms |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
+        scans.answered as f64 / scans.seconds,
+        scans.busy as f64 / scans.seconds,
+        h.len(),
+        hp(0.50),
+        hp(0.99),
+        h.last().map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+    );
+}
+
+/// What the scan phase measured.
+struct ScanFigures {
+    scanners: u64,
+    seconds: f64,
+    profiles: u64,
+    answered: u64,
+    busy: u64,
+    healthz: Vec<Duration>,
+}
+
+/// `scanners` threads doing full scans back to back for `seconds`, `/healthz` probed meanwhile.
+fn scan_phase(base: &str, agent: &ureq::Agent, scanners: u64, seconds: u64) -> ScanFigures {
+    let profiles = agent
+        .get(&format!("{base}/v1/funnel"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["profiles"].as_u64())
+        .unwrap_or(0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let slow: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let handles: Vec<_> = (0..scanners)
+        .map(|_| {
+            let url = format!("{base}/v1/profiles?step=nope&limit=10");
+            let agent = slow.clone();
+            std::thread::spawn(move || {
+                let (mut answered, mut busy) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let Ok(mut resp) = agent.get(&url).call() else { continue };
+                    let _ = resp.body_mut().read_to_string();
+                    match resp.status().as_u16() {
+                        200 => answered += 1,
+                        503 => busy += 1,
+                        _ => {}
+                    }
+                }
+                (answered, busy)
+            })
+        })
+        .collect();
+    let mut healthz = Vec::new();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        if let Ok(mut r) = agent.get(&format!("{base}/healthz")).call() {
+            let _ = r.body_mut().read_to_string();
+            healthz.push(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut answered, mut busy) = (0, 0);
+    for h in handles {
+        let (a, b) = h.join().unwrap();
+        answered += a;
+        busy += b;
+    }
+    healthz.sort();
+    ScanFigures {
+        scanners,
+        seconds: started.elapsed().as_secs_f64(),
+        profiles,
+        answered,
+        busy,
+        healthz,
+    }
 }

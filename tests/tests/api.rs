@@ -1,10 +1,12 @@
-//! The read API, black box: `onramp run` on `127.0.0.1:0` fed through stdin, talked to
-//! with a real HTTP client.
+//! The read API, black box: `onramp run` / `onramp serve` on `127.0.0.1:0`, fed through
+//! stdin, talked to with a real HTTP client (and raw TCP where a client would normalise
+//! what is under test: the `Host` header, idle connections).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use onramp_tests::onramp_bin;
@@ -18,22 +20,32 @@ struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     base: String,
+    /// Every line the process wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
-/// Starts `onramp run --input -` with the API on an ephemeral loopback port.
-fn start(store: &std::path::Path) -> Running {
-    onramp_tests::modules();
-    let mut child = Command::new(onramp_bin())
-        .args([
-            "run",
-            "--input",
-            "-",
-            "--store",
-            store.to_str().unwrap(),
-            "--batch-size",
-            "5",
-        ])
-        .args(["--listen", "127.0.0.1:0", "--token", TOKEN])
+impl Running {
+    /// Log lines containing `text`.
+    fn logged(&self, text: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// `host:port` of the API.
+    fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` (an onramp command serving the API) and waits for its API address.
+fn spawn(mut cmd: Command) -> Running {
+    let mut child = cmd
         .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
         .env("ONRAMP_LOG", "info")
         .stdin(Stdio::piped())
@@ -42,26 +54,79 @@ fn start(store: &std::path::Path) -> Running {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = mpsc::channel();
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("http://") {
                 let _ = tx.send(line[i..].trim().to_string());
             }
+            lines.lock().unwrap().push(line);
         }
     });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("onramp run announces its API address");
+    let base = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(base) => base,
+        Err(_) => panic!("onramp announces its API address; its log: {:?}", log.lock().unwrap()),
+    };
     let stdin = child.stdin.take();
-    Running { child, stdin, base }
+    Running {
+        child,
+        stdin,
+        base,
+        log,
+    }
+}
+
+/// Starts `onramp run --input -` with the API on an ephemeral loopback port, the token,
+/// batches of 5 and `extra` flags.
+fn start_with(store: &std::path::Path, extra: &[&str]) -> Running {
+    onramp_tests::modules();
+    let mut cmd = Command::new(onramp_bin());
+    cmd.args(["run", "--input", "-", "--store", store.to_str().unwrap()])
+        .args(["--batch-size", "5", "--listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(extra);
+    spawn(cmd)
+}
+
+fn start(store: &std::path::Path) -> Running {
+    start_with(store, &[])
+}
+
+/// `onramp serve` over a finished store, with `extra` flags.
+fn serve(store: &std::path::Path, extra: &[&str]) -> Running {
+    let mut cmd = Command::new(onramp_bin());
+    cmd.args(["serve", "--store", store.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(extra);
+    spawn(cmd)
+}
+
+/// Folds `lines` into a new store at `store` with `onramp run` (no API).
+fn build_store(store: &std::path::Path, lines: &[String]) {
+    onramp_tests::modules();
+    let input = store.with_extension("jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(onramp_bin())
+        .args([
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ])
+        .args(["--batch-size", "5000", "--durability", "relaxed", "--listen", "off"])
+        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn event(i: usize, user: &str, kind: &str) -> String {
     let props = match kind {
-        "step_completed" => r#","properties":{"step":"profile"}"#,
-        "page_view" => r#","properties":{"path":"/home"}"#,
-        _ => "",
+        "step_completed" => r#","properties":{"step":"profile"}"#.to_string(),
+        "page_view" => r#","properties":{"path":"/home"}"#.to_string(),
+        "sign_up" => format!(r#","properties":{{"method":"email","email":"{user}@private-mail.net"}}"#),
+        _ => String::new(),
     };
     format!(
         r#"{{"event_id":"e{i}","type":"{kind}","user_id":"{user}","timestamp":"{}"{props}}}"#,
@@ -77,9 +142,15 @@ fn send(r: &mut Running, lines: &[String]) {
     stdin.flush().unwrap();
 }
 
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+/// GET with the token (a server without one ignores it).
 fn get(base: &str, path: &str) -> (u16, serde_json::Value) {
     let mut resp = agent(Some(Duration::from_secs(10)))
         .get(&format!("{base}{path}"))
+        .header("Authorization", &bearer())
         .call()
         .unwrap();
     let status = resp.status().as_u16();
@@ -90,6 +161,50 @@ fn get(base: &str, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// A raw HTTP/1.1 GET with exactly these `Host` and `Authorization` headers (none when
+/// `None`): status, headers and body.
+fn raw_get(addr: &str, path: &str, host: Option<&str>, token: Option<&str>) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if let Some(h) = host {
+        req += &format!("Host: {h}\r\n");
+    }
+    if let Some(t) = token {
+        req += &format!("Authorization: Bearer {t}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Reads an SSE stream's `data:` lines into a channel, from a background thread.
+fn sse_lines(url: String, last_event_id: Option<u64>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut req = agent(None).get(&url).header("Authorization", &bearer());
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", &id.to_string());
+        }
+        let resp = req.call().unwrap();
+        for line in BufReader::new(resp.into_body().into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(data) = line.strip_prefix("data:") {
+                if tx.send(data.trim().to_string()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
@@ -98,6 +213,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A metric's value; `name` may include labels, e.g. `x_total{reason="busy"}`.
 fn metric(base: &str, name: &str) -> f64 {
     let (_, body) = get(base, "/metrics");
     body.as_str()
@@ -121,34 +237,9 @@ fn read_api_against_a_running_pipeline() {
     let mut r = start(&store);
     let base = r.base.clone();
 
-    // Subscribe to u_1's updates before anything is written.
-    let (tx, rx) = mpsc::channel::<String>();
-    let sse_url = format!("{base}/v1/updates?user=u_1");
-    std::thread::spawn(move || {
-        let resp = agent(None).get(&sse_url).call().unwrap();
-        for line in BufReader::new(resp.into_body().into_reader())
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(data) = line.strip_prefix("data:") {
-                let _ = tx.send(data.trim().to_string());
-            }
-        }
-    });
-    // And to updates of activated users only.
-    let (atx, arx) = mpsc::channel::<String>();
-    let activated_url = format!("{base}/v1/updates?hint=activated");
-    std::thread::spawn(move || {
-        let resp = agent(None).get(&activated_url).call().unwrap();
-        for line in BufReader::new(resp.into_body().into_reader())
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(data) = line.strip_prefix("data:") {
-                let _ = atx.send(data.trim().to_string());
-            }
-        }
-    });
+    // Subscribe to u_1's updates before anything is written, and to activated users'.
+    let rx = sse_lines(format!("{base}/v1/updates?user=u_1"), None);
+    let arx = sse_lines(format!("{base}/v1/updates?hint=activated"), None);
     wait_for("the stream clients to connect", || {
         metric(&base, "onramp_update_stream_clients") >= 2.0
     });
@@ -172,15 +263,8 @@ fn read_api_against_a_running_pipeline() {
 
     // Last-Event-ID resumes: from the first update's id, u_1's next one is replayed.
     let first_seq = first["seq"].as_u64().unwrap();
-    let resumed = agent(None)
-        .get(&format!("{base}/v1/updates?user=u_1"))
-        .header("Last-Event-ID", &first_seq.to_string())
-        .call()
-        .unwrap();
-    let replayed = BufReader::new(resumed.into_body().into_reader())
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_string()))
+    let replayed = sse_lines(format!("{base}/v1/updates?user=u_1"), Some(first_seq))
+        .recv_timeout(Duration::from_secs(10))
         .unwrap();
     assert!(replayed.contains(r#""event_id":"e30""#), "{replayed}");
 
@@ -345,33 +429,8 @@ fn serve_is_read_only() {
     drop(r.stdin.take());
     assert!(r.child.wait().unwrap().success());
 
-    let mut child = Command::new(onramp_bin())
-        .args([
-            "serve",
-            "--store",
-            store.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--token",
-            TOKEN,
-        ])
-        .env("ONRAMP_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("http://") {
-                let _ = tx.send(line[i..].trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("onramp serve announces its address");
+    let served = serve(&store, &["--token", TOKEN]);
+    let base = served.base.clone();
     let (status, p) = get(&base, "/v1/profiles/u_1");
     assert_eq!((status, p["counters"]["page_views"].as_u64()), (200, Some(5)));
     assert_eq!(get(&base, "/readyz").0, 200);
@@ -382,8 +441,6 @@ fn serve_is_read_only() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(get(&base, "/v1/profiles/u_1").0, 200);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// Proves a client that stops reading the update stream is dropped with a reason once
@@ -445,4 +502,361 @@ fn slow_update_stream_client_is_dropped() {
     });
     drop(stdin);
     assert!(child.wait().unwrap().success(), "the pipeline finished regardless");
+}
+
+/// Proves that with a token every endpoint but `/healthz` needs it — GETs on loopback
+/// included — and that `Host` must name the server: loopback names with its port or
+/// none, `--allow-host` names; anything else (what a DNS-rebinding page sends), another
+/// port or no `Host` at all is refused with 421 `host_not_allowed`, `/healthz` included.
+/// Refusals are counted by reason.
+#[test]
+fn token_and_host_are_checked_on_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut r = start_with(&store, &["--allow-host", "onramp.internal"]);
+    send(
+        &mut r,
+        &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
+    );
+    let addr = r.addr().to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let host = Some(addr.as_str());
+    wait_for("the profile", || {
+        raw_get(&addr, "/v1/profiles/u_1", host, Some(TOKEN)).0 == 200
+    });
+
+    for path in [
+        "/v1/profiles/u_1",
+        "/v1/profiles?limit=1",
+        "/v1/funnel",
+        "/v1/updates",
+        "/metrics",
+        "/readyz",
+    ] {
+        let (status, _, body) = raw_get(&addr, path, host, None);
+        assert_eq!(status, 401, "{path} without the token: {body}");
+        assert!(body.contains("unauthorized"), "{body}");
+        let (status, _, body) = raw_get(&addr, path, host, Some("wrong-token"));
+        assert_eq!(status, 401, "{path} with a wrong token: {body}");
+    }
+    let (status, head, _) = raw_get(&addr, "/v1/funnel", host, None);
+    assert_eq!(status, 401);
+    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+    assert_eq!(raw_get(&addr, "/healthz", host, None).0, 200, "/healthz needs no token");
+    assert_eq!(raw_get(&addr, "/v1/funnel", host, Some(TOKEN)).0, 200);
+
+    for ok in [
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost".to_string(),
+        "onramp.internal".to_string(),
+        "ONRAMP.internal:8443".to_string(),
+    ] {
+        let (status, _, body) = raw_get(&addr, "/v1/profiles/u_1", Some(&ok), Some(TOKEN));
+        assert_eq!(status, 200, "Host: {ok}: {body}");
+    }
+    for bad in [
+        format!("attacker.example:{port}"),
+        "attacker.example".to_string(),
+        format!("localhost:{}", port.parse::<u16>().unwrap().wrapping_add(1)),
+        format!("onramp.internal.attacker.example:{port}"),
+    ] {
+        for path in ["/v1/profiles/u_1", "/healthz"] {
+            let (status, _, body) = raw_get(&addr, path, Some(&bad), Some(TOKEN));
+            assert_eq!(status, 421, "Host: {bad} on {path}: {body}");
+            let e: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(e["error"]["code"], "host_not_allowed");
+            assert!(e["error"]["message"].as_str().unwrap().contains("--allow-host"), "{e}");
+        }
+    }
+    let (status, _, _) = raw_get(&addr, "/v1/profiles/u_1", None, Some(TOKEN));
+    assert_eq!(status, 421, "no Host header");
+
+    let base = r.base.clone();
+    assert!(metric(&base, "onramp_api_requests_refused_total{reason=\"host_not_allowed\"}") >= 9.0);
+    assert!(metric(&base, "onramp_api_requests_refused_total{reason=\"unauthorized\"}") >= 13.0);
+}
+
+/// Proves profile scans never stall the API: 40 concurrent full scans
+/// (`GET /v1/profiles?step=nope` over 25,000 profiles, which matches none) each get the
+/// (empty) page or 503 `busy` with `Retry-After`, while `/healthz` keeps answering in
+/// well under a second (it took 16 s when scans ran on the API's only worker).
+#[test]
+fn profile_scans_never_stall_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let lines: Vec<String> = (0..25_000).map(|i| event(i, &format!("u_{i:05}"), "sign_up")).collect();
+    build_store(&store, &lines);
+    let served = serve(&store, &[]);
+    let base = served.base.clone();
+    let (status, funnel) = get(&base, "/v1/funnel");
+    assert_eq!((status, funnel["profiles"].as_u64()), (200, Some(25_000)));
+
+    let started = Instant::now();
+    let scans: Vec<_> = (0..40)
+        .map(|_| {
+            let url = format!("{base}/v1/profiles?step=nope&limit=10");
+            std::thread::spawn(move || {
+                let mut resp = agent(Some(Duration::from_secs(120))).get(&url).call().unwrap();
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let body: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+                (status, retry_after, body, Instant::now())
+            })
+        })
+        .collect();
+    // /healthz, repeatedly, while the scans run.
+    let mut healthz = Vec::new();
+    while !scans.iter().all(|s| s.is_finished()) {
+        let t = Instant::now();
+        let (status, _) = get(&base, "/healthz");
+        assert_eq!(status, 200);
+        healthz.push((t, t.elapsed()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let results: Vec<_> = scans.into_iter().map(|s| s.join().unwrap()).collect();
+    let last_scan = results.iter().map(|r| r.3).max().unwrap();
+    let during: Vec<Duration> = healthz
+        .iter()
+        .filter(|(t, _)| *t < last_scan)
+        .map(|(_, d)| *d)
+        .collect();
+    assert!(
+        during.len() >= 3,
+        "/healthz was measured while scans ran ({} times in {:?})",
+        during.len(),
+        started.elapsed()
+    );
+    let worst = during.iter().max().unwrap();
+    assert!(
+        *worst < Duration::from_secs(1),
+        "/healthz took {worst:?} while 40 scans ran"
+    );
+    let mut ok = 0;
+    for (status, retry_after, body, _) in &results {
+        match status {
+            200 => {
+                assert_eq!(body["profiles"].as_array().map(Vec::len), Some(0), "{body}");
+                ok += 1;
+            }
+            503 => {
+                assert_eq!(body["error"]["code"], "busy", "{body}");
+                assert_eq!(retry_after.as_deref(), Some("1"));
+            }
+            other => panic!("scan answered {other}: {body}"),
+        }
+    }
+    assert!(ok >= 4, "at least the first scans complete ({ok} did)");
+    let busy = results.len() - ok;
+    assert_eq!(
+        metric(&base, "onramp_api_requests_refused_total{reason=\"busy\"}") as usize,
+        busy
+    );
+    eprintln!(
+        "40 scans of 25k profiles: {ok} answered, {busy} busy, in {:?}; /healthz worst {worst:?} over {} probes",
+        last_scan - started,
+        during.len()
+    );
+}
+
+/// Proves idle connections cannot take the server down: with `--max-connections 8` and
+/// `--header-timeout 1s`, 40 connections that send nothing are each closed about a
+/// second after they are accepted (the rest wait in the kernel backlog meanwhile), a
+/// real request behind them is answered, and nothing is logged as an accept error.
+#[test]
+fn idle_connections_are_capped_and_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    build_store(
+        &store,
+        &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
+    );
+    let served = serve(&store, &["--max-connections", "8", "--header-timeout", "1s"]);
+    let addr = served.addr().to_string();
+    let base = served.base.clone();
+    assert_eq!(get(&base, "/healthz").0, 200);
+
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    // A keep-alive connection that sent a request, then went quiet, is closed too.
+    let mut quiet = TcpStream::connect(&addr).unwrap();
+    quiet
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+
+    // A real request behind them all is served once the idle ones are timed out.
+    let (status, _) = get_with_patience(&base, "/v1/profiles/u_1", Duration::from_secs(60));
+    assert_eq!(status, 200);
+    let served_after = started.elapsed();
+    assert!(
+        served_after < Duration::from_secs(20),
+        "served after {served_after:?}: 41 connections / 8 slots ≈ 6 s of header timeouts"
+    );
+
+    // Every idle connection was closed by the server.
+    for (i, mut c) in idle.into_iter().chain([quiet]).enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = Vec::new();
+        match c.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("idle connection {i} was not closed: {e}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(40));
+    wait_for("the connections to be counted out", || {
+        metric(&base, "onramp_api_connections") <= 1.0
+    });
+    assert_eq!(served.logged("accepting API connections failed"), 0);
+}
+
+/// GET that waits up to `patience` for the response (a connection queued behind others).
+fn get_with_patience(base: &str, path: &str, patience: Duration) -> (u16, serde_json::Value) {
+    let mut resp = agent(Some(patience))
+        .get(&format!("{base}{path}"))
+        .header("Authorization", &bearer())
+        .call()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Proves running out of file descriptors (a descriptor limit of 64 and 150 idle
+/// connections, more than `--max-connections` allows for) is survived: accept errors
+/// back off and are logged at most once per 10 s with a count, not every second, and
+/// the server answers again once the idle connections are timed out.
+#[test]
+fn running_out_of_descriptors_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    build_store(
+        &store,
+        &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+        .arg(onramp_bin())
+        .args(["serve", "--store", store.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args(["--max-connections", "1000", "--header-timeout", "1s"]);
+    let served = spawn(cmd);
+    let addr = served.addr().to_string();
+    let base = served.base.clone();
+    assert_eq!(get(&base, "/healthz").0, 200);
+
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..150).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let (status, _) = get_with_patience(&base, "/v1/profiles/u_1", Duration::from_secs(60));
+    assert_eq!(status, 200, "the server answers again");
+    let elapsed = started.elapsed();
+    let reports = served.logged("accepting API connections failed");
+    assert!(reports >= 1, "the descriptor shortage is reported");
+    assert!(
+        reports as u64 <= 1 + elapsed.as_secs() / 10,
+        "{reports} reports in {elapsed:?}: at most one per 10 s"
+    );
+    assert!(metric(&base, "onramp_api_accept_errors_total") >= 1.0);
+    drop(idle);
+}
+
+/// Proves erasure reaches the update stream: after `DELETE /v1/profiles/u_1`, a client
+/// resuming with `Last-Event-ID: 0` replays everyone's updates but none of u_1's (their
+/// email included). Also that a DELETE finding nothing is a 404 that restarts no chain,
+/// while a real one restarts the user's partition's chain before its next batch.
+#[test]
+fn erasure_removes_the_user_from_the_update_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut r = start(&store);
+    let base = r.base.clone();
+    // u_1 and u_2 interleaved; u_2's last update is the marker.
+    let lines = vec![
+        event(0, "u_1", "sign_up"),
+        event(1, "u_2", "sign_up"),
+        event(2, "u_1", "page_view"),
+        event(3, "u_2", "page_view"),
+        event(4, "u_1", "page_view"),
+        event(5, "u_2", "page_view"),
+        event(6, "u_1", "page_view"),
+        event(7, "u_2", "page_view"),
+        event(8, "u_1", "page_view"),
+        event(9, "u_2", "page_view"),
+    ];
+    send(&mut r, &lines);
+    wait_for("the 10 updates", || {
+        metric(&base, "onramp_updates_applied_total") >= 10.0
+    });
+    let replay = |from: u64| -> Vec<String> {
+        let rx = sse_lines(format!("{base}/v1/updates"), Some(from));
+        let mut seen = Vec::new();
+        loop {
+            let data = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the replay reaches u_2's last update");
+            let done = data.contains(r#""event_id":"e9""#);
+            seen.push(data);
+            if done {
+                return seen;
+            }
+        }
+    };
+    let before = replay(0);
+    assert_eq!(before.len(), 10);
+    assert!(before.iter().any(|d| d.contains("u_1@private-mail.net")));
+
+    // Nothing to erase: 404, and the next batch restarts no chain.
+    let resp = agent(Some(Duration::from_secs(10)))
+        .delete(&format!("{base}/v1/profiles/nobody"))
+        .header("Authorization", &bearer())
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    send(
+        &mut r,
+        &(10..15).map(|i| event(i, "u_3", "page_view")).collect::<Vec<_>>(),
+    );
+    wait_for("u_3's batch", || metric(&base, "onramp_updates_applied_total") >= 15.0);
+    assert_eq!(
+        r.logged("chain restarted"),
+        0,
+        "a DELETE that found nothing restarts no chain"
+    );
+
+    // Erase u_1: the resume window no longer has any of their updates.
+    let mut resp = agent(Some(Duration::from_secs(10)))
+        .delete(&format!("{base}/v1/profiles/u_1"))
+        .header("Authorization", &bearer())
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let _ = resp.body_mut().read_to_string();
+    let after = replay(0);
+    assert_eq!(after.len(), 5, "u_2's five updates: {after:?}");
+    for d in &after {
+        let v: serde_json::Value = serde_json::from_str(d).unwrap();
+        assert_eq!(v["update"]["user_id"], "u_2", "{d}");
+    }
+    assert!(!after.iter().any(|d| d.contains("u_1")), "nothing of u_1 is replayed");
+    let filtered = sse_lines(format!("{base}/v1/updates?user=u_1"), Some(0));
+    send(
+        &mut r,
+        &(15..20).map(|i| event(i, "u_3", "page_view")).collect::<Vec<_>>(),
+    );
+    wait_for("the next batch", || {
+        metric(&base, "onramp_updates_applied_total") >= 20.0
+    });
+    assert!(
+        filtered.recv_timeout(Duration::from_secs(1)).is_err(),
+        "a client asking for u_1 from id 0 gets nothing"
+    );
+    assert_eq!(r.logged("chain restarted"), 1, "the erasure restarted u_1's chain once");
 }

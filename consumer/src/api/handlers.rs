@@ -1,0 +1,285 @@
+//! The endpoints. Nothing here blocks an async worker: reads that iterate profiles run on
+//! the blocking pool behind the scan semaphore ([`scan`]), erasure (a transaction and a
+//! flush) on the blocking pool; single-key lookups stay inline.
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::stream::{Item, Streamed};
+use super::{ApiError, AppState, Hub, BUSY_RETRY_AFTER_SECS, SCAN_QUEUE_WAIT};
+use crate::query::{self, Hint, ProfileFilter};
+use crate::store::Store;
+
+/// Runs `f`, a read that may iterate the whole store, on the blocking pool once one of
+/// the [`super::MAX_CONCURRENT_SCANS`] slots is free; 503 `busy` if none frees up within
+/// [`SCAN_QUEUE_WAIT`]. The slot is held until `f` returns, even if the client left.
+async fn scan<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+{
+    let store = state.hub.store()?;
+    let slot = match tokio::time::timeout(SCAN_QUEUE_WAIT, state.scans.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            state.hub.metrics.request_refused("busy");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "{} profile scans are already running and none finished within {} ms; retry after {BUSY_RETRY_AFTER_SECS} s",
+                    super::MAX_CONCURRENT_SCANS,
+                    SCAN_QUEUE_WAIT.as_millis()
+                ),
+            )
+            .with_header("retry-after", BUSY_RETRY_AFTER_SECS.to_string()));
+        }
+    };
+    blocking(move || {
+        let _slot = slot;
+        f(&store)
+    })
+    .await
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("a store task failed: {e}"))))
+}
+
+/// A JSON body already encoded (on the blocking pool).
+fn json_bytes(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::internal(format!("encoding a response: {e}")))
+}
+
+pub(super) async fn get_profile(State(state): State<AppState>, Path(user): Path<String>) -> Result<Response, ApiError> {
+    let store = state.hub.store()?;
+    let Some(profile) = store.profile(&user)? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+            format!("no profile for `{user}`"),
+        ));
+    };
+    let reference = query::reference_time_ms(&store)?.unwrap_or(profile.last_seen_ms);
+    let hints = profile.hints(reference);
+    let mut value =
+        serde_json::to_value(&profile).map_err(|e| ApiError::internal(format!("encoding a profile: {e}")))?;
+    value["hints"] = serde_json::json!(hints);
+    Ok(Json(value).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    step: Option<String>,
+    completed_step: Option<String>,
+    hint: Option<String>,
+    completed: Option<bool>,
+    active_since: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The `hint` query parameter, if given.
+fn parse_hint(hint: Option<&str>) -> Result<Option<Hint>, ApiError> {
+    hint.map(|h| {
+        h.parse::<Hint>()
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_hint", e.to_string()))
+    })
+    .transpose()
+}
+
+pub(super) async fn list_profiles(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let hint = parse_hint(p.hint.as_deref())?;
+    let active_since_ms = match p.active_since.as_deref() {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_active_since",
+                        format!("`{t}` is not an RFC 3339 time: {e}"),
+                    )
+                })?
+                .timestamp_millis(),
+        ),
+        None => None,
+    };
+    let limit = p.limit.unwrap_or(50);
+    if limit == 0 || limit > query::MAX_PAGE_LIMIT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+            format!("limit must be 1 to {}", query::MAX_PAGE_LIMIT),
+        ));
+    }
+    let filter = ProfileFilter {
+        step: p.step,
+        completed_step: p.completed_step,
+        hint,
+        completed: p.completed,
+        active_since_ms,
+    };
+    let cursor = p.cursor;
+    let body = scan(&state, move |store| {
+        encode(&query::list_profiles(store, &filter, cursor.as_deref(), limit)?)
+    })
+    .await?;
+    Ok(json_bytes(body))
+}
+
+pub(super) async fn funnel(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let steps = state.cfg.steps.clone();
+    let body = scan(&state, move |store| encode(&query::funnel_stats(store, &steps)?)).await?;
+    Ok(json_bytes(body))
+}
+
+pub(super) async fn delete_profile(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Response, ApiError> {
+    if state.hub.read_only {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read_only",
+            "onramp serve is read-only; erase through the running `onramp run`",
+        ));
+    }
+    let store = state.hub.store()?;
+    let who = user.clone();
+    let erased = blocking(move || Ok(store.erase(&who)?)).await?;
+    if !erased.found_anything() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "profile_not_found",
+            format!("no profile for `{user}`"),
+        ));
+    }
+    // After the store's erasure, so that an update published from here on finds the user
+    // gone from the store (see `stream`).
+    let withdrawn = state.hub.updates.forget(&user);
+    // Only the partitions that held the user's fold state restart their chains.
+    state
+        .hub
+        .erased_partitions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(erased.fold_state_partitions.iter().copied());
+    tracing::info!(
+        partitions = ?erased.fold_state_partitions,
+        profile = erased.profile,
+        rejects = erased.rejects,
+        stream_updates = withdrawn,
+        "user erased on request"
+    );
+    Ok(Json(serde_json::json!({"user_id": user, "removed": erased})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateParams {
+    user: Option<String>,
+    step: Option<String>,
+    hint: Option<String>,
+}
+
+fn wanted(p: &UpdateParams, hint: Option<Hint>, s: &Streamed) -> bool {
+    let hint_ok = match hint {
+        None => true,
+        Some(Hint::Stalled) => s.hints.stalled,
+        Some(Hint::Activated) => s.hints.activated,
+    };
+    hint_ok
+        && p.user.as_ref().is_none_or(|u| *u == s.update.user_id)
+        && p.step.as_ref().is_none_or(|step| {
+            s.update
+                .changes
+                .as_ref()
+                .and_then(|c| c.step.as_ref())
+                .is_some_and(|st| st.name == *step)
+        })
+}
+
+fn sse_event(s: &Streamed) -> Event {
+    Event::default()
+        .id(s.seq.to_string())
+        .event("update")
+        .data(serde_json::to_string(s).unwrap_or_default())
+}
+
+pub(super) async fn updates(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<UpdateParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let hint = parse_hint(p.hint.as_deref())?;
+    let last_id: Option<u64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let hub = state.hub.clone();
+    let items = hub.updates.subscribe(last_id);
+    hub.metrics.stream_client(true);
+    let guard = ClientGuard(hub);
+    let events = items.filter_map(move |item| {
+        let out = match item {
+            Item::Update(s) => wanted(&p, hint, &s).then(|| Ok(sse_event(&s))),
+            Item::Dropped(reason) => {
+                guard.0.metrics.stream_dropped();
+                Some(Ok(Event::default().event("dropped").data(reason)))
+            }
+        };
+        std::future::ready(out)
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// Counts a stream client out when its stream is dropped.
+struct ClientGuard(std::sync::Arc<Hub>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.metrics.stream_client(false);
+    }
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let size = state.hub.store().ok().map(|s| s.size_on_disk());
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.hub.metrics.render(size),
+    )
+        .into_response()
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let r = state.hub.readiness();
+    if let Some(problem) = r.problem() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", problem));
+    }
+    Ok(Json(serde_json::json!({
+        "status": "ready",
+        "backlog_records": r.backlog_records,
+        "lag_records": r.lag_records,
+    }))
+    .into_response())
+}

@@ -1,0 +1,297 @@
+//! Connections: accept, cap, time out, serve HTTP/1.1.
+//!
+//! - At most `max_connections` connections are open; while the cap is reached the
+//!   listener is not polled, so further clients wait in the kernel's accept backlog
+//!   (nothing spins, no descriptor is taken).
+//! - A connection must send a complete request head within `header_timeout` of opening,
+//!   and again within `header_timeout` after each response (so the same limit is the
+//!   idle keep-alive timeout); otherwise it is closed. A response (or an update stream)
+//!   whose client reads nothing for [`WRITE_STALL_TIMEOUT`] is cut. Update streams that
+//!   are read stay open as long as the client wants.
+//! - Accept errors such as running out of descriptors (EMFILE) back off exponentially
+//!   from [`ACCEPT_BACKOFF_MIN`] to [`ACCEPT_BACKOFF_MAX`] and are logged at most once per
+//!   [`ACCEPT_ERROR_LOG_EVERY`], with how many occurred.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use super::access::Connection;
+use super::Hub;
+
+/// Default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Default `--header-timeout` (as the flag is written).
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+/// A response write that makes no progress for this long closes the connection.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// First pause after an accept error.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after repeated accept errors.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Accept errors are logged at most this often.
+pub const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Time to send a request head, from connecting or from the previous response.
+    pub header_timeout: Duration,
+}
+
+/// Accepts and serves connections until the process exits.
+pub async fn serve(listener: TcpListener, router: Router, limits: Limits, hub: Arc<Hub>) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut errors = AcceptErrors::default();
+    loop {
+        // Waiting here (not in accept) keeps excess clients in the kernel backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => {
+                errors.succeeded();
+                accepted
+            }
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                hub.metrics.accept_error();
+                let (pause, report) = errors.failed(Instant::now());
+                if let Some(n) = report {
+                    tracing::warn!(
+                        "accepting API connections failed {n} time(s) since the last report (latest: {e}); \
+                         pausing {} ms between attempts. If this is `Too many open files`, lower \
+                         --max-connections or raise the descriptor limit (ulimit -n)",
+                        pause.as_millis()
+                    );
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Connection { local, remote };
+        let router = router.clone();
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            hub.metrics.api_connection(true);
+            let _open = OpenConnection(hub);
+            serve_connection(stream, conn, router, limits.header_timeout).await;
+        });
+    }
+}
+
+/// Counts a connection out when it ends, however it ends.
+struct OpenConnection(Arc<Hub>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.api_connection(false);
+    }
+}
+
+async fn serve_connection(stream: TcpStream, conn: Connection, router: Router, header_timeout: Duration) {
+    let io = TokioIo::new(StallGuard::new(stream, WRITE_STALL_TIMEOUT));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(conn);
+        let mut router = router.clone();
+        async move { router.call(req).await }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let result = http.serve_connection(io, service).await;
+    if let Err(e) = result {
+        tracing::debug!(remote = %conn.remote, "API connection closed: {e}");
+    }
+}
+
+/// Errors that concern one connection only (the client went away before it was
+/// accepted): accept the next one at once.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Back-off and log rate of accept errors.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    backoff: Option<Duration>,
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+impl AcceptErrors {
+    /// An accept failed at `now`: how long to pause, and the count to log if a report is due.
+    fn failed(&mut self, now: Instant) -> (Duration, Option<u64>) {
+        let pause = match self.backoff {
+            None => ACCEPT_BACKOFF_MIN,
+            Some(b) => (b * 2).min(ACCEPT_BACKOFF_MAX),
+        };
+        self.backoff = Some(pause);
+        self.unreported += 1;
+        let due = self
+            .last_report
+            .is_none_or(|t| now.duration_since(t) >= ACCEPT_ERROR_LOG_EVERY);
+        if !due {
+            return (pause, None);
+        }
+        self.last_report = Some(now);
+        (pause, Some(std::mem::take(&mut self.unreported)))
+    }
+
+    /// An accept succeeded: the next error starts the back-off afresh (its report still
+    /// waits for the interval).
+    fn succeeded(&mut self) {
+        self.backoff = None;
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once one has been pending for `limit`.
+struct StallGuard {
+    inner: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallGuard {
+    fn new(inner: TcpStream, limit: Duration) -> Self {
+        StallGuard {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After the inner write returned `Pending`: arms the deadline (or checks it).
+    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let limit = self.limit;
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client read nothing for {} s", limit.as_secs()),
+        ))
+    }
+
+    fn progress<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending => self.stall(cx).map(Err),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A TCP stream has nothing of its own to flush: only writes measure progress.
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of accept errors is logged once per interval with its count, and the
+    /// pause doubles from the minimum to the maximum and starts afresh after a success.
+    #[test]
+    fn accept_errors_back_off_and_are_logged_once_per_interval() {
+        let mut e = AcceptErrors::default();
+        let t0 = Instant::now();
+        let (pause, report) = e.failed(t0);
+        assert_eq!((pause, report), (ACCEPT_BACKOFF_MIN, Some(1)));
+        let mut pauses = vec![pause];
+        for i in 1..1000 {
+            let (pause, report) = e.failed(t0 + Duration::from_millis(i));
+            assert_eq!(report, None, "no second report within the interval");
+            pauses.push(pause);
+        }
+        assert_eq!(pauses[1], ACCEPT_BACKOFF_MIN * 2);
+        assert!(pauses.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*pauses.last().expect("pauses"), ACCEPT_BACKOFF_MAX);
+        e.succeeded();
+        let (pause, report) = e.failed(t0 + ACCEPT_ERROR_LOG_EVERY);
+        assert_eq!(pause, ACCEPT_BACKOFF_MIN);
+        assert_eq!(report, Some(1000), "the report counts every error since the last one");
+    }
+
+    /// A write the peer never reads fails with `TimedOut` after the stall limit instead
+    /// of holding the connection forever.
+    #[test]
+    fn a_write_nobody_reads_times_out() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let _peer = TcpStream::connect(addr).await.expect("connect"); // never reads
+            let (server, _) = listener.accept().await.expect("accept");
+            let mut guarded = StallGuard::new(server, Duration::from_millis(300));
+            let chunk = vec![0u8; 1 << 16];
+            let started = Instant::now();
+            let err = loop {
+                match std::future::poll_fn(|cx| Pin::new(&mut guarded).poll_write(cx, &chunk)).await {
+                    Ok(_) => assert!(started.elapsed() < Duration::from_secs(20), "socket buffers never fill"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+    }
+}
