@@ -57,7 +57,7 @@ onramp run --generate --users 10000 --durability relaxed\n  \
 onramp run --input events.jsonl --param validate.max_event_bytes=65536 --param profile.session_timeout=45m\n\n\
 Running again on the same store resumes each partition after its checkpoint: records already \
 committed are skipped, so a crashed run can simply be started again.")]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create the events topic and load the three SmartModules into a Fluvio cluster (idempotent).
     #[command(after_help = "Examples:\n  \
 onramp setup                                   # active Fluvio profile, topic onboarding-events, 3 partitions\n  \
@@ -484,7 +484,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Setup(args) => setup(args),
         Command::Produce(args) => produce(args),
         Command::Generate { gen, output } => {

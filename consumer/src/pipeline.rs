@@ -528,7 +528,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
                 }
             }
         }
-        if !hold_through.is_some_and(|h| lines_seen <= h) {
+        if hold_through.is_none_or(|h| lines_seen > h) {
             for (p, state) in parts.iter_mut().enumerate() {
                 if state.pending_since.is_some_and(|t| t.elapsed() >= cfg.linger) {
                     sink.commit(p as u32, state)?;

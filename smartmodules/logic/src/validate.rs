@@ -785,6 +785,6 @@ mod tests {
             assert_eq!(r.reason, RejectReason::SchemaViolation, "{field}");
             assert_eq!(r.detail, format!("{field}: {} bytes; the limit is {max}", max + 2));
         }
-        assert!(MAX_EVENT_ID_BYTES <= 256 && MAX_IDENTITY_BYTES == 256 && MAX_SESSION_ID_BYTES == 256);
+        const { assert!(MAX_EVENT_ID_BYTES <= 256 && MAX_IDENTITY_BYTES == 256 && MAX_SESSION_ID_BYTES == 256) };
     }
 }
