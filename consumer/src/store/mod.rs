@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+mod check;
+pub use check::{CheckReport, Problem, ProblemKind, EXAMPLES_PER_KIND, REBUILD_HELP};
+
 /// The store layout version this build reads and writes.
 pub const STORE_VERSION: u32 = 1;
 
@@ -49,24 +52,60 @@ pub struct StoreSettings {
     pub chain_params: String,
 }
 
-/// Store errors. Each message says what was found and what to do.
+/// Store errors. Each message says what was found and what to do. Only [`StoreError::Corrupt`],
+/// [`StoreError::Decode`] and [`StoreError::Damaged`] say the store is damaged; an I/O error
+/// or a full disk leaves every committed batch intact.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O, or a store it cannot read).
-    #[error("store {path}: {source}. If the directory is damaged, restore it from a backup (`onramp export`) or remove it to start over")]
+    /// The disk holding the store is full (ENOSPC).
+    #[error("the disk holding store {path} is full (no space left on device). The store is intact: the batch being written was not committed and the next run does it again. Free space on that disk, then run the same command again")]
+    DiskFull {
+        /// Store directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Another process holds the store (sled allows one at a time).
+    #[error("store {path} is in use by another process ({error}); sled lets one process open a store at a time. Stop the other `onramp run` or `onramp serve` first (a running `onramp run` serves the read API itself)")]
+    InUse {
+        /// Store directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Reading or writing the store's files failed; this says nothing about its contents.
+    #[error("I/O error on store {path}: {error}. The error says nothing against the store's contents: committed batches are intact and a batch that failed was not committed. Fix the cause (disk, permissions, mount) and run again; `onramp check --store {path}` tells whether the store is healthy")]
+    Io {
+        /// Store directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// sled failed in another way than I/O or corruption (unsupported use, a sled bug).
+    #[error(
+        "store {path}: sled failed: {error}. Run `onramp check --store {path}` to see whether the store is healthy"
+    )]
     Sled {
         /// Store directory.
         path: PathBuf,
         /// sled's error.
-        source: sled::Error,
+        error: sled::Error,
     },
-    /// sled panicked opening the store (it does on some corruptions).
-    #[error("store {path} is corrupt or unreadable ({message}); restore it from a backup or remove it to start over")]
+    /// sled found corruption in the store's files (or panicked opening them).
+    #[error("store {path} is damaged: sled cannot read it ({message}). Run `onramp check --store {path}` for a report; rebuild the store from its input (`onramp check --help` says how)")]
     Corrupt {
         /// Store directory.
         path: PathBuf,
         /// What sled said.
         message: String,
+    },
+    /// The quick check on open found the store's entries inconsistent.
+    #[error("store {path} is damaged: {found}. Nothing was committed to it. Run `onramp check --store {path}` for every problem; rebuild the store from its input into a new --store and swap the directories (`onramp check --help` says how)")]
+    Damaged {
+        /// Store directory.
+        path: PathBuf,
+        /// The first problems found.
+        found: String,
     },
     /// The store was written by another layout version.
     #[error("store {path} has layout version {found}; this onramp reads version {STORE_VERSION}. Use the onramp release that wrote it, or export and re-import")]
@@ -89,7 +128,7 @@ pub enum StoreError {
         expected: String,
     },
     /// A stored value does not decode.
-    #[error("store {path}: {tree} entry {key} does not decode ({reason}); the store is damaged")]
+    #[error("store {path}: {tree} entry {key} does not decode ({reason}); the store is damaged. Run `onramp check --store {path}` for every problem; rebuild the store from its input (`onramp check --help` says how)")]
     Decode {
         /// Store directory.
         path: PathBuf,
@@ -103,6 +142,37 @@ pub enum StoreError {
     /// No store at the path (read-only commands).
     #[error("no onramp store at {0}; run `onramp run` (or `onramp demo`) first, or pass --store")]
     Missing(PathBuf),
+}
+
+impl StoreError {
+    /// Maps a sled error on the store at `path`: a full disk to [`StoreError::DiskFull`], a
+    /// held lock to [`StoreError::InUse`], other I/O to [`StoreError::Io`] (none of them
+    /// damage), corruption to [`StoreError::Corrupt`].
+    pub fn from_sled(path: &Path, source: sled::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match source {
+            sled::Error::Io(error) if is_disk_full(&error) => StoreError::DiskFull { path, error },
+            // sled's own lock error (config.rs `try_lock`): ErrorKind::Other with this text.
+            sled::Error::Io(error) if error.to_string().starts_with("could not acquire lock") => {
+                StoreError::InUse { path, error }
+            }
+            sled::Error::Io(error) => StoreError::Io { path, error },
+            e @ sled::Error::Corruption { .. } => StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            },
+            error => StoreError::Sled { path, error },
+        }
+    }
+}
+
+/// True for "no space left on device". sled keeps the error kind when it clones an I/O
+/// error (not the OS code), so the kind decides; the OS code covers a kind not mapped.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || (cfg!(unix) && e.raw_os_error() == Some(28))
 }
 
 /// One batch's results, committed atomically.
@@ -200,6 +270,7 @@ impl Store {
             }
         }
         store.db.flush().map_err(|e| store.sled(e))?;
+        store.quick_check()?;
         Ok(store)
     }
 
@@ -210,6 +281,7 @@ impl Store {
         }
         let store = Store::open_any(path)?;
         store.check_version()?;
+        store.quick_check()?;
         Ok(store)
     }
 
@@ -218,12 +290,7 @@ impl Store {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(source)) => {
-                return Err(StoreError::Sled {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(StoreError::from_sled(path, source)),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<String>()
@@ -236,12 +303,7 @@ impl Store {
                 });
             }
         };
-        let tree = |name: &str| {
-            db.open_tree(name).map_err(|source| StoreError::Sled {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+        let tree = |name: &str| db.open_tree(name).map_err(|source| StoreError::from_sled(path, source));
         let store = Store {
             path: path.to_path_buf(),
             profiles: tree("profiles")?,
@@ -277,10 +339,7 @@ impl Store {
     }
 
     fn sled(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::from_sled(&self.path, source)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
@@ -358,99 +417,104 @@ impl Store {
             &self.rejects_by_identity,
             &self.counters,
         );
-        let result = trees.transaction(|(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
-            let mut committed = Committed::default();
-            let part = batch.partition.to_be_bytes();
-            let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
-            // The aggregate's state per (partition, user): what this partition's stream
-            // saw of the user, whatever other partitions saw (a user spread over several).
-            let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
-            let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
-                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                None => Checkpoint {
-                    offset: -1,
-                    max_event_time_ms: None,
-                },
-            };
-            let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-            for u in &batch.updates {
-                match u.outcome {
-                    Outcome::Applied => committed.applied += 1,
-                    Outcome::Duplicate => {
-                        committed.duplicates += 1;
-                        continue;
+        let result = trees.transaction(
+            |(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
+                let mut committed = Committed::default();
+                let part = batch.partition.to_be_bytes();
+                let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
+                // The aggregate's state per (partition, user): what this partition's stream
+                // saw of the user, whatever other partitions saw (a user spread over several).
+                let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
+                let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
+                    Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                    None => Checkpoint {
+                        offset: -1,
+                        max_event_time_ms: None,
+                    },
+                };
+                let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+                for u in &batch.updates {
+                    match u.outcome {
+                        Outcome::Applied => committed.applied += 1,
+                        Outcome::Duplicate => {
+                            committed.duplicates += 1;
+                            continue;
+                        }
+                        Outcome::Skipped => {
+                            committed.skipped += 1;
+                            continue;
+                        }
                     }
-                    Outcome::Skipped => {
-                        committed.skipped += 1;
-                        continue;
+                    if !touched.contains_key(u.user_id.as_str()) {
+                        let profile = match profiles.get(u.user_id.as_bytes())? {
+                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                            None => Profile::new(&u.user_id),
+                        };
+                        touched.insert(&u.user_id, profile);
+                        let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
+                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                            None => UserFoldState::default(),
+                        };
+                        folds.insert(&u.user_id, fold);
                     }
-                }
-                if !touched.contains_key(u.user_id.as_str()) {
-                    let profile = match profiles.get(u.user_id.as_bytes())? {
-                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                        None => Profile::new(&u.user_id),
-                    };
-                    touched.insert(&u.user_id, profile);
-                    let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
-                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                        None => UserFoldState::default(),
-                    };
-                    folds.insert(&u.user_id, fold);
-                }
-                if let Some(p) = touched.get_mut(u.user_id.as_str()) {
-                    p.apply(u);
-                }
-                if let Some(f) = folds.get_mut(u.user_id.as_str()) {
-                    if u.changes.as_ref().is_some_and(|c| c.state_reset) {
-                        *f = UserFoldState::default();
+                    if let Some(p) = touched.get_mut(u.user_id.as_str()) {
+                        p.apply(u);
                     }
-                    f.observe(&u.event_id, u.event_time_ms);
+                    if let Some(f) = folds.get_mut(u.user_id.as_str()) {
+                        if u.changes.as_ref().is_some_and(|c| c.state_reset) {
+                            *f = UserFoldState::default();
+                        }
+                        f.observe(&u.event_id, u.event_time_ms);
+                    }
+                    checkpoint.max_event_time_ms = Some(
+                        checkpoint
+                            .max_event_time_ms
+                            .map_or(u.event_time_ms, |m| m.max(u.event_time_ms)),
+                    );
                 }
-                checkpoint.max_event_time_ms = Some(
-                    checkpoint
-                        .max_event_time_ms
-                        .map_or(u.event_time_ms, |m| m.max(u.event_time_ms)),
-                );
-            }
-            for (user, profile) in &touched {
-                profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
-            }
-            for (user, fold) in &folds {
-                fold_state.insert(fold_key(batch.partition, user), serde_json::to_vec(fold).map_err(abort)?)?;
-            }
-            for (offset, rejected) in &batch.rejects {
-                let key = reject_key(batch.partition, *offset);
-                rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
-                if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
-                    let mut index = identity_prefix(id);
-                    index.extend_from_slice(&key);
-                    rejects_by_identity.insert(index, &[])?;
+                for (user, profile) in &touched {
+                    profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
                 }
-                *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
-            }
-            checkpoint.offset = checkpoint.offset.max(batch.last_offset);
-            checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
-            add(counters, "events_in", batch.events_in)?;
-            add(
-                counters,
-                "accepted",
-                committed.applied + committed.duplicates + committed.skipped,
-            )?;
-            add(counters, "applied", committed.applied)?;
-            add(counters, "duplicates", committed.duplicates)?;
-            add(counters, "skipped", committed.skipped)?;
-            add(counters, "rejected", batch.rejects.len() as u64)?;
-            for (name, n) in &reasons {
-                add(counters, name, *n)?;
-            }
-            committed.profiles_touched = touched.len() as u64;
-            let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
-            committed.hints = touched
-                .iter()
-                .map(|(u, p)| (u.to_string(), p.hints(reference)))
-                .collect();
-            Ok(committed)
-        });
+                for (user, fold) in &folds {
+                    fold_state.insert(
+                        fold_key(batch.partition, user),
+                        serde_json::to_vec(fold).map_err(abort)?,
+                    )?;
+                }
+                for (offset, rejected) in &batch.rejects {
+                    let key = reject_key(batch.partition, *offset);
+                    rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
+                    if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
+                        let mut index = identity_prefix(id);
+                        index.extend_from_slice(&key);
+                        rejects_by_identity.insert(index, &[])?;
+                    }
+                    *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
+                }
+                checkpoint.offset = checkpoint.offset.max(batch.last_offset);
+                checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
+                add(counters, "events_in", batch.events_in)?;
+                add(
+                    counters,
+                    "accepted",
+                    committed.applied + committed.duplicates + committed.skipped,
+                )?;
+                add(counters, "applied", committed.applied)?;
+                add(counters, "duplicates", committed.duplicates)?;
+                add(counters, "skipped", committed.skipped)?;
+                add(counters, "rejected", batch.rejects.len() as u64)?;
+                for (name, n) in &reasons {
+                    add(counters, name, *n)?;
+                }
+                committed.profiles_touched = touched.len() as u64;
+                let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
+                committed.hints = touched
+                    .iter()
+                    .map(|(u, p)| (u.to_string(), p.hints(reference)))
+                    .collect();
+                Ok(committed)
+            },
+        );
         match result {
             Ok(committed) => Ok(committed),
             Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {
