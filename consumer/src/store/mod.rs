@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+mod check;
+pub use check::{CheckReport, Problem, ProblemKind, EXAMPLES_PER_KIND, REBUILD_HELP};
+
 /// The store layout version this build reads and writes.
 pub const STORE_VERSION: u32 = 2;
 
@@ -93,24 +96,60 @@ pub struct StoreSettings {
     pub chain_params: String,
 }
 
-/// Store errors. Each message says what was found and what to do.
+/// Store errors. Each message says what was found and what to do. Only [`StoreError::Corrupt`],
+/// [`StoreError::Decode`] and [`StoreError::Damaged`] say the store is damaged; an I/O error
+/// or a full disk leaves every committed batch intact.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O, or a store it cannot read).
-    #[error("store {path}: {source}. If the directory is damaged, restore it from a backup (`onramp export`) or remove it to start over")]
+    /// The disk holding the store is full (ENOSPC).
+    #[error("the disk holding store {path} is full (no space left on device). The store is intact: the batch being written was not committed and the next run does it again. Free space on that disk, then run the same command again")]
+    DiskFull {
+        /// Store directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Another process holds the store (sled allows one at a time).
+    #[error("store {path} is in use by another process ({error}); sled lets one process open a store at a time. Stop the other `onramp run` or `onramp serve` first (a running `onramp run` serves the read API itself)")]
+    InUse {
+        /// Store directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Reading or writing the store's files failed; this says nothing about its contents.
+    #[error("I/O error on store {path}: {error}. The error says nothing against the store's contents: committed batches are intact and a batch that failed was not committed. Fix the cause (disk, permissions, mount) and run again; `onramp check --store {path}` tells whether the store is healthy")]
+    Io {
+        /// Store directory.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// sled failed in another way than I/O or corruption (unsupported use, a sled bug).
+    #[error(
+        "store {path}: sled failed: {error}. Run `onramp check --store {path}` to see whether the store is healthy"
+    )]
     Sled {
         /// Store directory.
         path: PathBuf,
         /// sled's error.
-        source: sled::Error,
+        error: sled::Error,
     },
-    /// sled panicked opening the store (it does on some corruptions).
-    #[error("store {path} is corrupt or unreadable ({message}); restore it from a backup or remove it to start over")]
+    /// sled found corruption in the store's files (or panicked opening them).
+    #[error("store {path} is damaged: sled cannot read it ({message}). Run `onramp check --store {path}` for a report; rebuild the store from its input (`onramp check --help` says how)")]
     Corrupt {
         /// Store directory.
         path: PathBuf,
         /// What sled said.
         message: String,
+    },
+    /// The quick check on open found the store's entries inconsistent.
+    #[error("store {path} is damaged: {found}. Nothing was committed to it. Run `onramp check --store {path}` for every problem; rebuild the store from its input into a new --store and swap the directories (`onramp check --help` says how)")]
+    Damaged {
+        /// Store directory.
+        path: PathBuf,
+        /// The first problems found.
+        found: String,
     },
     /// The store was written by another layout version.
     #[error("store {path} has layout version {found}; this onramp reads version {STORE_VERSION}. Use the onramp release that wrote it, or export and re-import")]
@@ -133,7 +172,7 @@ pub enum StoreError {
         expected: String,
     },
     /// A stored value does not decode.
-    #[error("store {path}: {tree} entry {key} does not decode ({reason}); the store is damaged")]
+    #[error("store {path}: {tree} entry {key} does not decode ({reason}); the store is damaged. Run `onramp check --store {path}` for every problem; rebuild the store from its input (`onramp check --help` says how)")]
     Decode {
         /// Store directory.
         path: PathBuf,
@@ -147,6 +186,37 @@ pub enum StoreError {
     /// No store at the path (read-only commands).
     #[error("no onramp store at {0}; run `onramp run` (or `onramp demo`) first, or pass --store")]
     Missing(PathBuf),
+}
+
+impl StoreError {
+    /// Maps a sled error on the store at `path`: a full disk to [`StoreError::DiskFull`], a
+    /// held lock to [`StoreError::InUse`], other I/O to [`StoreError::Io`] (none of them
+    /// damage), corruption to [`StoreError::Corrupt`].
+    pub fn from_sled(path: &Path, source: sled::Error) -> StoreError {
+        let path = path.to_path_buf();
+        match source {
+            sled::Error::Io(error) if is_disk_full(&error) => StoreError::DiskFull { path, error },
+            // sled's own lock error (config.rs `try_lock`): ErrorKind::Other with this text.
+            sled::Error::Io(error) if error.to_string().starts_with("could not acquire lock") => {
+                StoreError::InUse { path, error }
+            }
+            sled::Error::Io(error) => StoreError::Io { path, error },
+            e @ sled::Error::Corruption { .. } => StoreError::Corrupt {
+                path,
+                message: e.to_string(),
+            },
+            error => StoreError::Sled { path, error },
+        }
+    }
+}
+
+/// True for "no space left on device". sled keeps the error kind when it clones an I/O
+/// error (not the OS code), so the kind decides; the OS code covers a kind not mapped.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || (cfg!(unix) && e.raw_os_error() == Some(28))
 }
 
 /// One batch's results, committed atomically.
@@ -253,6 +323,7 @@ impl Store {
             }
         }
         store.db.flush().map_err(|e| store.sled(e))?;
+        store.quick_check()?;
         Ok(store)
     }
 
@@ -263,6 +334,7 @@ impl Store {
         }
         let store = Store::open_any(path)?;
         store.check_version()?;
+        store.quick_check()?;
         Ok(store)
     }
 
@@ -271,12 +343,7 @@ impl Store {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
             Ok(Ok(db)) => db,
-            Ok(Err(source)) => {
-                return Err(StoreError::Sled {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(StoreError::from_sled(path, source)),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<String>()
@@ -289,12 +356,7 @@ impl Store {
                 });
             }
         };
-        let tree = |name: &str| {
-            db.open_tree(name).map_err(|source| StoreError::Sled {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
+        let tree = |name: &str| db.open_tree(name).map_err(|source| StoreError::from_sled(path, source));
         let store = Store {
             path: path.to_path_buf(),
             profiles: tree("profiles")?,
@@ -330,10 +392,7 @@ impl Store {
     }
 
     fn sled(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
+        StoreError::from_sled(&self.path, source)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
