@@ -38,9 +38,10 @@ impl PartitionClock {
     /// Records one event's time and moves the watermark if a majority of the window
     /// says so. O(1): the window has a fixed size.
     pub fn observe(&mut self, event_time_ms: i64) {
-        if self.recent_ms.len() >= CLOCK_WINDOW {
-            self.recent_ms.remove(0);
-        }
+        // A clock read from a restart snapshot may hold any number of times: keep the
+        // newest `CLOCK_WINDOW - 1`, so the window is full after this one.
+        let excess = (self.recent_ms.len() + 1).saturating_sub(CLOCK_WINDOW);
+        self.recent_ms.drain(..excess);
         self.recent_ms.push(event_time_ms);
         let n = self.recent_ms.len();
         if n < CLOCK_MIN_EVENTS {
@@ -97,6 +98,29 @@ mod tests {
             c.observe(5);
         }
         assert_eq!(c.watermark_ms(), Some(1_000_000), "late events do not move it back");
+    }
+
+    /// Proves a clock holding more than a window of times (a restart snapshot can say
+    /// anything) keeps working on the newest ones instead of panicking (found by the
+    /// `fold` fuzz target).
+    #[test]
+    fn an_overfull_window_is_trimmed() {
+        let mut c = PartitionClock {
+            recent_ms: (0..40).map(|i| if i < 30 { FAR_FUTURE } else { 1_000 + i }).collect(),
+            watermark_ms: None,
+        };
+        c.observe(1_040);
+        assert_eq!(c.recent_ms.len(), CLOCK_WINDOW);
+        assert_eq!(c.recent_ms.last(), Some(&1_040));
+        assert_eq!(
+            c.watermark_ms(),
+            Some(1_037),
+            "the median of the newest 15: 11 ordinary, 4 far"
+        );
+        for i in 0..CLOCK_WINDOW as i64 {
+            c.observe(2_000 + i);
+        }
+        assert_eq!(c.recent_ms, (2_000..2_000 + CLOCK_WINDOW as i64).collect::<Vec<_>>());
     }
 
     /// Proves the watermark needs a few events, so the very first event cannot define it.
