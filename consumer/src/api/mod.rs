@@ -19,7 +19,7 @@
 //! [`MAX_QUERY_BYTES`]. Errors are JSON `{"error":{"code","message"}}`. User-supplied
 //! values are only ever sled keys, never paths.
 //!
-//! Never stalled (see [`server`] and [`handlers`]): handlers do not block the async
+//! Never stalled (see [`server`] and `handlers.rs`): handlers do not block the async
 //! workers — reads that iterate profiles (the list, the funnel) and erasures run on the
 //! blocking pool, at most [`MAX_CONCURRENT_SCANS`] scans at once; a request that cannot
 //! start its scan within [`SCAN_QUEUE_WAIT`] gets 503 `busy` with `Retry-After`. So
@@ -31,10 +31,11 @@
 //! stored rejects in one transaction, and makes the pipeline restart those partitions'
 //! chains from the store's snapshot before their next batch, so the profile aggregate
 //! forgets the user too; later events start a new profile. The update stream forgets the
-//! user as well ([`stream`]): their updates leave the `Last-Event-ID` window and none is
-//! sent to any client once the DELETE has returned. A batch already inside the chain when
-//! the DELETE lands is committed after it and may write the user back (erase again, or
-//! erase while ingestion is paused).
+//! user as well ([`stream`]): their updates leave the `Last-Event-ID` window, and once
+//! the DELETE has returned none of the updates published before it is handed to any
+//! client. A batch already inside the chain when the DELETE lands is committed after it
+//! and may write the user back, and its updates are then streamed like the store shows
+//! them (erase again, or erase while ingestion is paused).
 //!
 //! Update stream: a slow client whose buffer of [`STREAM_BUFFER`] updates overflows gets
 //! a final `dropped` event with the reason and is disconnected, so it never slows the
