@@ -381,7 +381,6 @@ fn read_api_against_a_running_pipeline() {
         p["counters"]["sessions"], 1,
         "the aggregate forgot the erased user too: {p}"
     );
-    assert_eq!(p["fold"]["recent_ids"].as_array().unwrap().len(), 5);
 
     // The funnel now equals `onramp stats` over the same store once the run has ended.
     wait_for("all writes to commit", || get(&base, "/readyz").0 == 200);
