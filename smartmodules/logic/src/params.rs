@@ -83,6 +83,7 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// Proves every duration unit parses to the right number of milliseconds.
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration_ms("p", "500ms"), Ok(500));
@@ -93,6 +94,7 @@ mod tests {
         assert_eq!(parse_duration_ms("p", "0"), Ok(0));
     }
 
+    /// Proves malformed durations are refused with an error naming the param.
     #[test]
     fn bad_durations_name_the_param() {
         for bad in ["", "30", "m", "-5m", "5 weeks", "99999999999999999999d"] {
@@ -102,6 +104,7 @@ mod tests {
         }
     }
 
+    /// Proves bounded numbers refuse values out of range and lists drop blanks.
     #[test]
     fn bounded_numbers_and_lists() {
         assert_eq!(parse_bounded("n", "10", 1, 20), Ok(10));

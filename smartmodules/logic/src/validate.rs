@@ -550,6 +550,7 @@ mod tests {
         validate(bytes, None, &ValidateConfig::default()).unwrap_err().reason
     }
 
+    /// Proves a well-formed event is accepted with its identity and event time.
     #[test]
     fn accepts_a_good_event() {
         let ok = validate(GOOD.as_bytes(), None, &ValidateConfig::default()).unwrap();
@@ -557,12 +558,14 @@ mod tests {
         assert_eq!(ok.event_time_ms, 1_793_523_600_000);
     }
 
+    /// Proves `properties` may be left out when every property of the type is optional.
     #[test]
     fn properties_may_be_left_out() {
         let ev = r#"{"event_id":"e1","type":"email_verified","anonymous_id":"a1","timestamp":"2026-11-01T09:00:00Z"}"#;
         assert!(validate(ev.as_bytes(), None, &ValidateConfig::default()).is_ok());
     }
 
+    /// Proves each reject reason is given for a record that breaks exactly that check.
     #[test]
     fn each_reason_is_reported() {
         assert_eq!(reason(b"{not json"), RejectReason::InvalidJson);
@@ -593,6 +596,7 @@ mod tests {
         assert_eq!(reason(big.as_bytes()), RejectReason::TooLarge);
     }
 
+    /// Proves a schema violation's detail starts with the offending field's path.
     #[test]
     fn schema_violations_name_the_field_path() {
         let bad = GOOD.replace(r#""path":"/welcome""#, r#""path":5"#);
@@ -621,6 +625,7 @@ mod tests {
         assert!(r.detail.starts_with("event_id: missing field"), "{}", r.detail);
     }
 
+    /// Proves `max_past` and `max_future` are judged against the record's own timestamp.
     #[test]
     fn time_limits_follow_the_record_timestamp() {
         let cfg = ValidateConfig::from_params(|k| (k == PARAM_MAX_PAST).then(|| "1h".to_string())).unwrap();
@@ -632,6 +637,7 @@ mod tests {
         assert_eq!(r.reason, RejectReason::TimestampOutOfRange);
     }
 
+    /// Proves nesting past serde_json's limit and out-of-range numbers are `invalid_json`.
     #[test]
     fn deep_nesting_and_huge_numbers_are_invalid_json() {
         let deep = "[".repeat(10_000);
@@ -639,6 +645,7 @@ mod tests {
         assert_eq!(reason(b"1e999"), RejectReason::InvalidJson);
     }
 
+    /// Proves a malformed param is refused with an error that names it.
     #[test]
     fn malformed_params_name_the_param() {
         let e = ValidateConfig::from_params(|k| (k == PARAM_MAX_EVENT_BYTES).then(|| "lots".to_string())).unwrap_err();
