@@ -290,7 +290,7 @@ fn event_json(spec: &EventSpec) -> Vec<u8> {
         Some(ts) => json!(ts),
         None => json!("not a time"),
     };
-    if v % 2 == 0 {
+    if v.is_multiple_of(2) {
         ev["context"] = json!({"user_agent": "Mozilla/5.0 (iPhone) Mobile Safari/604.1", "locale": "en_us",
                                "page": {"referrer": "https://r.example/", "url": "https://a.example/x?utm_source=q"}});
     }
@@ -381,7 +381,7 @@ fn accumulator(init: &Init) -> Vec<u8> {
             version,
         } => {
             let snapshot = RestartSnapshot {
-                version: if *version % 4 == 0 {
+                version: if version.is_multiple_of(4) {
                     *version
                 } else {
                     onramp_schemas::SNAPSHOT_VERSION
