@@ -16,14 +16,17 @@
 //! `Event::identity()`, and a user is never folded on two partitions.
 //!
 //! Cost: one pass over the record with serde_json's deserializer, without building a
-//! JSON value: keys are borrowed from the input unless they contain escapes, each object
-//! keeps its keys in a `BTreeSet` (no hashing an attacker could collide), and the
+//! JSON value. Keys are borrowed from the input unless they contain escapes; the keys of
+//! the objects being read share one stack (one allocation per record), searched linearly
+//! while an object has at most [`SMALL_OBJECT_KEYS`] keys; a larger object moves its keys
+//! to a `BTreeSet` (O(log n) per key, and no hashing an attacker could collide). The
 //! recursion depth is serde_json's own limit.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::iter;
 
 use onramp_schemas::event::MAX_IDENTITY_BYTES;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -96,24 +99,38 @@ struct Ids<'de> {
     anonymous_id: Option<Cow<'de, str>>,
 }
 
+/// Objects with at most this many keys are checked for repeats by a linear search.
+pub const SMALL_OBJECT_KEYS: usize = 16;
+
 /// Reads `bytes` as one JSON text, failing on a repeated key. When it fails on a repeated
 /// key, `path` holds that key's path, innermost segment first; on any other error it is
 /// empty.
 fn walk<'de>(bytes: &'de [u8], path: &RefCell<Vec<Segment>>) -> Result<Node<'de>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let node = Walk { path, top: true }.deserialize(&mut de)?;
+    let keys = RefCell::new(Vec::with_capacity(SMALL_OBJECT_KEYS));
+    let node = Walk {
+        path,
+        keys: &keys,
+        top: true,
+        text: false,
+    }
+    .deserialize(&mut de)?;
     de.end()?;
     Ok(node)
 }
 
-/// Seed for one JSON value. `top` marks the record itself, whose ids are kept.
+/// Seed for one JSON value. `keys` holds the keys of the objects being read, outermost
+/// first (each object's own above those of the objects it is in); `top` marks the
+/// record itself, whose ids are kept, and `text` a field of it, whose text is kept.
 #[derive(Clone, Copy)]
-struct Walk<'p> {
+struct Walk<'p, 'de> {
     path: &'p RefCell<Vec<Segment>>,
+    keys: &'p RefCell<Vec<Cow<'de, str>>>,
     top: bool,
+    text: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for Walk<'_> {
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de> {
     type Value = Node<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -121,7 +138,7 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Walk<'_> {
+impl<'de> Visitor<'de> for Walk<'_, 'de> {
     type Value = Node<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -147,14 +164,23 @@ impl<'de> Visitor<'de> for Walk<'_> {
         Ok(Node::Text(Cow::Borrowed(s)))
     }
     fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Node::Text(Cow::Owned(s.to_owned())))
+        // Only the record's own fields are kept: no copy below them.
+        Ok(if self.text {
+            Node::Text(Cow::Owned(s.to_owned()))
+        } else {
+            Node::Other
+        })
     }
     fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
         Ok(Node::Text(Cow::Owned(s)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let item = Walk { top: false, ..self };
+        let item = Walk {
+            top: false,
+            text: false,
+            ..self
+        };
         let mut index = 0;
         loop {
             match seq.next_element_seed(item) {
@@ -166,11 +192,22 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let value = Walk { top: false, ..self };
-        let mut keys: BTreeSet<Cow<'de, str>> = BTreeSet::new();
+        let value = Walk {
+            top: false,
+            text: self.top,
+            ..self
+        };
+        // This object's keys: on the shared stack from `base` while few, else in `large`.
+        // Values read in between push their own keys above ours and pop them when done.
+        let base = self.keys.borrow().len();
+        let mut large: Option<BTreeSet<Cow<'de, str>>> = None;
         let mut ids = Ids::default();
         while let Some(key) = map.next_key_seed(Key)? {
-            if keys.contains(&key) {
+            let repeated = match &large {
+                Some(set) => set.contains(&key),
+                None => self.keys.borrow()[base..].contains(&key),
+            };
+            if repeated {
                 self.path.borrow_mut().push(Segment::Key(key.into_owned()));
                 return Err(de::Error::custom("duplicate key"));
             }
@@ -189,13 +226,26 @@ impl<'de> Visitor<'de> for Walk<'_> {
                     _ => {}
                 }
             }
-            keys.insert(key);
+            match &mut large {
+                Some(set) => {
+                    set.insert(key);
+                }
+                None => {
+                    let mut keys = self.keys.borrow_mut();
+                    if keys.len() - base < SMALL_OBJECT_KEYS {
+                        keys.push(key);
+                    } else {
+                        large = Some(keys.drain(base..).chain(iter::once(key)).collect());
+                    }
+                }
+            }
         }
+        self.keys.borrow_mut().truncate(base);
         Ok(Node::Object(ids))
     }
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     /// Passes an error up; when it is a repeated key below, adds this level to its path.
     fn unwind<E>(&self, e: E, segment: Segment) -> E {
         let mut path = self.path.borrow_mut();
@@ -322,6 +372,41 @@ mod tests {
             "u".repeat(MAX_IDENTITY_BYTES + 1)
         );
         assert_eq!(record_identity(over.as_bytes()), None);
+    }
+
+    /// Proves repeats are found in objects larger than the linear-search size, whether the
+    /// repeat comes before or after the switch, and next to nested objects.
+    #[test]
+    fn repeats_in_large_objects() {
+        let object = |n: usize, repeat: Option<usize>| {
+            let mut keys: Vec<String> = (0..n).map(|i| format!(r#""k{i}":{{"k{i}":1}}"#)).collect();
+            if let Some(i) = repeat {
+                keys.push(format!(r#""k{i}":2"#));
+            }
+            format!(r#"{{"user_id":"u",{}}}"#, keys.join(","))
+        };
+        for n in [
+            1,
+            SMALL_OBJECT_KEYS - 1,
+            SMALL_OBJECT_KEYS,
+            SMALL_OBJECT_KEYS + 1,
+            1_000,
+        ] {
+            assert_eq!(
+                record_identity(object(n, None).as_bytes()).as_deref(),
+                Some("u"),
+                "{n} keys"
+            );
+            for i in [0, n / 2, n - 1] {
+                assert_eq!(
+                    duplicate_key(object(n, Some(i)).as_bytes()),
+                    Some(format!("k{i}")),
+                    "{n} keys, k{i} repeated"
+                );
+            }
+        }
+        let many_objects = format!(r#"{{"user_id":"u","a":[{}]}}"#, vec![r#"{"k":1,"j":2}"#; 100].join(","));
+        assert_eq!(record_identity(many_objects.as_bytes()).as_deref(), Some("u"));
     }
 
     /// Proves the duplicate's path names the repeated key through objects and arrays.
