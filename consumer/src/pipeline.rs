@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use fluvio_smartengine::SmartEngine;
 use onramp_logic::fold::FoldConfig;
-use onramp_schemas::{Outcome, ProfileUpdate, RejectReason, RejectedEvent, SkipKind};
+use onramp_schemas::{Outcome, ProfileUpdate, RejectReason, RejectedEvent, SkipKind, REJECT_PAYLOAD_HEAD};
 
 use crate::chain::{Chain, ChainParams, InputRecord};
 use crate::partition::{KeyBy, Partitioner};
@@ -611,7 +611,7 @@ fn oversize_reject(o: &Oversize) -> RejectedEvent {
             "line of {} bytes is over the source's limit (--max-line-bytes); it was not read whole",
             o.bytes
         ),
-        payload: String::from_utf8_lossy(&o.head).into_owned(),
+        payload: onramp_logic::validate::lossy_head(&o.head, REJECT_PAYLOAD_HEAD),
         payload_bytes: o.bytes,
         payload_sha256: o.sha256.clone(),
         identity: None,

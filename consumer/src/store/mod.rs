@@ -647,6 +647,7 @@ impl Store {
             reject_index.push(k);
         }
         let prefix_len = identity_prefix(user).len();
+        let unidentified = self.unidentified_rejects_naming(user)?;
         let trees = (
             &self.profiles,
             &self.fold_state,
@@ -675,6 +676,11 @@ impl Store {
                     erased.rejects += 1;
                 }
             }
+            for key in &unidentified {
+                if rejects.remove(key.as_ref())?.is_some() {
+                    erased.rejects += 1;
+                }
+            }
             add(counters, "erased.rejects", erased.rejects)?;
             Ok::<_, ConflictableTransactionError<String>>(erased)
         });
@@ -694,6 +700,29 @@ impl Store {
             self.flush()?;
         }
         Ok(erased)
+    }
+
+    /// The keys of stored rejects that carry no identity (a repeated key, an overlong id,
+    /// a line over the source's size limit) but whose kept text names `user` as a JSON
+    /// string. They are not indexed by identity, so erasure finds them by this scan: its
+    /// cost is one pass over the rejects, paid only by an erasure.
+    fn unidentified_rejects_naming(&self, user: &str) -> Result<Vec<sled::IVec>, StoreError> {
+        let quoted = serde_json::to_string(user).expect("a string serialises");
+        // The stored value is JSON holding the payload as a string, so the id's text
+        // appears in it escaped once more; a raw search is only a prefilter.
+        let plain = !user.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+        let mut keys = Vec::new();
+        for item in self.rejects.iter() {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            if plain && memchr::memmem::find(&v, user.as_bytes()).is_none() {
+                continue;
+            }
+            let reject: RejectedEvent = self.decode("rejects", &k, &v)?;
+            if reject.identity.is_none() && reject.payload.contains(&quoted) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
     }
 
     /// Makes everything committed so far durable (fsync).
@@ -928,6 +957,41 @@ mod tests {
         assert!(store.profile("v").unwrap().is_some());
         let counters = store.counters().unwrap();
         assert_eq!((counters["erased.events"], counters["erased.rejects"]), (3, 1));
+        assert!(!store.erase("u").unwrap().found_anything());
+    }
+
+    /// Proves erasure also finds the rejects that carry no identity (a repeated key, an
+    /// overlong id, an oversize line) when their kept text names the user as a JSON
+    /// string, and leaves those naming someone else, or the id only as part of a string.
+    #[test]
+    fn erasure_finds_rejects_without_identity_by_their_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let unidentified = |payload: &str| RejectedEvent {
+            identity: None,
+            payload: payload.into(),
+            ..reject("")
+        };
+        store
+            .commit(&Batch {
+                partition: 0,
+                last_offset: 3,
+                events_in: 4,
+                updates: Vec::new(),
+                rejects: vec![
+                    (0, unidentified(r#"{"user_id":"u","user_id":"u","email":"u@x.io"}"#)),
+                    (1, unidentified(r#"{"user_id":"u2"}"#)),
+                    (2, unidentified(r#"{"anonymous_id":"a\"b","user_id":"u"#)),
+                    (3, reject("other")),
+                ],
+                input: None,
+            })
+            .unwrap();
+        let erased = store.erase("u").unwrap();
+        assert_eq!(erased.rejects, 1, "{erased:?}");
+        assert_eq!(store.rejects(0).count(), 3);
+        assert_eq!(store.erase("a\"b").unwrap().rejects, 1, "an id that needs escaping");
+        assert_eq!(store.counters().unwrap()["erased.rejects"], 2);
         assert!(!store.erase("u").unwrap().found_anything());
     }
 
