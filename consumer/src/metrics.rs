@@ -127,7 +127,7 @@ impl Metrics {
         }
     }
 
-    /// A SmartModule failed on a record in the cluster (the record was skipped).
+    /// A SmartModule failed on a record in the cluster (the run stops).
     pub fn smartmodule_error(&self) {
         self.smartmodule_errors.fetch_add(1, Ordering::Relaxed);
     }

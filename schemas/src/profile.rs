@@ -390,18 +390,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn update(id: &str, offset: i64, t: i64, changes: Changes) -> ProfileUpdate {
-        ProfileUpdate {
-            user_id: "u".into(),
-            offset,
-            outcome: Outcome::Applied,
-            skip_reason: None,
-            skip_kind: None,
-            event_id: id.into(),
-            event_type: Some("identify".into()),
-            event_time_ms: t,
-            evicted_users: 0,
-            changes: Some(changes),
-        }
+        ProfileUpdate::applied("u", offset, id, "identify", t, Some(changes))
     }
 
     fn trait_change(v: &str) -> Changes {

@@ -52,6 +52,30 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl ProfileUpdate {
+    /// The update of a record the aggregate folded: `changes` to apply to `user_id`'s
+    /// profile (none yet: the aggregate fills them in as it folds).
+    pub fn applied(
+        user_id: impl Into<String>,
+        offset: i64,
+        event_id: impl Into<String>,
+        event_type: impl Into<String>,
+        event_time_ms: i64,
+        changes: Option<Changes>,
+    ) -> Self {
+        ProfileUpdate {
+            user_id: user_id.into(),
+            offset,
+            outcome: Outcome::Applied,
+            skip_reason: None,
+            skip_kind: None,
+            event_id: event_id.into(),
+            event_type: Some(event_type.into()),
+            event_time_ms,
+            evicted_users: 0,
+            changes,
+        }
+    }
+
     /// The update of a record the aggregate did not fold.
     pub fn skipped(offset: i64, kind: SkipKind, reason: impl Into<String>) -> Self {
         ProfileUpdate {

@@ -17,6 +17,21 @@ use super::{ApiError, AppState, Hub, BUSY_RETRY_AFTER_SECS, SCAN_QUEUE_WAIT};
 use crate::query::{self, Hint, ProfileFilter};
 use crate::store::Store;
 
+/// A request's query parameters; a missing, unknown or malformed one is a 400 `bad_query`
+/// that says which, for every endpoint alike.
+pub(super) struct ValidQuery<T>(T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(params)| ValidQuery(params))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+    }
+}
+
 /// Runs `f`, a read that may iterate the whole store, on the blocking pool once one of
 /// the [`super::MAX_CONCURRENT_SCANS`] slots is free; 503 `busy` if none frees up within
 /// [`SCAN_QUEUE_WAIT`]. The slot is held until `f` returns, even if the client left.
@@ -74,11 +89,7 @@ pub(super) async fn get_profile(State(state): State<AppState>, Path(user): Path<
             format!("no profile for `{user}`"),
         ));
     };
-    let reference = query::reference_time_ms(&store)?.unwrap_or(profile.last_seen_ms);
-    let hints = profile.hints(reference);
-    let mut value =
-        serde_json::to_value(&profile).map_err(|e| ApiError::internal(format!("encoding a profile: {e}")))?;
-    value["hints"] = serde_json::json!(hints);
+    let value = query::profile_with_hints(&store, &profile)?;
     Ok(Json(value).into_response())
 }
 
@@ -105,24 +116,15 @@ fn parse_hint(hint: Option<&str>) -> Result<Option<Hint>, ApiError> {
 
 pub(super) async fn list_profiles(
     State(state): State<AppState>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    ValidQuery(p): ValidQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let hint = parse_hint(p.hint.as_deref())?;
-    let active_since_ms = match p.active_since.as_deref() {
-        Some(t) => Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_active_since",
-                        format!("`{t}` is not an RFC 3339 time: {e}"),
-                    )
-                })?
-                .timestamp_millis(),
-        ),
-        None => None,
-    };
+    let active_since_ms = p
+        .active_since
+        .as_deref()
+        .map(query::parse_active_since)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_active_since", e))?;
     let limit = p.limit.unwrap_or(50);
     if limit == 0 || limit > query::MAX_PAGE_LIMIT {
         return Err(ApiError::new(
@@ -202,12 +204,7 @@ pub(super) struct UpdateParams {
 }
 
 fn wanted(p: &UpdateParams, hint: Option<Hint>, s: &Streamed) -> bool {
-    let hint_ok = match hint {
-        None => true,
-        Some(Hint::Stalled) => s.hints.stalled,
-        Some(Hint::Activated) => s.hints.activated,
-    };
-    hint_ok
+    hint.is_none_or(|h| h.is_in(&s.hints))
         && p.user.as_ref().is_none_or(|u| *u == s.update.user_id)
         && p.step.as_ref().is_none_or(|step| {
             s.update
@@ -228,9 +225,8 @@ fn sse_event(s: &Streamed) -> Event {
 pub(super) async fn updates(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<UpdateParams>, axum::extract::rejection::QueryRejection>,
+    ValidQuery(p): ValidQuery<UpdateParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let hint = parse_hint(p.hint.as_deref())?;
     let last_id: Option<u64> = headers
         .get("last-event-id")

@@ -69,7 +69,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::metrics::{BatchFigures, Metrics};
-use crate::pipeline::Observer;
+use crate::run::Observer;
 use crate::store::{Batch, Committed, Store};
 use access::{Connection, HostPolicy};
 pub use server::{DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
@@ -89,9 +89,11 @@ pub const MAX_CONCURRENT_SCANS: usize = 4;
 pub const SCAN_QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// `Retry-After` of a 503 `busy`, seconds.
 pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
-/// Async worker threads of the API (handlers never block them).
+/// Async worker threads of the process's runtime ([`crate::runtime`]); the API's handlers
+/// never block them.
 pub const API_WORKERS: usize = 2;
-/// Threads for blocking store work (scans are bounded separately; erasures use the rest).
+/// Threads of the runtime's blocking pool (store work: scans are bounded separately,
+/// erasures use the rest).
 pub const API_BLOCKING_THREADS: usize = 16;
 
 /// Shared state of the API and the pipeline.
@@ -199,22 +201,14 @@ impl Observer for Hub {
         let mut figures = BatchFigures {
             partition: batch.partition,
             checkpoint: batch.last_offset,
-            accepted: committed.applied + committed.duplicates + committed.skipped,
+            accepted: committed.accepted(),
             duplicates: committed.duplicates,
             applied: committed.applied,
             fold_evictions: committed.evicted,
             apply_seconds,
             ..BatchFigures::default()
         };
-        for (_, r) in &batch.rejects {
-            *figures.rejects.entry(r.reason.to_string()).or_default() += 1;
-        }
-        if committed.quarantined > 0 {
-            *figures
-                .rejects
-                .entry(onramp_schemas::RejectReason::TimestampOutOfRange.to_string())
-                .or_default() += committed.quarantined;
-        }
+        figures.rejects = committed.rejected.clone();
         let applied: Vec<_> = batch
             .updates
             .iter()
@@ -364,20 +358,18 @@ struct AppState {
     scans: Arc<Semaphore>,
 }
 
-/// Binds and serves on a thread of its own; returns the bound address. The server lives
-/// until the process exits.
-pub fn start(cfg: ApiConfig, hub: Arc<Hub>) -> anyhow::Result<SocketAddr> {
+/// Binds and serves on `runtime` (the process's one runtime); returns the bound address.
+/// The server lives as long as the runtime.
+pub fn start(cfg: ApiConfig, hub: Arc<Hub>, runtime: &tokio::runtime::Handle) -> anyhow::Result<SocketAddr> {
     check_bind(&cfg)?;
     let hosts = HostPolicy::new(cfg.listen, &cfg.allow_hosts)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(API_WORKERS)
-        .max_blocking_threads(API_BLOCKING_THREADS)
-        .thread_name("onramp-api")
-        .enable_all()
-        .build()?;
-    let listener = runtime
-        .block_on(async { tokio::net::TcpListener::bind(cfg.listen).await })
+    let listener = std::net::TcpListener::bind(cfg.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
     let addr = listener.local_addr()?;
     let limits = server::Limits {
         max_connections: cfg.max_connections,
@@ -389,9 +381,7 @@ pub fn start(cfg: ApiConfig, hub: Arc<Hub>) -> anyhow::Result<SocketAddr> {
         hosts: Arc::new(hosts),
         scans: Arc::new(Semaphore::new(MAX_CONCURRENT_SCANS)),
     });
-    std::thread::Builder::new()
-        .name("onramp-api".into())
-        .spawn(move || runtime.block_on(server::serve(listener, app, limits, hub)))?;
+    runtime.spawn(server::serve(listener, app, limits, hub));
     Ok(addr)
 }
 

@@ -293,20 +293,16 @@ mod tests {
     use super::*;
     use crate::store::{Batch, StoreSettings};
     use futures_util::StreamExt;
-    use onramp_schemas::{Changes, Counters, Outcome};
+    use onramp_schemas::{Changes, Counters};
 
     fn update(user: &str, offset: i64) -> ProfileUpdate {
-        ProfileUpdate {
-            user_id: user.to_string(),
+        ProfileUpdate::applied(
+            user,
             offset,
-            outcome: Outcome::Applied,
-            skip_reason: None,
-            skip_kind: None,
-            event_id: format!("e{offset}"),
-            event_type: Some("page_view".into()),
-            event_time_ms: 1_700_000_000_000 + offset,
-            evicted_users: 0,
-            changes: Some(Changes {
+            format!("e{offset}"),
+            "page_view",
+            1_700_000_000_000 + offset,
+            Some(Changes {
                 counters: Counters {
                     events: 1,
                     ..Default::default()
@@ -314,7 +310,7 @@ mod tests {
                 email: Some(format!("{user}@example.com")),
                 ..Default::default()
             }),
-        }
+        )
     }
 
     fn publish(u: &Updates, updates: &[ProfileUpdate], store: Option<&Store>) -> u64 {

@@ -48,15 +48,14 @@ use fluvio::{
     SmartModuleKind,
 };
 use futures_util::StreamExt;
-use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::merge::{LagBook, MergeError, OffsetMerger};
+use super::merge::{LagBook, OffsetMerger};
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
-use crate::chain::ChainParams;
-use crate::pipeline::{params_fingerprint, Durability, Observer, Progress, Recorder, SourceKind, Summary};
-use crate::store::{Batch, Store, StoreSettings};
+use crate::run::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
+use crate::shutdown::Shutdown;
+use crate::store::{Batch, Store};
 use crate::wasm::{Module, WasmModules};
 
 /// Default `max_bytes` of a fetch: as large as the protocol allows.
@@ -99,26 +98,18 @@ pub enum ChainSource {
 /// Everything `onramp run --source fluvio` needs.
 #[derive(Debug, Clone)]
 pub struct ClusterRunConfig {
+    /// Store, params, batch size, durability, progress.
+    pub settings: Settings,
     /// The cluster.
     pub target: ClusterTarget,
     /// Events topic.
     pub topic: String,
-    /// Store directory.
-    pub store: PathBuf,
-    /// Chain params.
-    pub params: ChainParams,
     /// Loaded modules or ad-hoc wasm.
     pub chain: ChainSource,
-    /// Records per committed batch (at most).
-    pub batch_size: usize,
     /// `max_bytes` of each fetch.
     pub max_bytes: i32,
-    /// Flush policy.
-    pub durability: Durability,
     /// Stop once every partition reached the end offset it had at start.
     pub stop_at_end: bool,
-    /// Show a progress bar.
-    pub progress_bar: bool,
 }
 
 /// The invocations of both streams, without the aggregate's accumulator.
@@ -157,10 +148,12 @@ impl Invocations {
             params: SmartModuleExtraParams::new(params, None),
             name: None,
         };
-        let updates = Module::ALL.iter().map(|&m| invocation(m, cfg.params.of(m))).collect();
-        let mut reject_params = cfg.params.of(Module::Validate);
-        reject_params.insert("mode".into(), "rejected".into());
-        let rejects = vec![invocation(Module::Validate, reject_params)];
+        let params = &cfg.settings.params;
+        let updates = Module::ALL.iter().map(|&m| invocation(m, params.of(m))).collect();
+        let rejects = vec![invocation(
+            Module::Validate,
+            cfg.settings.rejected_params().of(Module::Validate),
+        )];
         Ok(Invocations { updates, rejects })
     }
 
@@ -205,133 +198,121 @@ struct Shared {
     resync: Vec<AtomicBool>,
 }
 
-/// Runs until ctrl-c, or with `stop_at_end` until every partition reached its start-time end.
-pub fn run(cfg: &ClusterRunConfig, shutdown: &AtomicBool, observer: &dyn Observer) -> anyhow::Result<Summary> {
+/// Runs until `shutdown` is requested, or with `stop_at_end` until every partition reached
+/// its start-time end.
+pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Observer) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let fold_cfg = FoldConfig::from_params(|k| cfg.params.of(Module::Profile).get(k).cloned())
-        .map_err(|e| anyhow!("SmartModule onramp-profile refused its params: {e}"))?;
+    let fold_cfg = cfg.settings.fold_config()?;
     let invocations = Invocations::new(cfg)?;
-    let rt = super::runtime()?;
-    rt.block_on(async {
-        let fluvio = cfg.target.connect().await?;
-        let admin = fluvio.admin().await;
-        let partition_count = existing_topic_partitions(&admin, &cfg.topic).await?;
-        let mut ends: Vec<Option<i64>> = vec![None; partition_count as usize];
-        if cfg.stop_at_end {
-            for p in 0..partition_count {
-                let end = end_offset(&fluvio, &cfg.topic, p).await?;
-                tracing::info!(partition = p, end, "stopping at the end offset seen now");
-                ends[p as usize] = Some(end);
-            }
+    let fluvio = cfg.target.connect().await?;
+    let admin = fluvio.admin().await;
+    let partition_count = existing_topic_partitions(&admin, &cfg.topic).await?;
+    let mut ends: Vec<Option<i64>> = vec![None; partition_count as usize];
+    if cfg.stop_at_end {
+        for p in 0..partition_count {
+            let end = end_offset(&fluvio, &cfg.topic, p).await?;
+            tracing::info!(partition = p, end, "stopping at the end offset seen now");
+            ends[p as usize] = Some(end);
         }
-        drop(admin);
-        drop(fluvio);
+    }
+    drop(admin);
+    drop(fluvio);
 
-        let store = Store::open(
-            &cfg.store,
-            &StoreSettings {
-                partitions: partition_count,
-                chain_params: params_fingerprint(&cfg.params),
+    let source = format!("fluvio topic {}", cfg.topic);
+    let mut run = Run::open(
+        &cfg.settings,
+        partition_count,
+        &source,
+        SourceKind::Fluvio,
+        observer,
+        started,
+    )?;
+    tracing::info!(topic = %cfg.topic, partitions = partition_count, stop_at_end = cfg.stop_at_end, "consuming from the cluster");
+
+    let shared = Arc::new(Shared {
+        target: cfg.target.clone(),
+        topic: cfg.topic.clone(),
+        invocations,
+        max_bytes: cfg.max_bytes,
+        resync: (0..partition_count).map(|_| AtomicBool::new(false)).collect(),
+    });
+    let mut checkpoints = Vec::with_capacity(partition_count as usize);
+    for p in 0..partition_count {
+        checkpoints.push(run.store().checkpoint(p)?.map_or(-1, |c| c.offset));
+    }
+    let (tx, mut rx) = mpsc::channel::<ToSink>(64);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for p in 0..partition_count {
+        let task = PartitionTask {
+            partition: p,
+            shared: shared.clone(),
+            tx: tx.clone(),
+            stop: stop_rx.clone(),
+            merger: OffsetMerger::new(p, checkpoints[p as usize], cfg.settings.batch_size, ends[p as usize]),
+            missing_since: None,
+        };
+        tasks.push(tokio::spawn(task.run()));
+    }
+    drop(tx);
+    // The poller has its own channel: the loop below ends when the partition tasks do.
+    let mut lag = LagBook::new(checkpoints);
+    let (ends_tx, mut ends_rx) = mpsc::channel::<(u32, i64)>(partition_count as usize);
+    let poller = tokio::spawn(poll_end_offsets(
+        cfg.target.clone(),
+        cfg.topic.clone(),
+        partition_count,
+        ends_tx,
+    ));
+
+    // Erasures are noticed between messages; this bounds how long one waits when idle.
+    let mut erasure_check = tokio::time::interval(Duration::from_millis(100));
+    let stop_requested = shutdown.requested();
+    tokio::pin!(stop_requested);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                None => break,
+                Some(ToSink::Batch(batch)) => {
+                    run.read(batch.events_in);
+                    run.commit(&batch)?;
+                    if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
+                        observer.lag(batch.partition, records);
+                    }
+                }
+                Some(ToSink::Resync { partition, reply }) => {
+                    let answer = resume_point(run.store(), partition, fold_cfg.state_ttl_ms);
+                    let _ = reply.send(answer);
+                }
+                Some(ToSink::SmartModuleError { partition, offset, message }) => {
+                    run.smartmodule_error(partition, offset, &message);
+                }
+                Some(ToSink::Reconnect { partition }) => run.reconnecting(partition),
+                Some(ToSink::Fatal(e)) => return Err(e),
             },
-        )?;
-        store.claim_source(&format!("fluvio topic {}", cfg.topic))?;
-        observer.store_opened(&store)?;
-        tracing::info!(topic = %cfg.topic, partitions = partition_count, stop_at_end = cfg.stop_at_end, "consuming from the cluster");
-
-        let shared = Arc::new(Shared {
-            target: cfg.target.clone(),
-            topic: cfg.topic.clone(),
-            invocations,
-            max_bytes: cfg.max_bytes,
-            resync: (0..partition_count).map(|_| AtomicBool::new(false)).collect(),
-        });
-        let mut checkpoints = Vec::with_capacity(partition_count as usize);
-        for p in 0..partition_count {
-            checkpoints.push(store.checkpoint(p)?.map_or(-1, |c| c.offset));
-        }
-        let (tx, mut rx) = mpsc::channel::<ToSink>(64);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        for p in 0..partition_count {
-            let task = PartitionTask {
-                partition: p,
-                shared: shared.clone(),
-                tx: tx.clone(),
-                stop: stop_rx.clone(),
-                merger: OffsetMerger::new(p, checkpoints[p as usize], cfg.batch_size, ends[p as usize]),
-                missing_since: None,
-            };
-            tasks.push(tokio::spawn(task.run()));
-        }
-        drop(tx);
-        // The poller has its own channel: the loop below ends when the partition tasks do.
-        let mut lag = LagBook::new(checkpoints);
-        let (ends_tx, mut ends_rx) = mpsc::channel::<(u32, i64)>(partition_count as usize);
-        let poller = tokio::spawn(poll_end_offsets(
-            cfg.target.clone(),
-            cfg.topic.clone(),
-            partition_count,
-            ends_tx,
-        ));
-
-        let mut recorder = Recorder::new(&store, cfg.durability, observer);
-        recorder.summary.source = SourceKind::Fluvio;
-        let progress = Progress::new(cfg.progress_bar);
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    None => break,
-                    Some(ToSink::Batch(batch)) => {
-                        recorder.summary.lines_read += batch.events_in;
-                        recorder.record(&batch)?;
-                        if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
-                            observer.lag(batch.partition, records);
-                        }
-                        progress.tick(&recorder.summary, started);
-                    }
-                    Some(ToSink::Resync { partition, reply }) => {
-                        let answer = resume_point(&store, partition, fold_cfg.state_ttl_ms);
-                        let _ = reply.send(answer);
-                    }
-                    Some(ToSink::SmartModuleError { partition, offset, message }) => {
-                        recorder.summary.smartmodule_errors += 1;
-                        observer.smartmodule_error(partition, offset);
-                        tracing::error!(partition, offset, "SmartModule runtime error; the run stops: {message}");
-                    }
-                    Some(ToSink::Reconnect { partition }) => {
-                        recorder.summary.reconnects += 1;
-                        observer.reconnecting(partition);
-                    }
-                    Some(ToSink::Fatal(e)) => return Err(e),
-                },
-                Some((partition, end)) = ends_rx.recv() => {
-                    if let Some(records) = lag.end_polled(partition, end) {
-                        observer.lag(partition, records);
-                    }
+            Some((partition, end)) = ends_rx.recv() => {
+                if let Some(records) = lag.end_polled(partition, end) {
+                    observer.lag(partition, records);
                 }
-                _ = tick.tick() => {
-                    if shutdown.load(Ordering::SeqCst) && !*stop_tx.borrow() {
-                        tracing::warn!("signal received: committing the pending batches and stopping");
-                        recorder.summary.interrupted = true;
-                        let _ = stop_tx.send(true);
-                    }
-                    for p in 0..partition_count {
-                        if observer.take_erased(p) {
-                            shared.resync[p as usize].store(true, Ordering::SeqCst);
-                        }
+            }
+            _ = &mut stop_requested, if !*stop_tx.borrow() => {
+                run.interrupted();
+                let _ = stop_tx.send(true);
+            }
+            _ = erasure_check.tick() => {
+                for p in 0..partition_count {
+                    if observer.take_erased(p) {
+                        shared.resync[p as usize].store(true, Ordering::SeqCst);
                     }
                 }
             }
         }
-        poller.abort();
-        for t in tasks {
-            t.await.map_err(|e| anyhow!("a partition task panicked: {e}"))?;
-        }
-        store.flush()?;
-        progress.finish();
-        Ok(recorder.finish(started))
-    })
+    }
+    poller.abort();
+    for t in tasks {
+        t.await.map_err(|e| anyhow!("a partition task panicked: {e}"))?;
+    }
+    run.finish()
 }
 
 /// A partition's end offset (the offset its next record will get), asked of its leader:
@@ -448,7 +429,7 @@ impl PartitionTask {
     async fn run(mut self) {
         if let Err(e) = self.follow_partition().await {
             // A refused snapshot names its partition already, in the embedded run's words.
-            let e = if e.is::<MergeError>() {
+            let e = if e.is::<RefusedSnapshot>() {
                 e
             } else {
                 e.context(format!("partition {}", self.partition))

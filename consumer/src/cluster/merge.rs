@@ -24,7 +24,7 @@
 //! What it refuses: an update saying the profile aggregate refused its restart snapshot
 //! ([`ProfileUpdate::refused_snapshot`]) for an offset past the checkpoint. Nothing was
 //! folded on that stream, so [`OffsetMerger::push_update`] returns
-//! [`MergeError::RefusedSnapshot`], and no batch ever holds that offset or any later one
+//! [`RefusedSnapshot`], and no batch ever holds that offset or any later one
 //! (not even one the reject stream claimed too): the run stops like the embedded pipeline
 //! does. Refused updates re-sent at or below the checkpoint are ignored like any re-sent
 //! offset; the aggregate refuses every record, so the first one past the checkpoint stops it.
@@ -33,23 +33,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 
+use crate::run::RefusedSnapshot;
 use crate::store::Batch;
-
-/// Why merging cannot go on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MergeError {
-    /// The profile aggregate refused the restart snapshot it was started with, so it
-    /// folds nothing; the same message as the embedded pipeline's.
-    #[error("partition {partition}: the profile aggregate refused its restart snapshot: {reason}")]
-    RefusedSnapshot {
-        /// Partition.
-        partition: u32,
-        /// Offset of the first refused record above the checkpoint.
-        offset: i64,
-        /// The aggregate's `skip_reason`.
-        reason: String,
-    },
-}
 
 /// What the merger ignored so far (over every reopen).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,7 +69,7 @@ pub struct OffsetMerger {
     ready: VecDeque<(i64, Item)>,
     /// Offsets past a gap, waiting for it to fill.
     waiting: BTreeMap<i64, Item>,
-    refused: Option<MergeError>,
+    refused: Option<RefusedSnapshot>,
     stats: MergeStats,
 }
 
@@ -119,17 +104,15 @@ impl OffsetMerger {
 
     /// An update of the update stream. Errors when the aggregate refused its restart
     /// snapshot (and from then on): nothing at or after that offset is ever handed out.
-    pub fn push_update(&mut self, update: ProfileUpdate) -> Result<(), MergeError> {
+    pub fn push_update(&mut self, update: ProfileUpdate) -> Result<(), RefusedSnapshot> {
         if let Some(refused) = &self.refused {
             return Err(refused.clone());
         }
         let offset = update.offset;
-        if offset > self.opened_at && self.before_end(offset) && update.refused_snapshot() {
-            let refused = MergeError::RefusedSnapshot {
-                partition: self.partition,
-                offset,
-                reason: update.skip_reason.unwrap_or_default(),
-            };
+        let refusal = (offset > self.opened_at && self.before_end(offset))
+            .then(|| RefusedSnapshot::of(self.partition, &update))
+            .flatten();
+        if let Some(refused) = refusal {
             self.refused = Some(refused.clone());
             // Only the consecutive run before the refused offset may still be handed out.
             self.waiting.clear();
@@ -288,18 +271,14 @@ mod tests {
     use super::*;
 
     fn update(offset: i64) -> ProfileUpdate {
-        ProfileUpdate {
-            user_id: format!("u_{}", offset % 7),
+        ProfileUpdate::applied(
+            format!("u_{}", offset % 7),
             offset,
-            outcome: Outcome::Applied,
-            skip_reason: None,
-            skip_kind: None,
-            event_id: format!("e{offset}"),
-            event_type: Some("page_view".into()),
-            event_time_ms: 1_790_000_000_000 + offset,
-            evicted_users: 0,
-            changes: None,
-        }
+            format!("e{offset}"),
+            "page_view",
+            1_790_000_000_000 + offset,
+            None,
+        )
     }
 
     fn reject(offset: i64) -> RejectedEvent {
@@ -550,7 +529,7 @@ mod tests {
         );
         assert!(matches!(
             err,
-            MergeError::RefusedSnapshot {
+            RefusedSnapshot {
                 offset: 22,
                 partition: 4,
                 ..

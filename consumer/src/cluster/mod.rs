@@ -147,12 +147,3 @@ pub async fn partitions(admin: &FluvioAdmin, topic: &str) -> anyhow::Result<Vec<
     out.sort_by_key(|p| p.partition);
     Ok(out)
 }
-
-/// A multi-threaded tokio runtime for the cluster commands.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("onramp-cluster")
-        .build()
-        .context("starting the async runtime")
-}

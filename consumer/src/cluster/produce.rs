@@ -22,12 +22,14 @@ use fluvio::{
 
 use super::{existing_topic_partitions, ClusterTarget};
 use crate::partition::Partitioner;
+use crate::run::Progress;
+use crate::shutdown::Shutdown;
 use crate::source::{Input, Line, Lines};
 
 /// Default producer batch size, bytes.
 pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
-/// Default linger: how long a batch may wait to fill up.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(10);
+/// Default `--linger`: how long a batch may wait to fill up (as the flag is written).
+pub const DEFAULT_LINGER: &str = "10ms";
 /// Default retries of a failed record.
 pub const DEFAULT_RETRIES: u32 = 8;
 /// Records in flight before onramp waits for the oldest acknowledgement.
@@ -116,7 +118,7 @@ impl FluvioPartitioner for PinnedPartitioner {
 }
 
 /// Sends every line; see the module docs.
-pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<ProduceReport> {
+pub async fn produce(cfg: &ProduceConfig, shutdown: &Shutdown) -> anyhow::Result<ProduceReport> {
     // Opening checks a file is JSON lines, from the same open file (a pipe loses nothing).
     let mut lines = Lines::open(&cfg.input, cfg.max_line_bytes)?;
     let started = Instant::now();
@@ -147,18 +149,10 @@ pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) 
         per_partition: vec![0; partitions as usize],
         ..ProduceReport::default()
     };
-    let progress = cfg.progress_bar.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b
-    });
-    let mut last_log = Instant::now();
+    let progress = Progress::new(cfg.progress_bar);
     let mut in_flight: VecDeque<(u64, ProduceOutput)> = VecDeque::new();
     for line in &mut lines {
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if shutdown.is_requested() {
             tracing::warn!(
                 read = report.read,
                 "signal received: flushing what was sent and stopping"
@@ -191,21 +185,13 @@ pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) 
                 settle(n, out, &mut report).await;
             }
         }
-        if let Some(b) = &progress {
-            if report.read.is_multiple_of(1000) {
-                b.set_message(format!(
+        if report.read.is_multiple_of(1000) {
+            progress.tick(|| {
+                format!(
                     "{} read, {} acknowledged, {} failed",
                     report.read, report.sent, report.failed
-                ));
-            }
-        } else if last_log.elapsed() >= crate::pipeline::PROGRESS_LOG_EVERY {
-            last_log = Instant::now();
-            tracing::info!(
-                read = report.read,
-                sent = report.sent,
-                failed = report.failed,
-                "progress"
-            );
+                )
+            });
         }
     }
     producer
@@ -215,9 +201,7 @@ pub async fn produce(cfg: &ProduceConfig, stop: &std::sync::atomic::AtomicBool) 
     while let Some((n, out)) = in_flight.pop_front() {
         settle(n, out, &mut report).await;
     }
-    if let Some(b) = &progress {
-        b.finish_and_clear();
-    }
+    progress.finish();
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }

@@ -30,7 +30,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 mod check;
+mod erase;
+
 pub use check::{CheckReport, Problem, ProblemKind, EXAMPLES_PER_KIND, REBUILD_HELP};
+pub use erase::Erased;
 
 /// The store layout version this build reads and writes.
 pub const STORE_VERSION: u32 = 2;
@@ -252,27 +255,17 @@ pub struct Committed {
     pub quarantined: u64,
     /// Live users the aggregate evicted to stay within `max_users`.
     pub evicted: u64,
+    /// Records rejected, by reason: the batch's rejects and the quarantined updates.
+    pub rejected: BTreeMap<String, u64>,
     /// The hints of each written profile after the batch, judged at the partition's
     /// watermark (for the update stream's `hint` filter).
     pub hints: BTreeMap<String, Hints>,
 }
 
-/// What [`Store::erase`] removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Erased {
-    /// The profile existed and was removed.
-    pub profile: bool,
-    /// The partitions where the user had fold state, now removed: their chains must be
-    /// restarted from the store's snapshot so the aggregate forgets the user too.
-    pub fold_state_partitions: Vec<u32>,
-    /// Stored rejects of the user's records removed.
-    pub rejects: u64,
-}
-
-impl Erased {
-    /// True when anything of the user was found (and removed).
-    pub fn found_anything(&self) -> bool {
-        self.profile || !self.fold_state_partitions.is_empty() || self.rejects > 0
+impl Committed {
+    /// Updates the aggregate accepted: applied, duplicate or skipped.
+    pub fn accepted(&self) -> u64 {
+        self.applied + self.duplicates + self.skipped
     }
 }
 
@@ -530,7 +523,6 @@ impl Store {
                 if batch.input.is_some() {
                     checkpoint.input = batch.input.clone();
                 }
-                let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
                 let mut quarantined = Vec::new();
                 for u in &batch.updates {
                     committed.evicted += u64::from(u.evicted_users);
@@ -596,23 +588,19 @@ impl Store {
                         index.extend_from_slice(&key);
                         rejects_by_identity.insert(index, &[])?;
                     }
-                    *reasons.entry(format!("rejected.{}", rejected.reason)).or_default() += 1;
+                    *committed.rejected.entry(rejected.reason.to_string()).or_default() += 1;
                 }
                 checkpoint.offset = checkpoint.offset.max(batch.last_offset);
                 checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
                 add(counters, "events_in", batch.events_in)?;
-                add(
-                    counters,
-                    "accepted",
-                    committed.applied + committed.duplicates + committed.skipped,
-                )?;
+                add(counters, "accepted", committed.accepted())?;
                 add(counters, "applied", committed.applied)?;
                 add(counters, "duplicates", committed.duplicates)?;
                 add(counters, "skipped", committed.skipped)?;
                 add(counters, "rejected", (batch.rejects.len() + quarantined.len()) as u64)?;
                 add(counters, "fold_evictions", committed.evicted)?;
-                for (name, n) in &reasons {
-                    add(counters, name, *n)?;
+                for (reason, n) in &committed.rejected {
+                    add(counters, &format!("rejected.{reason}"), *n)?;
                 }
                 committed.profiles_touched = touched.len() as u64;
                 let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
@@ -633,96 +621,6 @@ impl Store {
             }),
             Err(TransactionError::Storage(e)) => Err(self.sled(e)),
         }
-    }
-
-    /// Erases a user: their profile, their fold state on every partition and the stored
-    /// rejects of their records, in one transaction. Returns what was removed; the chains
-    /// of [`Erased::fold_state_partitions`] must be restarted from the store's snapshot.
-    /// Later events for the user start a new profile.
-    pub fn erase(&self, user: &str) -> Result<Erased, StoreError> {
-        let partitions = self.partitions()?.unwrap_or(0);
-        let mut reject_index = Vec::new();
-        for item in self.rejects_by_identity.scan_prefix(identity_prefix(user)) {
-            let (k, _) = item.map_err(|e| self.sled(e))?;
-            reject_index.push(k);
-        }
-        let prefix_len = identity_prefix(user).len();
-        let unidentified = self.unidentified_rejects_naming(user)?;
-        let trees = (
-            &self.profiles,
-            &self.fold_state,
-            &self.rejects,
-            &self.rejects_by_identity,
-            &self.counters,
-        );
-        let result = trees.transaction(|(profiles, fold_state, rejects, rejects_by_identity, counters)| {
-            let mut erased = Erased::default();
-            if let Some(v) = profiles.remove(user.as_bytes())? {
-                let profile: Profile = serde_json::from_slice(&v).map_err(abort)?;
-                erased.profile = true;
-                // Counters stay consistent with what remains: `onramp check` compares the
-                // profiles' events with `applied - erased.events`.
-                add(counters, "erased.profiles", 1)?;
-                add(counters, "erased.events", profile.counters.events)?;
-            }
-            for p in 0..partitions {
-                if fold_state.remove(fold_key(p, user))?.is_some() {
-                    erased.fold_state_partitions.push(p);
-                }
-            }
-            for index in &reject_index {
-                rejects_by_identity.remove(index.as_ref())?;
-                if rejects.remove(&index[prefix_len..])?.is_some() {
-                    erased.rejects += 1;
-                }
-            }
-            for key in &unidentified {
-                if rejects.remove(key.as_ref())?.is_some() {
-                    erased.rejects += 1;
-                }
-            }
-            add(counters, "erased.rejects", erased.rejects)?;
-            Ok::<_, ConflictableTransactionError<String>>(erased)
-        });
-        let erased = match result {
-            Ok(e) => e,
-            Err(TransactionError::Abort(reason)) => {
-                return Err(StoreError::Decode {
-                    path: self.path.clone(),
-                    tree: "profiles",
-                    key: user.into(),
-                    reason,
-                })
-            }
-            Err(TransactionError::Storage(e)) => return Err(self.sled(e)),
-        };
-        if erased.found_anything() {
-            self.flush()?;
-        }
-        Ok(erased)
-    }
-
-    /// The keys of stored rejects that carry no identity (a repeated key, an overlong id,
-    /// a line over the source's size limit) but whose kept text names `user` as a JSON
-    /// string. They are not indexed by identity, so erasure finds them by this scan: its
-    /// cost is one pass over the rejects, paid only by an erasure.
-    fn unidentified_rejects_naming(&self, user: &str) -> Result<Vec<sled::IVec>, StoreError> {
-        let quoted = serde_json::to_string(user).expect("a string serialises");
-        // The stored value is JSON holding the payload as a string, so the id's text
-        // appears in it escaped once more; a raw search is only a prefilter.
-        let plain = !user.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
-        let mut keys = Vec::new();
-        for item in self.rejects.iter() {
-            let (k, v) = item.map_err(|e| self.sled(e))?;
-            if plain && memchr::memmem::find(&v, user.as_bytes()).is_none() {
-                continue;
-            }
-            let reject: RejectedEvent = self.decode("rejects", &k, &v)?;
-            if reject.identity.is_none() && reject.payload.contains(&quoted) {
-                keys.push(k);
-            }
-        }
-        Ok(keys)
     }
 
     /// Makes everything committed so far durable (fsync).
@@ -845,32 +743,28 @@ fn add(tree: &TransactionalTree, name: &str, n: u64) -> Result<(), ConflictableT
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use onramp_schemas::{Changes, Counters};
 
-    fn applied(user: &str, id: &str, offset: i64, t: i64) -> ProfileUpdate {
-        ProfileUpdate {
-            user_id: user.into(),
+    pub(crate) fn applied(user: &str, id: &str, offset: i64, t: i64) -> ProfileUpdate {
+        ProfileUpdate::applied(
+            user,
             offset,
-            outcome: Outcome::Applied,
-            skip_reason: None,
-            skip_kind: None,
-            event_id: id.into(),
-            event_type: Some("page_view".into()),
-            event_time_ms: t,
-            evicted_users: 0,
-            changes: Some(Changes {
+            id,
+            "page_view",
+            t,
+            Some(Changes {
                 counters: Counters {
                     events: 1,
                     ..Counters::default()
                 },
                 ..Changes::default()
             }),
-        }
+        )
     }
 
-    fn reject(identity: &str) -> RejectedEvent {
+    pub(crate) fn reject(identity: &str) -> RejectedEvent {
         RejectedEvent {
             reason: RejectReason::Bot,
             detail: String::new(),
@@ -882,7 +776,7 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path) -> Store {
+    pub(crate) fn open(dir: &Path) -> Store {
         Store::open(
             dir,
             &StoreSettings {
@@ -893,7 +787,7 @@ mod tests {
         .unwrap()
     }
 
-    fn batches() -> [Batch; 2] {
+    pub(crate) fn batches() -> [Batch; 2] {
         [
             Batch {
                 partition: 0,
@@ -935,64 +829,6 @@ mod tests {
         assert_eq!(ids(&first, 1), ["e3"]);
         assert_eq!(ids(&second, 0), ids(&first, 0));
         assert_eq!(ids(&second, 1), ids(&first, 1));
-    }
-
-    /// Proves erasure removes the profile, the fold state on every partition and the
-    /// user's rejects, counts them, touches no one else, and finds nothing the second time.
-    #[test]
-    fn erasure_reaches_every_partition_and_the_rejects() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        for b in batches() {
-            store.commit(&b).unwrap();
-        }
-        let erased = store.erase("u").unwrap();
-        assert!(erased.profile);
-        assert_eq!(erased.fold_state_partitions, [0, 1]);
-        assert_eq!(erased.rejects, 1);
-        assert_eq!(store.profile("u").unwrap(), None);
-        assert!(store.snapshot(0, i64::MAX).unwrap().users.is_empty());
-        assert!(!store.snapshot(1, i64::MAX).unwrap().users.contains_key("u"));
-        assert_eq!(store.rejects(0).count(), 0);
-        assert!(store.profile("v").unwrap().is_some());
-        let counters = store.counters().unwrap();
-        assert_eq!((counters["erased.events"], counters["erased.rejects"]), (3, 1));
-        assert!(!store.erase("u").unwrap().found_anything());
-    }
-
-    /// Proves erasure also finds the rejects that carry no identity (a repeated key, an
-    /// overlong id, an oversize line) when their kept text names the user as a JSON
-    /// string, and leaves those naming someone else, or the id only as part of a string.
-    #[test]
-    fn erasure_finds_rejects_without_identity_by_their_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let unidentified = |payload: &str| RejectedEvent {
-            identity: None,
-            payload: payload.into(),
-            ..reject("")
-        };
-        store
-            .commit(&Batch {
-                partition: 0,
-                last_offset: 3,
-                events_in: 4,
-                updates: Vec::new(),
-                rejects: vec![
-                    (0, unidentified(r#"{"user_id":"u","user_id":"u","email":"u@x.io"}"#)),
-                    (1, unidentified(r#"{"user_id":"u2"}"#)),
-                    (2, unidentified(r#"{"anonymous_id":"a\"b","user_id":"u"#)),
-                    (3, reject("other")),
-                ],
-                input: None,
-            })
-            .unwrap();
-        let erased = store.erase("u").unwrap();
-        assert_eq!(erased.rejects, 1, "{erased:?}");
-        assert_eq!(store.rejects(0).count(), 3);
-        assert_eq!(store.erase("a\"b").unwrap().rejects, 1, "an id that needs escaping");
-        assert_eq!(store.counters().unwrap()["erased.rejects"], 2);
-        assert!(!store.erase("u").unwrap().found_anything());
     }
 
     /// Proves an update the aggregate quarantined becomes a `timestamp_out_of_range`

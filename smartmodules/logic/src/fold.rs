@@ -276,18 +276,7 @@ impl FoldState {
                 "missing_identity: neither user_id nor anonymous_id is set",
             );
         }
-        let mut update = ProfileUpdate {
-            user_id,
-            offset,
-            outcome: Outcome::Applied,
-            skip_reason: None,
-            skip_kind: None,
-            event_id: e.event_id.clone(),
-            event_type: Some(e.type_name().to_string()),
-            event_time_ms: t,
-            evicted_users: 0,
-            changes: None,
-        };
+        let mut update = ProfileUpdate::applied(user_id, offset, e.event_id.clone(), e.type_name(), t, None);
         let reference = if record_timestamp_ms >= 0 {
             Some(("the record's timestamp", record_timestamp_ms))
         } else {

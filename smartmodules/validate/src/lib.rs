@@ -15,10 +15,14 @@
 //!
 //! $ smdk test --file ../../tests/data/validate-mixed.input.jsonl -e mode=rejected
 //!   {"reason":"unknown_type","detail":"`teleport` is not one of: sign_up, …","payload":"{…}",
-//!    "payload_bytes":86,"payload_sha256":"023b3bd8…","identity":"u_1","offset":1}
+//!    "payload_bytes":86,"payload_sha256":"023b3bd8…","identity":"u_1","offset":0}
 //!   {"reason":"invalid_json","detail":"expected ident at line 1 column 2","payload":"not json",
-//!    "payload_bytes":8,"payload_sha256":"7ccfa1fb…","offset":2}
+//!    "payload_bytes":8,"payload_sha256":"7ccfa1fb…","offset":0}
 //! ```
+//!
+//! `smdk test` hands the module each line as a record of its own, at offset 0, so every
+//! reject it prints says `"offset":0`; from a topic (or `onramp run`) it is the record's
+//! own offset, 1 and 2 above.
 //!
 //! Each reject carries the offset of the record it rejects: in a Fluvio cluster the
 //! consumer cannot learn it from the output record (see `onramp_schemas::RejectedEvent`).

@@ -1,4 +1,4 @@
-//! The embedded pipeline behind `onramp run`: source → partitioner → one chain per
+//! The embedded source of `onramp run`: source → partitioner → one chain per
 //! partition (in-process `fluvio-smartengine`) → one store transaction per batch.
 //!
 //! Per partition, records are gathered into batches of `batch_size`; each batch goes
@@ -12,60 +12,36 @@
 //! gets the partition's restart snapshot, so a run that crashed and restarted ends with
 //! the same store as one that never stopped.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use fluvio_smartengine::SmartEngine;
-use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{Outcome, ProfileUpdate, RejectReason, RejectedEvent, SkipKind, REJECT_PAYLOAD_HEAD};
 
+use super::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
 use crate::chain::{Chain, ChainParams, InputRecord};
 use crate::partition::{KeyBy, Partitioner};
+use crate::shutdown::Shutdown;
 use crate::source::{Input, Line, Lines, Oversize};
-use crate::store::{Batch, Committed, InputPosition, InputSegment, Store, StoreSettings};
+use crate::store::{Batch, InputPosition, InputSegment, Store};
 use crate::wasm::{Module, WasmModules};
 
-/// Default records per partition batch.
-pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 /// Default partition count.
 pub const DEFAULT_PARTITIONS: u32 = 1;
-/// How often progress is logged when stderr is not a terminal.
-pub const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// What a commit waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Durability {
-    /// Each batch is flushed to disk (fsync) before the next is read: a crash loses
-    /// nothing that was reported committed.
-    Durable,
-    /// Batches are committed atomically but flushed by sled in the background (every
-    /// 500 ms): faster; a crash may lose the last commits, which the next run simply
-    /// processes again from the checkpoint — still exactly once.
-    Relaxed,
-}
-
-/// Everything `onramp run` needs.
+/// Everything an embedded run needs besides the shared [`Settings`].
 #[derive(Debug, Clone)]
-pub struct RunConfig {
+pub struct EmbeddedConfig {
+    /// Store, params, batch size, durability, progress.
+    pub settings: Settings,
     /// Where events come from.
     pub input: Input,
-    /// Store directory.
-    pub store: PathBuf,
     /// Partition count.
     pub partitions: u32,
-    /// Chain params.
-    pub params: ChainParams,
     /// Directory of the built `.wasm` modules.
     pub wasm_dir: PathBuf,
-    /// Records per partition batch.
-    pub batch_size: usize,
-    /// Flush policy.
-    pub durability: Durability,
-    /// Show a progress bar (stderr is a terminal) instead of periodic log lines.
-    pub progress_bar: bool,
     /// Longest a record waits in a partial batch before it is committed.
     pub linger: Duration,
     /// Longest line read whole; longer ones are rejected `too_large` at the source.
@@ -75,141 +51,6 @@ pub struct RunConfig {
     pub append: bool,
     /// What records are keyed (and so partitioned) by.
     pub key_by: KeyBy,
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Summary {
-    /// Where the records came from.
-    pub source: SourceKind,
-    /// Lines (records, for a cluster) read from the source.
-    pub lines_read: u64,
-    /// Lines skipped because an earlier run already committed them.
-    pub already_committed: u64,
-    /// Records processed by this run.
-    pub events_in: u64,
-    /// Records the validate filter accepted.
-    pub accepted: u64,
-    /// Rejected records by reason.
-    pub rejected: BTreeMap<String, u64>,
-    /// Updates applied to profiles.
-    pub applied: u64,
-    /// Duplicates dropped by the fold.
-    pub duplicates: u64,
-    /// Updates skipped by the fold.
-    pub skipped: u64,
-    /// Distinct profiles written.
-    pub profiles_touched: u64,
-    /// Live users the profile aggregate evicted to stay within its `max_users`.
-    pub fold_evictions: u64,
-    /// Batches committed.
-    pub batches: u64,
-    /// Wall time, ms.
-    pub elapsed_ms: u64,
-    /// Time inside the chain, ms.
-    pub chain_ms: u64,
-    /// Time committing to the store, ms.
-    pub store_ms: u64,
-    /// SmartModule runtime errors in the cluster (each logged with its offset; the run stops).
-    pub smartmodule_errors: u64,
-    /// Times a partition's cluster streams were reopened after being lost.
-    pub reconnects: u64,
-    /// True when stopped by a signal before the input ended.
-    pub interrupted: bool,
-}
-
-impl Summary {
-    /// Records per second of wall time.
-    pub fn events_per_sec(&self) -> f64 {
-        self.events_in as f64 / (self.elapsed_ms.max(1) as f64 / 1000.0)
-    }
-
-    /// Total rejects.
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.values().sum()
-    }
-
-    /// A human-readable report.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        match self.source {
-            SourceKind::Embedded => s += &format!("lines read          {}\n", self.lines_read),
-            SourceKind::Fluvio => s += &format!("records read        {}\n", self.lines_read),
-        }
-        if self.already_committed > 0 {
-            s += &format!(
-                "already committed   {} (skipped: an earlier run applied them)\n",
-                self.already_committed
-            );
-        }
-        s += &format!("events in           {}\n", self.events_in);
-        s += &format!("accepted            {}\n", self.accepted);
-        s += &format!("rejected            {}\n", self.rejected_total());
-        for (reason, n) in &self.rejected {
-            s += &format!("  {reason:<24}{n}\n");
-        }
-        s += &format!("duplicates          {}\n", self.duplicates);
-        if self.skipped > 0 {
-            s += &format!("skipped by fold     {}\n", self.skipped);
-        }
-        s += &format!("profile updates     {}\n", self.applied);
-        s += &format!("profiles touched    {}\n", self.profiles_touched);
-        if self.fold_evictions > 0 {
-            s += &format!(
-                "fold evictions      {} (users over the aggregate's max_users; each loses its session and dedup window)\n",
-                self.fold_evictions
-            );
-        }
-        let chain = match self.source {
-            SourceKind::Embedded => format!("chain {:.2}s", self.chain_ms as f64 / 1000.0),
-            SourceKind::Fluvio => "chain in the SPU".to_string(),
-        };
-        s += &format!(
-            "time                {:.2}s ({:.0} events/s; {chain}, store {:.2}s)\n",
-            self.elapsed_ms as f64 / 1000.0,
-            self.events_per_sec(),
-            self.store_ms as f64 / 1000.0
-        );
-        if self.smartmodule_errors > 0 {
-            s += &format!(
-                "smartmodule errors  {} (each is logged with its offset)\n",
-                self.smartmodule_errors
-            );
-        }
-        if self.reconnects > 0 {
-            s += &format!("reconnects          {}\n", self.reconnects);
-        }
-        if self.interrupted {
-            s += "stopped early by a signal; the last batches were committed. Run again to continue.\n";
-        }
-        s
-    }
-}
-
-/// Where a run's records came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKind {
-    /// A file, stdin or the generator, through the chain in-process.
-    #[default]
-    Embedded,
-    /// A Fluvio topic, through the chain in the SPU.
-    Fluvio,
-}
-
-/// The store fingerprint of a run's chain params (a store refuses other params).
-pub fn params_fingerprint(params: &ChainParams) -> String {
-    let mut parts = Vec::new();
-    for m in Module::ALL {
-        for (k, v) in params.of(m) {
-            parts.push(format!("{}.{k}={v}", m.short_name()));
-        }
-    }
-    if parts.is_empty() {
-        "defaults".into()
-    } else {
-        parts.join(",")
-    }
 }
 
 struct PartitionState {
@@ -226,37 +67,6 @@ struct PartitionState {
     pending_since: Option<Instant>,
     /// Line number and input fingerprint of the last record queued.
     last_input: Option<(u64, u128)>,
-}
-
-/// Hooks into a run: the read API and metrics watch it through this.
-pub trait Observer: Sync {
-    /// The store is open (before the first record is read).
-    fn store_opened(&self, _store: &Store) -> anyhow::Result<()> {
-        Ok(())
-    }
-    /// A batch was committed; `backlog` is the number of records read but not yet committed.
-    fn committed(&self, _batch: &Batch, _committed: &Committed, _apply_seconds: f64, _backlog: u64) {}
-    /// True (once) when a user of `partition` was erased since the last call: the
-    /// partition's chain is then restarted from the store's snapshot, so the profile
-    /// aggregate forgets the erased user's in-memory state too.
-    fn take_erased(&self, _partition: u32) -> bool {
-        false
-    }
-    /// Cluster source: a SmartModule failed on the record at `offset` (it was skipped).
-    fn smartmodule_error(&self, _partition: u32, _offset: i64) {}
-    /// Cluster source: a partition's streams were lost and are being reopened.
-    fn reconnecting(&self, _partition: u32) {}
-    /// Cluster source: records in `partition` after its committed checkpoint, from the end
-    /// offset its leader last reported (polled every few seconds).
-    fn lag(&self, _partition: u32, _records: u64) {}
-}
-
-/// No hooks.
-impl Observer for () {}
-
-/// Runs the pipeline until the input ends or `shutdown` is set.
-pub fn run(cfg: &RunConfig, shutdown: &AtomicBool) -> anyhow::Result<Summary> {
-    run_observed(cfg, shutdown, &())
 }
 
 /// One line of the input, read, keyed and partitioned by the reader thread.
@@ -334,8 +144,9 @@ pub const READ_AHEAD_LINES: usize = 256;
 /// A partition's batch is committed once its records hold this many bytes, whatever its
 /// record count, so no batch can approach the engine's memory limit.
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
-/// Default longest a record waits in a partial batch before it is committed.
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+/// Default `--linger`: the longest a record waits in a partial batch before it is
+/// committed (as the flag is written).
+pub const DEFAULT_LINGER: &str = "200ms";
 
 /// Which input this run consumes, and from where (see [`InputSegment`]).
 fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::Result<InputSegment> {
@@ -402,30 +213,36 @@ fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128
     Ok(())
 }
 
-/// [`run`], telling `observer` about the store and every commit.
-pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Observer) -> anyhow::Result<Summary> {
+/// Runs the embedded source until the input ends or `shutdown` is requested, telling
+/// `observer` about the store and every commit.
+pub fn run(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer) -> anyhow::Result<Summary> {
     let started = Instant::now();
+    let settings = &cfg.settings;
     // Everything that can be refused is checked before the store is touched.
     let modules = WasmModules::load(&cfg.wasm_dir)?;
-    let fold_cfg = FoldConfig::from_params(|k| cfg.params.of(Module::Profile).get(k).cloned())
-        .map_err(|e| anyhow::anyhow!("SmartModule onramp-profile refused its params: {e}"))?;
+    let fold_cfg = settings.fold_config()?;
     let engine = SmartEngine::new();
-    let mut rejected_params = cfg.params.clone();
-    rejected_params.set(Module::Validate, "mode", "rejected");
     // Build one chain first so bad params fail before the store is created.
-    let reject_chain = Chain::build(&engine, &modules, &[Module::Validate], &rejected_params, None)?;
+    let reject_chain = Chain::build(
+        &engine,
+        &modules,
+        &[Module::Validate],
+        &settings.rejected_params(),
+        None,
+    )?;
     let lines = Lines::open(&cfg.input, cfg.max_line_bytes)?;
 
-    let store = Store::open(
-        &cfg.store,
-        &StoreSettings {
-            partitions: cfg.partitions,
-            chain_params: params_fingerprint(&cfg.params),
-        },
+    let source = format!("embedded, keyed by {}", cfg.key_by.name());
+    let mut run = Run::open(
+        settings,
+        cfg.partitions,
+        &source,
+        SourceKind::Embedded,
+        observer,
+        started,
     )?;
-    store.claim_source(&format!("embedded, keyed by {}", cfg.key_by.name()))?;
+    let store = run.store().clone();
     let mut segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
-    observer.store_opened(&store)?;
     let mut parts = Vec::new();
     for p in 0..cfg.partitions {
         let checkpoint = store.checkpoint(p)?;
@@ -438,7 +255,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
                 "resuming after checkpoint"
             );
         }
-        let chain = Chain::full(&engine, &modules, &cfg.params, Some(&snapshot))
+        let chain = Chain::full(&engine, &modules, &settings.params, Some(&snapshot))
             .with_context(|| format!("starting the chain for partition {p}"))?;
         let base = segment.base.get(p as usize).copied().unwrap_or(0);
         // Where this input must match what the partition already committed from it.
@@ -451,7 +268,7 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
             checkpoint: checkpoint.map_or(-1, |c| c.offset),
             next_offset: base,
             verify,
-            pending: Vec::with_capacity(cfg.batch_size),
+            pending: Vec::with_capacity(settings.batch_size),
             pending_rejects: Vec::new(),
             pending_bytes: 0,
             pending_since: None,
@@ -464,76 +281,65 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         .iter()
         .filter_map(|s| s.verify.as_ref().map(|(_, i)| i.line))
         .max();
+    let held = |lines_seen: u64| hold_through.is_some_and(|h| lines_seen <= h);
 
     let mut sink = Sink {
         reject_chain,
         restart: ChainRestart {
             engine: &engine,
             modules: &modules,
-            params: &cfg.params,
+            params: &settings.params,
             state_ttl_ms: fold_cfg.state_ttl_ms,
         },
-        recorder: Recorder::new(&store, cfg.durability, observer),
         segment: segment.id,
     };
-    let progress = Progress::new(cfg.progress_bar);
     let reader = spawn_reader(lines, cfg.partitions, cfg.key_by);
     let tick = cfg.linger.clamp(Duration::from_millis(1), Duration::from_millis(100));
     let mut lines_seen: u64 = 0;
-    let mut ended = false;
+    let (mut ended, mut interrupted) = (false, false);
     loop {
-        if shutdown.load(Ordering::SeqCst) {
-            sink.recorder.summary.interrupted = true;
-            tracing::warn!("signal received: committing the pending batches and stopping");
+        if shutdown.is_requested() {
+            run.interrupted();
+            interrupted = true;
             break;
         }
-        let read = match reader.recv_timeout(tick) {
-            Ok(item) => Some(item?),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+        match reader.recv_timeout(tick) {
+            Ok(read) => {
+                let read = read?;
+                if read.number == 0 {
+                    check_first_line(&store, &mut segment, read.fingerprint)?;
+                }
+                lines_seen = read.number + 1;
+                run.read(1);
+                let p = read.partition;
+                let state = &mut parts[p as usize];
+                let offset = state.next_offset;
+                state.next_offset += 1;
+                if offset <= state.checkpoint {
+                    run.already_committed();
+                    if offset == state.checkpoint {
+                        state.check_same_input(p, &read, &store)?;
+                    }
+                    continue;
+                }
+                state.push(offset, read);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 ended = true;
                 break;
             }
-        };
-        let held = hold_through.is_some_and(|h| lines_seen <= h);
-        if let Some(read) = read {
-            if read.number == 0 {
-                check_first_line(&store, &mut segment, read.fingerprint)?;
-            }
-            lines_seen = read.number + 1;
-            sink.recorder.summary.lines_read += 1;
-            let p = read.partition;
-            let state = &mut parts[p as usize];
-            let offset = state.next_offset;
-            state.next_offset += 1;
-            if offset <= state.checkpoint {
-                sink.recorder.summary.already_committed += 1;
-                if offset == state.checkpoint {
-                    state.check_same_input(p, &read, &store)?;
-                }
-                continue;
-            }
-            state.push(offset, read);
-            let held = hold_through.is_some_and(|h| lines_seen <= h);
-            if !held && (state.pending_len() >= cfg.batch_size || state.pending_bytes >= MAX_BATCH_BYTES) {
-                sink.commit(p, state)?;
-                progress.tick(&sink.recorder.summary, started);
-            }
         }
-        if held && hold_through.is_some_and(|h| lines_seen > h) {
-            // Every partition's committed prefix matched: commit what waited.
-            for (p, state) in parts.iter_mut().enumerate() {
-                if state.pending_len() >= cfg.batch_size || state.pending_bytes >= MAX_BATCH_BYTES {
-                    sink.commit(p as u32, state)?;
-                }
-            }
+        if held(lines_seen) {
+            continue;
         }
-        if hold_through.is_none_or(|h| lines_seen > h) {
-            for (p, state) in parts.iter_mut().enumerate() {
-                if state.pending_since.is_some_and(|t| t.elapsed() >= cfg.linger) {
-                    sink.commit(p as u32, state)?;
-                    progress.tick(&sink.recorder.summary, started);
-                }
+        // Every partition whose batch is full or has waited `--linger` (right after a hold,
+        // also the batches that filled while it lasted).
+        let now = Instant::now();
+        for (p, state) in parts.iter_mut().enumerate() {
+            let full = state.pending_len() >= settings.batch_size || state.pending_bytes >= MAX_BATCH_BYTES;
+            if full || state.pending_since.is_some_and(|t| now - t >= cfg.linger) {
+                sink.commit(p as u32, state, &mut run)?;
             }
         }
     }
@@ -549,17 +355,15 @@ pub fn run_observed(cfg: &RunConfig, shutdown: &AtomicBool, observer: &dyn Obser
         }
     }
     for (p, state) in parts.iter_mut().enumerate() {
-        sink.commit(p as u32, state)?;
+        sink.commit(p as u32, state, &mut run)?;
     }
-    store.flush()?;
-    if ended && !sink.recorder.summary.interrupted {
+    if ended && !interrupted {
         store.set_input_segment(&InputSegment {
             complete: true,
             ..segment
         })?;
     }
-    progress.finish();
-    Ok(sink.recorder.finish(started))
+    run.finish()
 }
 
 impl PartitionState {
@@ -632,30 +436,20 @@ struct Sink<'a> {
     /// `onramp-validate` with `mode=rejected`, to learn why dropped records were dropped.
     reject_chain: Chain,
     restart: ChainRestart<'a>,
-    recorder: Recorder<'a>,
     /// The input being consumed ([`InputSegment::id`]).
     segment: u32,
 }
 
-/// Commits finished batches to the store and keeps the run's accounting.
-pub(crate) struct Recorder<'a> {
-    pub(crate) store: &'a Store,
-    pub(crate) durability: Durability,
-    pub(crate) observer: &'a dyn Observer,
-    pub(crate) summary: Summary,
-    touched: HashSet<String>,
-}
-
 impl Sink<'_> {
     /// Runs a partition's pending records through its chain and commits the result.
-    fn commit(&mut self, partition: u32, state: &mut PartitionState) -> anyhow::Result<()> {
+    fn commit(&mut self, partition: u32, state: &mut PartitionState, run: &mut Run) -> anyhow::Result<()> {
         if state.pending_len() == 0 {
             return Ok(());
         }
-        if self.recorder.observer.take_erased(partition) {
+        if run.observer().take_erased(partition) {
             // Every earlier batch is committed, so the snapshot at the checkpoint is exactly
             // the aggregate's state, less the erased users.
-            let snapshot = self.recorder.store.snapshot(partition, self.restart.state_ttl_ms)?;
+            let snapshot = run.store().snapshot(partition, self.restart.state_ttl_ms)?;
             let r = &self.restart;
             state.chain = Chain::full(r.engine, r.modules, r.params, Some(&snapshot))?;
             tracing::info!(partition, "chain restarted from the store's snapshot after an erasure");
@@ -692,10 +486,10 @@ impl Sink<'_> {
                 )
             })?;
             if update.outcome == Outcome::Skipped {
-                let reason = update.skip_reason.as_deref().unwrap_or_default();
-                if update.refused_snapshot() {
-                    bail!("partition {partition}: the profile aggregate refused its restart snapshot: {reason}");
+                if let Some(refused) = RefusedSnapshot::of(partition, &update) {
+                    return Err(refused.into());
                 }
+                let reason = update.skip_reason.as_deref().unwrap_or_default();
                 if update.skip_kind != Some(SkipKind::EventTimeAhead) {
                     tracing::warn!(partition, offset = update.offset, reason, "fold skipped a record");
                 }
@@ -729,7 +523,7 @@ impl Sink<'_> {
             }
             rejects.sort_by_key(|(offset, _)| *offset);
         }
-        self.recorder.summary.chain_ms += chain_start.elapsed().as_millis() as u64;
+        run.chain_time(chain_start.elapsed());
 
         let batch = Batch {
             partition,
@@ -743,127 +537,8 @@ impl Sink<'_> {
                 fingerprint: format!("{fingerprint:032x}"),
             }),
         };
-        self.recorder.record(&batch)?;
+        run.commit(&batch)?;
         state.checkpoint = last_offset;
         Ok(())
-    }
-}
-
-impl<'a> Recorder<'a> {
-    pub(crate) fn new(store: &'a Store, durability: Durability, observer: &'a dyn Observer) -> Self {
-        Recorder {
-            store,
-            durability,
-            observer,
-            summary: Summary::default(),
-            touched: HashSet::new(),
-        }
-    }
-
-    /// The run's summary, with the distinct profiles touched and the wall time.
-    pub(crate) fn finish(self, started: Instant) -> Summary {
-        let mut summary = self.summary;
-        summary.profiles_touched = self.touched.len() as u64;
-        summary.elapsed_ms = started.elapsed().as_millis() as u64;
-        summary
-    }
-
-    /// Commits a finished batch (updates, rejects, counters and the new checkpoint in one
-    /// transaction), flushes it when durable, and accounts for it in the summary. Both
-    /// sources end here: the embedded chain above and the broker-side chain
-    /// ([`crate::cluster::consume`]).
-    pub(crate) fn record(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        let partition = batch.partition;
-        let last_offset = batch.last_offset;
-        let store_start = Instant::now();
-        let committed = self.store.commit(batch)?;
-        if self.durability == Durability::Durable {
-            self.store.flush()?;
-        }
-        let apply_seconds = store_start.elapsed().as_secs_f64();
-        self.summary.store_ms += store_start.elapsed().as_millis() as u64;
-
-        self.summary.batches += 1;
-        self.summary.events_in += batch.events_in;
-        self.summary.accepted += committed.applied + committed.duplicates + committed.skipped;
-        self.summary.applied += committed.applied;
-        self.summary.duplicates += committed.duplicates;
-        self.summary.skipped += committed.skipped;
-        for (_, r) in &batch.rejects {
-            *self.summary.rejected.entry(r.reason.to_string()).or_default() += 1;
-        }
-        if committed.quarantined > 0 {
-            *self
-                .summary
-                .rejected
-                .entry(RejectReason::TimestampOutOfRange.to_string())
-                .or_default() += committed.quarantined;
-        }
-        self.summary.fold_evictions += committed.evicted;
-        for u in &batch.updates {
-            if u.outcome == Outcome::Applied && !self.touched.contains(&u.user_id) {
-                self.touched.insert(u.user_id.clone());
-            }
-        }
-        let backlog = self
-            .summary
-            .lines_read
-            .saturating_sub(self.summary.already_committed + self.summary.events_in);
-        self.observer.committed(batch, &committed, apply_seconds, backlog);
-        tracing::debug!(partition, last_offset, applied = committed.applied, "batch committed");
-        Ok(())
-    }
-}
-
-/// Progress: a bar on a terminal, a log line every few seconds otherwise.
-pub(crate) struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_log: std::cell::Cell<Instant>,
-}
-
-impl Progress {
-    pub(crate) fn new(bar: bool) -> Self {
-        let bar = bar.then(|| {
-            let b = indicatif::ProgressBar::new_spinner();
-            b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-            );
-            b
-        });
-        Progress {
-            bar,
-            last_log: std::cell::Cell::new(Instant::now()),
-        }
-    }
-
-    pub(crate) fn tick(&self, s: &Summary, started: Instant) {
-        let rate = s.events_in as f64 / started.elapsed().as_secs_f64().max(0.001);
-        match &self.bar {
-            Some(b) => b.set_message(format!(
-                "{} events, {} accepted, {} rejected, {} duplicates ({rate:.0}/s)",
-                s.events_in,
-                s.accepted,
-                s.rejected_total(),
-                s.duplicates
-            )),
-            None if self.last_log.get().elapsed() >= PROGRESS_LOG_EVERY => {
-                self.last_log.set(Instant::now());
-                tracing::info!(
-                    events = s.events_in,
-                    accepted = s.accepted,
-                    rejected = s.rejected_total(),
-                    rate = rate as u64,
-                    "progress"
-                );
-            }
-            None => {}
-        }
-    }
-
-    pub(crate) fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
     }
 }

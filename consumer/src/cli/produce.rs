@@ -1,0 +1,56 @@
+//! `onramp produce`: events into the cluster's topic, keyed and partitioned like an
+//! embedded run.
+
+use std::io::IsTerminal;
+
+use clap::Args;
+use onramp::cluster;
+use onramp::partition::KeyBy;
+
+use super::{ClusterArgs, InputArgs};
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    input: InputArgs,
+    /// Producer batch size in bytes.
+    #[arg(long, default_value_t = cluster::produce::DEFAULT_BATCH_BYTES)]
+    batch_bytes: usize,
+    /// How long a batch may wait to fill up (e.g. 10ms, 1s).
+    #[arg(long, value_parser = super::parse_duration, default_value = cluster::produce::DEFAULT_LINGER)]
+    linger: std::time::Duration,
+    /// Retries of a failed record, with exponential backoff (100 ms doubling to 5 s).
+    #[arg(long, default_value_t = cluster::produce::DEFAULT_RETRIES)]
+    retries: u32,
+    /// Longest line sent, bytes; a longer line is not sent (logged with its line number and
+    /// counted as failed), as an embedded run rejects it `too_large`.
+    #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_line_bytes: u64,
+    /// What records are keyed (and so partitioned) by: a user's identity (default), or the
+    /// event id as some other producers do (each user spread over the partitions).
+    #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
+    key: KeyBy,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let cfg = cluster::produce::ProduceConfig {
+        target: args.cluster.target(),
+        topic: args.cluster.topic.clone(),
+        input: args.input.input("give --input FILE (or - for stdin) or --generate")?,
+        batch_bytes: args.batch_bytes,
+        linger: args.linger,
+        retries: args.retries,
+        progress_bar: std::io::stderr().is_terminal(),
+        max_line_bytes: args.max_line_bytes as usize,
+        key_by: args.key,
+    };
+    let shutdown = super::shutdown();
+    let report = onramp::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown))?;
+    super::print_report(args.json, &report, || report.render())?;
+    cluster::produce::check(&report)
+}

@@ -1,0 +1,164 @@
+//! `onramp run`: the pipeline, from the embedded source (file, stdin, generator) or a
+//! Fluvio topic, into the store; the read API alongside.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use onramp::api::Hub;
+use onramp::chain::ChainParams;
+use onramp::cluster;
+use onramp::partition::KeyBy;
+use onramp::run::embedded::{self, EmbeddedConfig};
+use onramp::run::{Durability, Settings, DEFAULT_BATCH_SIZE};
+use onramp::wasm;
+
+use super::{ApiArgs, ClusterArgs, InputArgs, StoreArg};
+
+/// Where `onramp run` reads events from.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Source {
+    /// --input or --generate, through the chain in-process.
+    Embedded,
+    /// The cluster's events topic, through the chain in the SPU.
+    Fluvio,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// embedded: --input/--generate through the chain in-process; fluvio: the cluster's topic, chain in the SPU.
+    #[arg(long, value_enum, default_value_t = Source::Embedded)]
+    source: Source,
+    #[command(flatten)]
+    input: InputArgs,
+    #[command(flatten)]
+    store: StoreArg,
+    /// Partitions (embedded source; default 1): users are hashed to partitions exactly as the
+    /// Fluvio producer hashes record keys. With --source fluvio, the topic's partitions.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: Option<u32>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --source fluvio: send the local .wasm with each stream instead of using the loaded modules.
+    #[arg(long)]
+    adhoc: bool,
+    /// With --source fluvio: directory holding <module>/SmartModule.toml (names of the loaded modules).
+    #[arg(long, default_value_os_t = cluster::default_smartmodules_dir())]
+    smartmodules_dir: PathBuf,
+    /// With --source fluvio: most bytes of chain output one fetch returns. The default (the
+    /// maximum) is deliberate: the SPU cuts the chain's output at this size after the profile
+    /// aggregate has folded the cut records, which then come back as duplicates.
+    #[arg(long, default_value_t = cluster::consume::DEFAULT_MAX_BYTES)]
+    max_bytes: i32,
+    /// With --source fluvio: exit once every partition reached the end offset it had at start
+    /// (backfills, scripts, tests); without it, follow the topic until ctrl-c.
+    #[arg(long)]
+    stop_at_end: bool,
+    /// A chain param, `<module>.<param>=<value>` (module: validate, enrich, profile); repeatable.
+    #[arg(long = "param", value_name = "MODULE.KEY=VALUE")]
+    params: Vec<String>,
+    /// Directory of the built .wasm SmartModules.
+    #[arg(long, env = "ONRAMP_WASM_DIR", default_value_os_t = wasm::default_wasm_dir())]
+    wasm_dir: PathBuf,
+    /// Records per partition batch (one store transaction each).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    batch_size: u64,
+    /// durable: flush each batch before reading on; relaxed: background flush (faster, still exactly once).
+    #[arg(long, value_enum, default_value_t = Durability::Durable)]
+    durability: Durability,
+    /// Embedded source: longest a record waits in a partial batch before it is committed
+    /// (a slow stdin or FIFO still commits promptly), e.g. 200ms, 1s.
+    #[arg(long, value_parser = super::parse_duration, default_value = embedded::DEFAULT_LINGER)]
+    linger: std::time::Duration,
+    /// Embedded source: longest line read whole, bytes; a longer line is rejected
+    /// `too_large` (its size, first KiB and SHA-256 kept) without being held in memory.
+    #[arg(long, default_value_t = onramp::source::DEFAULT_MAX_LINE_BYTES as u64, value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    max_line_bytes: u64,
+    /// Embedded source: this input comes after everything the store already consumed (e.g.
+    /// day2.jsonl after day1.jsonl). Without it the input must be the store's own input
+    /// from its start (a different one is refused); a run that stopped midway resumes with
+    /// the same flags and the same input.
+    #[arg(long)]
+    append: bool,
+    /// Embedded source: what records are keyed, and so partitioned, by — as the producer
+    /// of a topic would key them (`onramp produce` keys by identity; another producer may
+    /// key by event id, spreading each user over the partitions).
+    #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
+    key: KeyBy,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut params = ChainParams::default();
+    for p in &args.params {
+        params.set_from_arg(p).map_err(anyhow::Error::msg)?;
+    }
+    let settings = Settings {
+        store: args.store.store.clone(),
+        params,
+        batch_size: args.batch_size as usize,
+        durability: args.durability,
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let hub = Hub::new(args.api.ready_max_lag, false);
+    let runtime = onramp::runtime()?;
+    let shutdown = super::shutdown();
+    let summary = match args.source {
+        Source::Fluvio => {
+            if args.input.given() {
+                bail!("--source fluvio reads the cluster's topic; send events with `onramp produce --input …` instead");
+            }
+            if args.partitions.is_some() {
+                bail!("--source fluvio uses the topic's partitions (set by `onramp setup --partitions`); drop --partitions");
+            }
+            let chain = if args.adhoc {
+                cluster::consume::ChainSource::Adhoc {
+                    wasm_dir: args.wasm_dir,
+                }
+            } else {
+                cluster::consume::ChainSource::Loaded {
+                    smartmodules_dir: args.smartmodules_dir,
+                }
+            };
+            let cfg = cluster::consume::ClusterRunConfig {
+                settings,
+                target: args.cluster.target(),
+                topic: args.cluster.topic.clone(),
+                chain,
+                max_bytes: args.max_bytes,
+                stop_at_end: args.stop_at_end,
+            };
+            tracing::info!(store = %cfg.settings.store.display(), topic = %cfg.topic, "starting run (source: fluvio)");
+            // The API takes the partition count from the store, which records the topic's.
+            args.api.start(&hub, 1, runtime.handle())?;
+            runtime.block_on(cluster::consume::run(&cfg, &shutdown, hub.as_ref()))?
+        }
+        Source::Embedded => {
+            let input = args
+                .input
+                .input("give --input FILE (or - for stdin) or --generate (or --source fluvio)")?;
+            if args.stop_at_end || args.adhoc {
+                bail!("--stop-at-end and --adhoc apply to --source fluvio");
+            }
+            let cfg = EmbeddedConfig {
+                settings,
+                input,
+                partitions: args.partitions.unwrap_or(embedded::DEFAULT_PARTITIONS),
+                wasm_dir: args.wasm_dir,
+                linger: args.linger,
+                max_line_bytes: args.max_line_bytes as usize,
+                append: args.append,
+                key_by: args.key,
+            };
+            tracing::info!(store = %cfg.settings.store.display(), partitions = cfg.partitions, "starting run");
+            args.api.start(&hub, cfg.partitions, runtime.handle())?;
+            embedded::run(&cfg, &shutdown, hub.as_ref())?
+        }
+    };
+    super::print_report(args.json, &summary, || summary.render())
+}

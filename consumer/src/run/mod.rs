@@ -1,0 +1,296 @@
+//! `onramp run`: the run core both sources share.
+//!
+//! A run has two halves. A **source** turns records into [`Batch`]es — one partition's
+//! consecutive offsets with their profile updates and rejects:
+//!
+//! - [`embedded`]: lines (file, stdin, generator) → partitioner → one in-process chain per
+//!   partition (`fluvio-smartengine`);
+//! - [`crate::cluster::consume`]: a Fluvio topic, the chain running in the SPU, each
+//!   partition's update and reject streams merged by offset.
+//!
+//! The **core** ([`Run`]) owns everything after that and is the same for both: it opens
+//! the store (layout, partitions, chain params, which source it belongs to), commits each
+//! batch in one transaction ([`Store::commit`]: updates, rejects, counters, checkpoint),
+//! flushes it when [`Durability::Durable`], keeps the [`Summary`], shows progress, and
+//! tells the [`Observer`] (read API, metrics) about every commit. A restart snapshot the
+//! profile aggregate refuses ([`RefusedSnapshot`]) stops either source the same way.
+
+pub mod embedded;
+mod progress;
+mod summary;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use onramp_logic::fold::FoldConfig;
+use onramp_schemas::{Outcome, ProfileUpdate};
+
+pub use progress::{Progress, PROGRESS_LOG_EVERY};
+pub use summary::{SourceKind, Summary};
+
+use crate::chain::ChainParams;
+use crate::store::{Batch, Committed, Store, StoreSettings};
+use crate::wasm::Module;
+
+/// Default records per partition batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+
+/// What a commit waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Each batch is flushed to disk (fsync) before the next is read: a crash loses
+    /// nothing that was reported committed.
+    Durable,
+    /// Batches are committed atomically but flushed by sled in the background (every
+    /// 500 ms): faster; a crash may lose the last commits, which the next run simply
+    /// processes again from the checkpoint — still exactly once.
+    Relaxed,
+}
+
+/// What every run needs, whatever its source.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Store directory.
+    pub store: PathBuf,
+    /// Chain params (`--param module.key=value`).
+    pub params: ChainParams,
+    /// Most records per committed batch.
+    pub batch_size: usize,
+    /// Flush policy.
+    pub durability: Durability,
+    /// Show a progress bar (stderr is a terminal) instead of periodic log lines.
+    pub progress_bar: bool,
+}
+
+impl Settings {
+    /// The profile aggregate's settings, parsed as the module parses its params, so bad
+    /// values are refused before the store is touched.
+    pub fn fold_config(&self) -> anyhow::Result<FoldConfig> {
+        FoldConfig::from_params(|k| self.params.of(Module::Profile).get(k).cloned())
+            .map_err(|e| anyhow::anyhow!("SmartModule onramp-profile refused its params: {e}"))
+    }
+
+    /// The params of the reject pass: validate with `mode=rejected`, which emits one
+    /// reason per record the filter drops.
+    pub fn rejected_params(&self) -> ChainParams {
+        let mut params = self.params.clone();
+        params.set(Module::Validate, "mode", "rejected");
+        params
+    }
+}
+
+/// The store fingerprint of a run's chain params (a store refuses other params).
+pub fn params_fingerprint(params: &ChainParams) -> String {
+    let mut parts = Vec::new();
+    for m in Module::ALL {
+        for (k, v) in params.of(m) {
+            parts.push(format!("{}.{k}={v}", m.short_name()));
+        }
+    }
+    if parts.is_empty() {
+        "defaults".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// The profile aggregate refused the restart snapshot it was started with, so it folds
+/// nothing: the run commits what came before the refused record and stops with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("partition {partition}: the profile aggregate refused its restart snapshot: {reason}")]
+pub struct RefusedSnapshot {
+    /// Partition.
+    pub partition: u32,
+    /// Offset of the first refused record.
+    pub offset: i64,
+    /// The aggregate's `skip_reason`.
+    pub reason: String,
+}
+
+impl RefusedSnapshot {
+    /// The refusal `update` reports, if it is one ([`ProfileUpdate::refused_snapshot`]):
+    /// the one check both sources make.
+    pub fn of(partition: u32, update: &ProfileUpdate) -> Option<Self> {
+        update.refused_snapshot().then(|| RefusedSnapshot {
+            partition,
+            offset: update.offset,
+            reason: update.skip_reason.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Hooks into a run: the read API and metrics watch it through this.
+pub trait Observer: Sync {
+    /// The store is open (before the first record is read).
+    fn store_opened(&self, _store: &Store) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// A batch was committed; `backlog` is the number of records read but not yet committed.
+    fn committed(&self, _batch: &Batch, _committed: &Committed, _apply_seconds: f64, _backlog: u64) {}
+    /// True (once) when a user of `partition` was erased since the last call: the
+    /// partition's chain is then restarted from the store's snapshot, so the profile
+    /// aggregate forgets the erased user's in-memory state too.
+    fn take_erased(&self, _partition: u32) -> bool {
+        false
+    }
+    /// Cluster source: a SmartModule failed on the record at `offset` (the run stops).
+    fn smartmodule_error(&self, _partition: u32, _offset: i64) {}
+    /// Cluster source: a partition's streams were lost and are being reopened.
+    fn reconnecting(&self, _partition: u32) {}
+    /// Cluster source: records in `partition` after its committed checkpoint, from the end
+    /// offset its leader last reported (polled every few seconds).
+    fn lag(&self, _partition: u32, _records: u64) {}
+}
+
+/// No hooks.
+impl Observer for () {}
+
+/// The run core: the store a source's batches are committed to, and the run's accounting.
+pub struct Run<'a> {
+    store: Store,
+    durability: Durability,
+    observer: &'a dyn Observer,
+    summary: Summary,
+    touched: HashSet<String>,
+    progress: Progress,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    /// Opens (or creates) the store for `partitions` and the settings' chain params,
+    /// claims it for `source` (a store fed by one source refuses another; see
+    /// [`Store::claim_source`]) and tells the observer. `started` is when the run began.
+    pub fn open(
+        settings: &Settings,
+        partitions: u32,
+        source: &str,
+        kind: SourceKind,
+        observer: &'a dyn Observer,
+        started: Instant,
+    ) -> anyhow::Result<Self> {
+        let store = Store::open(
+            &settings.store,
+            &StoreSettings {
+                partitions,
+                chain_params: params_fingerprint(&settings.params),
+            },
+        )?;
+        store.claim_source(source)?;
+        observer.store_opened(&store)?;
+        Ok(Run {
+            store,
+            durability: settings.durability,
+            observer,
+            summary: Summary {
+                source: kind,
+                ..Summary::default()
+            },
+            touched: HashSet::new(),
+            progress: Progress::new(settings.progress_bar),
+            started,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The run's observer.
+    pub fn observer(&self) -> &'a dyn Observer {
+        self.observer
+    }
+
+    /// `records` more were read from the source.
+    pub fn read(&mut self, records: u64) {
+        self.summary.lines_read += records;
+    }
+
+    /// A record read was committed by an earlier run, and skipped.
+    pub fn already_committed(&mut self) {
+        self.summary.already_committed += 1;
+    }
+
+    /// Time spent in the in-process chain.
+    pub fn chain_time(&mut self, spent: Duration) {
+        self.summary.chain_ms += spent.as_millis() as u64;
+    }
+
+    /// A signal stopped the run before its source ended.
+    pub fn interrupted(&mut self) {
+        if !self.summary.interrupted {
+            tracing::warn!("signal received: committing the pending batches and stopping");
+        }
+        self.summary.interrupted = true;
+    }
+
+    /// A SmartModule failed on the record at `offset` (cluster source; the run stops).
+    pub fn smartmodule_error(&mut self, partition: u32, offset: i64, message: &str) {
+        self.summary.smartmodule_errors += 1;
+        self.observer.smartmodule_error(partition, offset);
+        tracing::error!(partition, offset, "SmartModule runtime error; the run stops: {message}");
+    }
+
+    /// A partition's streams were lost and are being reopened (cluster source).
+    pub fn reconnecting(&mut self, partition: u32) {
+        self.summary.reconnects += 1;
+        self.observer.reconnecting(partition);
+    }
+
+    /// Commits a finished batch (updates, rejects, counters and the new checkpoint in one
+    /// transaction), flushes it when durable, accounts for it and shows progress.
+    pub fn commit(&mut self, batch: &Batch) -> anyhow::Result<Committed> {
+        let store_start = Instant::now();
+        let committed = self.store.commit(batch)?;
+        if self.durability == Durability::Durable {
+            self.store.flush()?;
+        }
+        let apply_seconds = store_start.elapsed().as_secs_f64();
+        let s = &mut self.summary;
+        s.store_ms += store_start.elapsed().as_millis() as u64;
+        s.batches += 1;
+        s.events_in += batch.events_in;
+        s.accepted += committed.accepted();
+        s.applied += committed.applied;
+        s.duplicates += committed.duplicates;
+        s.skipped += committed.skipped;
+        for (reason, n) in &committed.rejected {
+            *s.rejected.entry(reason.clone()).or_default() += n;
+        }
+        s.fold_evictions += committed.evicted;
+        for u in &batch.updates {
+            if u.outcome == Outcome::Applied && !self.touched.contains(&u.user_id) {
+                self.touched.insert(u.user_id.clone());
+            }
+        }
+        let backlog = s.lines_read.saturating_sub(s.already_committed + s.events_in);
+        self.observer.committed(batch, &committed, apply_seconds, backlog);
+        tracing::debug!(
+            partition = batch.partition,
+            last_offset = batch.last_offset,
+            applied = committed.applied,
+            "batch committed"
+        );
+        let rate = s.events_in as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        self.progress.tick(|| {
+            format!(
+                "{} events, {} accepted, {} rejected, {} duplicates ({rate:.0}/s)",
+                s.events_in,
+                s.accepted,
+                s.rejected_total(),
+                s.duplicates
+            )
+        });
+        Ok(committed)
+    }
+
+    /// Flushes the store and returns the run's summary.
+    pub fn finish(mut self) -> anyhow::Result<Summary> {
+        self.store.flush()?;
+        self.progress.finish();
+        self.summary.profiles_touched = self.touched.len() as u64;
+        self.summary.elapsed_ms = self.started.elapsed().as_millis() as u64;
+        Ok(self.summary)
+    }
+}
