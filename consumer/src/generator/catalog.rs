@@ -7,7 +7,7 @@
 //! changes the generated lines.
 
 /// Origin of every page URL.
-pub(super) const BASE_URL: &str = "https://onramp.example";
+const BASE_URL: &str = "https://onramp.example";
 
 /// A page of the site or app.
 #[derive(Debug)]
@@ -16,6 +16,13 @@ pub(super) struct Page {
     pub(super) title: &'static str,
     /// The navigation link that leads to it.
     pub(super) nav: &'static str,
+}
+
+impl Page {
+    /// The page's full URL, without a query.
+    pub(super) fn url(&self) -> String {
+        format!("{BASE_URL}{}", self.path)
+    }
 }
 
 const fn page(path: &'static str, title: &'static str, nav: &'static str) -> Page {

@@ -10,9 +10,7 @@ use onramp_schemas::event::{
 };
 use onramp_schemas::{Event, TraitValue};
 
-use super::catalog::{
-    BASE_URL, CAMPAIGNS, COMPANY_SIZES, INVITE_ROLES, LANDING_PAGES, REFERRERS, ROLES, SIGN_UP_METHODS,
-};
+use super::catalog::{Page, CAMPAIGNS, COMPANY_SIZES, INVITE_ROLES, LANDING_PAGES, REFERRERS, ROLES, SIGN_UP_METHODS};
 use super::journeys::{Action, Class, Visitor};
 use super::rng::Rng;
 use super::time::format_timestamp;
@@ -29,9 +27,7 @@ pub(super) fn render(rng: &mut Rng, v: &mut Visitor, action: Action, at: i64, ev
     let kind = match action {
         Action::Land => {
             let page = rng.pick_ref(&LANDING_PAGES);
-            v.page = page;
-            v.page_since_ms = at;
-            let mut url = format!("{BASE_URL}{}", page.path);
+            let mut url = page.url();
             if v.class != Class::Bot && rng.chance(CAMPAIGN_SHARE) {
                 let (source, medium, campaign) = rng.pick(&CAMPAIGNS);
                 url.push_str(&format!(
@@ -41,21 +37,9 @@ pub(super) fn render(rng: &mut Rng, v: &mut Visitor, action: Action, at: i64, ev
             if rng.chance(REFERRER_SHARE) {
                 referrer = Some(rng.pick(&REFERRERS).to_string());
             }
-            EventKind::PageView(PageView {
-                path: Some(page.path.to_string()),
-                url: Some(url),
-                title: Some(page.title.to_string()),
-            })
+            view(v, page, url, at)
         }
-        Action::View(page) => {
-            v.page = page;
-            v.page_since_ms = at;
-            EventKind::PageView(PageView {
-                path: Some(page.path.to_string()),
-                url: Some(format!("{BASE_URL}{}", page.path)),
-                title: Some(page.title.to_string()),
-            })
-        }
+        Action::View(page) => view(v, page, page.url(), at),
         Action::Click(target) => EventKind::Click(Click {
             target: target.to_string(),
         }),
@@ -90,12 +74,11 @@ pub(super) fn render(rng: &mut Rng, v: &mut Visitor, action: Action, at: i64, ev
             flow: Some("self_serve".to_string()),
         }),
     };
-    let prefix = if v.class == Class::Test { "test_" } else { "" };
-    let user_id = v.signed_up.then(|| format!("{prefix}u_{}", v.n));
+    // Sign-up links the two ids; before it a visitor is anonymous, after it known.
     let (user_id, anonymous_id) = match action {
-        Action::SignUp => (Some(format!("{prefix}u_{}", v.n)), Some(format!("{prefix}a_{}", v.n))),
-        _ if v.signed_up => (user_id, None),
-        _ => (None, Some(format!("{prefix}a_{}", v.n))),
+        Action::SignUp => (Some(v.user_id()), Some(v.anonymous_id())),
+        _ if v.signed_up => (Some(v.user_id()), None),
+        _ => (None, Some(v.anonymous_id())),
     };
     if matches!(action, Action::SignUp) {
         v.signed_up = true;
@@ -118,6 +101,17 @@ pub(super) fn render(rng: &mut Rng, v: &mut Visitor, action: Action, at: i64, ev
             }),
         },
     }
+}
+
+/// The page view of `page` at `url`; `v` is on `page` from `at`.
+fn view(v: &mut Visitor, page: &'static Page, url: String, at: i64) -> EventKind {
+    v.page = page;
+    v.page_since_ms = at;
+    EventKind::PageView(PageView {
+        path: Some(page.path.to_string()),
+        url: Some(url),
+        title: Some(page.title.to_string()),
+    })
 }
 
 /// The JSON line of `event`.

@@ -8,8 +8,8 @@
 use std::collections::VecDeque;
 
 use super::catalog::{
-    Page, APP_HOME, BOT_USER_AGENTS, EMAIL_DOMAINS, FEATURES, FIRST_NAMES, INVITE_PAGE, LANDING_PAGES, LOCALES, PLANS,
-    PROFILE_PAGE, SIGNUP_PAGE, USER_AGENTS, VERIFY_PAGE, WORKSPACE_PAGE,
+    Feature, Page, APP_HOME, BOT_USER_AGENTS, EMAIL_DOMAINS, FEATURES, FIRST_NAMES, INVITE_PAGE, LANDING_PAGES,
+    LOCALES, PLANS, PROFILE_PAGE, SIGNUP_PAGE, USER_AGENTS, VERIFY_PAGE, WORKSPACE_PAGE,
 };
 use super::config::FUNNEL_LEN;
 use super::rng::Rng;
@@ -203,6 +203,24 @@ impl Visitor {
         self.beats.front().map(|beat| beat.gap_ms)
     }
 
+    /// `u_<n>`, `test_u_<n>` for a test account.
+    pub(super) fn user_id(&self) -> String {
+        format!("{}u_{}", self.id_prefix(), self.n)
+    }
+
+    /// `a_<n>`, `test_a_<n>` for a test account.
+    pub(super) fn anonymous_id(&self) -> String {
+        format!("{}a_{}", self.id_prefix(), self.n)
+    }
+
+    fn id_prefix(&self) -> &'static str {
+        if self.class == Class::Test {
+            "test_"
+        } else {
+            ""
+        }
+    }
+
     pub(super) fn email(&self) -> String {
         match self.class {
             Class::Test => format!("qa.{}@onramp-test.invalid", self.n),
@@ -266,9 +284,7 @@ impl Visitor {
                 for _ in 0..rng.below(4) {
                     let feature = rng.pick_ref(&FEATURES);
                     let gap = dwell(rng);
-                    self.push(gap, Action::View(&feature.page));
-                    let gap = dwell(rng);
-                    self.push(gap, Action::Feature(feature.name));
+                    self.use_feature(rng, feature, gap);
                 }
             }
             Phase::Leaving => {}
@@ -323,9 +339,7 @@ impl Visitor {
             }
             5 => {
                 let feature = rng.pick_ref(&FEATURES);
-                self.push(opening, Action::View(&feature.page));
-                let gap = dwell(rng);
-                self.push(gap, Action::Feature(feature.name));
+                self.use_feature(rng, feature, opening);
             }
             _ => {
                 self.push(opening, Action::View(&APP_HOME));
@@ -333,6 +347,14 @@ impl Visitor {
                 self.push(gap, Action::Completed);
             }
         }
+    }
+
+    /// Plans a visit to `feature`: its page `gap_ms` after the previous beat, then, a dwell
+    /// later, the feature used.
+    fn use_feature(&mut self, rng: &mut Rng, feature: &'static Feature, gap_ms: i64) {
+        self.push(gap_ms, Action::View(&feature.page));
+        let gap = dwell(rng);
+        self.push(gap, Action::Feature(feature.name));
     }
 }
 

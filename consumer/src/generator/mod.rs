@@ -138,6 +138,18 @@ pub struct GeneratedLine {
     pub duplicate: bool,
 }
 
+impl GeneratedLine {
+    /// A line in its place: neither late nor a repeat.
+    fn fresh(text: String, kind: LineKind) -> GeneratedLine {
+        GeneratedLine {
+            text,
+            kind,
+            late: false,
+            duplicate: false,
+        }
+    }
+}
+
 /// The onboarding traffic generator; iterate it for JSON lines.
 #[derive(Debug)]
 pub struct Generator {
@@ -297,21 +309,10 @@ impl Generator {
                     ..event
                 };
                 let (malformed, bad) = malformed::malformed_line(&mut self.rng, event);
-                let line = GeneratedLine {
-                    text: bad,
-                    kind: LineKind::Malformed(malformed),
-                    late: false,
-                    duplicate: false,
-                };
+                let line = GeneratedLine::fresh(bad, LineKind::Malformed(malformed));
                 self.held.hold_next(line, at, self.emitted);
             }
-            let line = GeneratedLine {
-                text,
-                kind,
-                late: false,
-                duplicate: false,
-            };
-            return Some((line, at));
+            return Some((GeneratedLine::fresh(text, kind), at));
         }
     }
 
