@@ -62,4 +62,22 @@ mod tests {
             ms += 287_999_957;
         }
     }
+
+    /// Instants before the epoch, past year 9999 and beyond chrono's range have the text
+    /// they always had: every `i64` is formatted, the year zero-padded without a `+`.
+    #[test]
+    fn far_timestamps_keep_their_text() {
+        for (ms, text) in [
+            (i64::MIN, "-292275055-05-16T16:47:04.192Z"),
+            (-62_167_219_200_001, "-001-12-31T23:59:59.999Z"),
+            (-62_167_219_200_000, "0000-01-01T00:00:00.000Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+            (253_402_300_800_000, "10000-01-01T00:00:00.000Z"),
+            (8_210_266_876_800_000, "262143-01-01T00:00:00.000Z"),
+            (i64::MAX, "292278994-08-17T07:12:55.807Z"),
+        ] {
+            assert_eq!(format_timestamp(ms), text, "{ms}");
+        }
+    }
 }
