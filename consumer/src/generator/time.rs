@@ -1,37 +1,38 @@
 //! Event time: the millisecond units the generator plans gaps and windows in, and the
 //! RFC 3339 text of an event's `timestamp`.
 
+use chrono::{DateTime, Datelike, Timelike};
+
 pub(super) const SECOND_MS: i64 = 1_000;
 pub(super) const MINUTE_MS: i64 = 60 * SECOND_MS;
 pub(super) const HOUR_MS: i64 = 60 * MINUTE_MS;
-const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// 400 Gregorian years (146,097 days) in ms: the calendar repeats itself after them.
+const GREGORIAN_CYCLE_MS: i64 = 146_097 * 24 * HOUR_MS;
 
 /// `ms` since the epoch as RFC 3339 UTC with milliseconds: `2026-11-02T09:15:03.250Z`.
+///
+/// chrono does the calendar, but its dates stop about 262,000 years either side of year 0,
+/// while every `i64` needs a text (a config may start the stream anywhere, and event times
+/// saturate at `i64::MAX`). So one step stays hand-written: the Gregorian calendar repeats
+/// every 400 years, so chrono reads the date and time at the same place in the first 400
+/// years after the epoch, and the whole cycles are added back to the year. The fields are
+/// printed here, not with chrono's `%Y`, which puts a `+` before years past 9999: the year
+/// is zero-padded to four characters, sign included, and never signed `+`.
 pub fn format_timestamp(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
-    let (year, month, day) = civil_from_days(days);
+    let cycles = ms.div_euclid(GREGORIAN_CYCLE_MS);
+    let t = DateTime::from_timestamp_millis(ms.rem_euclid(GREGORIAN_CYCLE_MS))
+        .expect("the 400 years after the epoch are in chrono's range");
+    let year = i64::from(t.year()) + 400 * cycles;
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / HOUR_MS,
-        rem / MINUTE_MS % 60,
-        rem / SECOND_MS % 60,
-        rem % SECOND_MS
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.timestamp_subsec_millis()
     )
-}
-
-/// The proleptic Gregorian (year, month, day) of a day number (days since 1970-01-01);
-/// Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
