@@ -244,7 +244,14 @@ fn a_store_knows_its_input() {
     let counters = &stats(&store)["counters"];
     assert_eq!(counters["events_in"].as_u64(), Some((day1.len() + day2.len()) as u64));
     let err = fails(&["run", "--input", s(&f2), "--partitions", "3", "--store", st, "--append"]);
-    assert!(err.contains("same input fed twice"), "{err}");
+    assert!(err.contains("same input fed again"), "{err}");
+    // Not only the input just before: every input the store consumed.
+    let err = fails(&["run", "--input", s(&f1), "--partitions", "3", "--store", st, "--append"]);
+    assert!(err.contains("same input fed again"), "{err}");
+    assert_eq!(
+        stats(&store)["counters"]["events_in"].as_u64(),
+        Some((day1.len() + day2.len()) as u64)
+    );
     let err = fails(&["run", "--input", s(&f1), "--partitions", "3", "--store", st]);
     assert!(err.contains("--append"), "{err}");
 

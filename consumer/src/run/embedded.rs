@@ -156,7 +156,8 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
             base: vec![0; partitions as usize],
             complete: false,
             first_line: None,
-            previous_first_line: None,
+            earlier_first_lines: Vec::new(),
+            legacy_previous_first_line: None,
         },
         (Some(s), false) if s.id == 0 => s,
         (Some(s), false) => bail!(
@@ -170,12 +171,18 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
                 base.push(store.checkpoint(p)?.map_or(0, |c| c.offset + 1));
             }
             tracing::info!(input = s.id + 2, "appending a new input after everything the store consumed");
+            let earlier_first_lines = s
+                .earlier_first_lines()
+                .map(str::to_string)
+                .chain(s.first_line.clone())
+                .collect();
             InputSegment {
                 id: s.id + 1,
                 base,
                 complete: false,
                 first_line: None,
-                previous_first_line: s.first_line,
+                earlier_first_lines,
+                legacy_previous_first_line: None,
             }
         }
         (Some(s), true) => {
@@ -191,7 +198,7 @@ fn start_input_segment(store: &Store, append: bool, partitions: u32) -> anyhow::
 }
 
 /// Records the input's first line, and refuses an appended input that starts exactly like
-/// the one before it (the same file fed twice would count every event twice).
+/// any input before it (the same file fed again would count every event twice).
 fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128) -> anyhow::Result<()> {
     let first = format!("{fingerprint:032x}");
     if segment.first_line.as_deref().is_some_and(|f| f != first) {
@@ -200,9 +207,9 @@ fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128
             store.path().display()
         );
     }
-    if segment.previous_first_line.as_deref() == Some(first.as_str()) {
+    if segment.earlier_first_lines().any(|f| f == first) {
         bail!(
-            "this input starts exactly like the input store {} consumed before it: it looks like the same input fed twice, which would count its events twice. Nothing was written. Append a different input, or use a new --store",
+            "this input starts exactly like an input store {} consumed before: it looks like the same input fed again, which would count its events twice. Nothing was written. Append a different input, or use a new --store",
             store.path().display()
         );
     }

@@ -39,7 +39,14 @@ impl Store {
             reject_index.push(k);
         }
         let prefix_len = identity_prefix(user).len();
-        let unidentified = self.unidentified_rejects_naming(user)?;
+        // What else names the user in a reject that has no identity: their email and the
+        // anonymous id their profile recorded.
+        let mut terms = vec![user.to_string()];
+        if let Some(p) = self.profile(user)? {
+            terms.extend(p.email.map(|e| e.value));
+            terms.extend(p.anonymous_id.map(|a| a.value));
+        }
+        let unidentified = self.unidentified_rejects_naming(&terms)?;
         let trees = (
             &self.profiles,
             &self.fold_state,
@@ -95,27 +102,48 @@ impl Store {
     }
 
     /// The keys of stored rejects that carry no identity (a repeated key, an overlong id,
-    /// a line over the source's size limit) but whose kept text names `user` as a JSON
-    /// string. They are not indexed by identity, so erasure finds them by this scan: its
-    /// cost is one pass over the rejects, paid only by an erasure.
-    fn unidentified_rejects_naming(&self, user: &str) -> Result<Vec<sled::IVec>, StoreError> {
-        let quoted = serde_json::to_string(user).expect("a string serialises");
-        // The stored value is JSON holding the payload as a string, so the id's text
-        // appears in it escaped once more; a raw search is only a prefilter.
-        let plain = !user.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    /// a line over the source's size limit, a line that is not JSON) but whose kept text
+    /// names one of `terms` ([`names`]). They are not indexed by identity, so erasure finds
+    /// them by this scan: its cost is one pass over the rejects, paid only by an erasure.
+    fn unidentified_rejects_naming(&self, terms: &[String]) -> Result<Vec<sled::IVec>, StoreError> {
+        let terms: Vec<&String> = terms.iter().filter(|t| !t.is_empty()).collect();
+        // The stored value is JSON holding the payload as a string, so a term's text appears
+        // in it escaped once more; for a term that needs no escaping a raw search of the
+        // stored bytes is a cheap prefilter.
+        let plain = |t: &str| !t.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
         let mut keys = Vec::new();
         for item in self.rejects.iter() {
             let (k, v) = item.map_err(|e| self.sled(e))?;
-            if plain && memchr::memmem::find(&v, user.as_bytes()).is_none() {
+            if terms
+                .iter()
+                .all(|t| plain(t) && memchr::memmem::find(&v, t.as_bytes()).is_none())
+            {
                 continue;
             }
             let reject: RejectedEvent = self.decode("rejects", &k, &v)?;
-            if reject.identity.is_none() && reject.payload.contains(&quoted) {
+            if reject.identity.is_none() && terms.iter().any(|t| names(&reject.payload, t)) {
                 keys.push(k);
             }
         }
         Ok(keys)
     }
+}
+
+/// True when `text` names `term`: as a JSON string (`"term"`, escaped as JSON escapes it),
+/// or as a whole word — not part of a longer id, email or word (the characters either side
+/// are not letters, digits or any of `_-.@+:`). A record cut at the reject's head limit
+/// right after the term still names it: erasure errs towards removing.
+pub(crate) fn names(text: &str, term: &str) -> bool {
+    let quoted = serde_json::to_string(term).expect("a string serialises");
+    if text.contains(&quoted) {
+        return true;
+    }
+    let part_of_id = |c: char| c.is_alphanumeric() || "_-.@+:".contains(c);
+    text.match_indices(term).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + term.len()..].chars().next();
+        !before.is_some_and(part_of_id) && !after.is_some_and(part_of_id)
+    })
 }
 
 #[cfg(test)]
@@ -148,8 +176,8 @@ mod tests {
     }
 
     /// Proves erasure also finds the rejects that carry no identity (a repeated key, an
-    /// overlong id, an oversize line) when their kept text names the user as a JSON
-    /// string, and leaves those naming someone else, or the id only as part of a string.
+    /// overlong id, an oversize or non-JSON line) when their kept text names the user —
+    /// their id, or the email their profile holds — and leaves those naming someone else.
     #[test]
     fn erasure_finds_rejects_without_identity_by_their_text() {
         let dir = tempfile::tempdir().unwrap();
@@ -159,26 +187,48 @@ mod tests {
             payload: payload.into(),
             ..reject("")
         };
+        let mut with_email = applied("u", "e9", 5, 1_000);
+        if let Some(c) = with_email.changes.as_mut() {
+            c.email = Some("u.private@mail.example".into());
+        }
         store
             .commit(&Batch {
                 partition: 0,
-                last_offset: 3,
-                events_in: 4,
-                updates: Vec::new(),
+                last_offset: 6,
+                events_in: 7,
+                updates: vec![with_email],
                 rejects: vec![
-                    (0, unidentified(r#"{"user_id":"u","user_id":"u","email":"u@x.io"}"#)),
-                    (1, unidentified(r#"{"user_id":"u2"}"#)),
-                    (2, unidentified(r#"{"anonymous_id":"a\"b","user_id":"u"#)),
+                    (0, unidentified(r#"{"user_id":"u","user_id":"u","email":"x@y.io"}"#)),
+                    (1, unidentified(r#"{"user_id":"u2","note":"menu"}"#)),
+                    (2, unidentified(r#"{"anonymous_id":"a\"b","user_id":"v"}"#)),
                     (3, reject("other")),
+                    (4, unidentified("not json u trailing")),
+                    (
+                        6,
+                        unidentified(r#"{"type":"identify","traits":{"email":"u.private@mail.example"}}"#),
+                    ),
                 ],
                 input: None,
             })
             .unwrap();
         let erased = store.erase("u").unwrap();
-        assert_eq!(erased.rejects, 1, "{erased:?}");
+        assert_eq!(erased.rejects, 3, "{erased:?}");
         assert_eq!(store.rejects(0).count(), 3);
         assert_eq!(store.erase("a\"b").unwrap().rejects, 1, "an id that needs escaping");
-        assert_eq!(store.counters().unwrap()["erased.rejects"], 2);
+        assert_eq!(store.counters().unwrap()["erased.rejects"], 4);
         assert!(!store.erase("u").unwrap().found_anything());
+    }
+
+    /// Proves the word rule: an id names itself as a JSON string or a whole word, never as
+    /// part of a longer id, email or word.
+    #[test]
+    fn names_matches_whole_ids_only() {
+        assert!(names(r#"{"user_id":"u_1"}"#, "u_1"));
+        assert!(names("not json u_1 x", "u_1"));
+        assert!(names(r#"{"user_id":"u_1"#, "u_1"), "cut right after the id");
+        assert!(!names(r#"{"user_id":"u_12"}"#, "u_1"));
+        assert!(!names("u_1@mail.example", "u_1"));
+        assert!(!names("menu", "u"));
+        assert!(names(r#"{"id":"a\"b"}"#, "a\"b"));
     }
 }

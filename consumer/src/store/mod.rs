@@ -83,10 +83,23 @@ pub struct InputSegment {
     /// Fingerprint of this input's first line, once read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_line: Option<String>,
-    /// The previous input's `first_line`: an appended input that starts exactly like it is
-    /// the same input fed twice, and is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_first_line: Option<String>,
+    /// The `first_line` of every earlier input, oldest first: an appended input that starts
+    /// exactly like one of them is the same input fed again, and is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_first_lines: Vec<String>,
+    /// Stores written before `earlier_first_lines` kept only the previous input's.
+    #[serde(default, rename = "previous_first_line", skip_serializing)]
+    pub legacy_previous_first_line: Option<String>,
+}
+
+impl InputSegment {
+    /// The first-line fingerprints of every input consumed before this one.
+    pub fn earlier_first_lines(&self) -> impl Iterator<Item = &str> {
+        self.legacy_previous_first_line
+            .iter()
+            .chain(&self.earlier_first_lines)
+            .map(String::as_str)
+    }
 }
 
 /// What a run expects of the store it opens.
