@@ -147,7 +147,7 @@ fn main() {
         (200_000u64, 1_000u64, Duration::from_secs(30))
     };
     let mut b = Bench {
-        bin: onramp_tests::onramp_release_bin(),
+        bin: onramp_tests::cli::Onramp::Release.bin(),
         dir: tempfile::tempdir().unwrap(),
         topics: Vec::new(),
     };

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use failing_enrich::FAILING_EVENT_ID;
-use onramp_tests::onramp_bin;
+use onramp_tests::cli::Onramp;
 
 /// Events produced (plus a few hostile lines).
 const EVENTS: u64 = 100_000;
@@ -38,7 +38,7 @@ fn fluvio(args: &[&str]) -> Output {
 }
 
 fn onramp_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(onramp_bin());
+    let mut cmd = Command::new(Onramp::Debug.bin());
     cmd.args(args)
         .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
         .env("ONRAMP_LISTEN", "off");
