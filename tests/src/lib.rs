@@ -2,6 +2,7 @@
 //!
 //! - [`cli`]: run the `onramp` binary (debug or release build) and read its store.
 //! - [`running`]: a spawned `onramp` that keeps running: its API address, its log.
+//! - [`cluster`]: a local Fluvio cluster for the cluster test and benchmark.
 //! - [`modules`]: the built `.wasm` SmartModules (built once per test process, so a
 //!   stale module never hides a change to the logic).
 //! - [`run`]: push records through any sub-chain in `fluvio-smartengine`.
@@ -10,6 +11,7 @@
 //! - [`synthetic`]: a small deterministic event stream with an exact number of users.
 
 pub mod cli;
+pub mod cluster;
 pub mod golden;
 pub mod reference;
 pub mod running;
