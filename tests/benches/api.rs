@@ -12,10 +12,10 @@
 //! `/healthz` every 50 ms. Prints scans answered and refused as `busy` per second and the
 //! `/healthz` latency percentiles: the scan bound keeps the latter in milliseconds.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use onramp_tests::cli::Onramp;
+use onramp_tests::running::Running;
 
 const USERS: u64 = 200_000;
 
@@ -33,44 +33,25 @@ fn main() {
     // Looked-up ids: the earliest-arriving users, who exist after the warm-up (the
     // generator's users arrive in id order over a day of event time).
     let lookup_range = arg("--lookup-range", 5_000);
-    onramp_tests::modules();
-    let bin = onramp_tests::onramp_release_bin();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(&bin)
-        .args([
-            "run",
-            "--generate",
-            "--users",
-            &USERS.to_string(),
-            "--durability",
-            "relaxed",
-        ])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            dir.path().join("store").to_str().unwrap(),
-        ])
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("http://") {
-                let _ = tx.send(line[i..].trim().to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(120)).expect("API address");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
+    let mut cmd = Onramp::Release.command();
+    cmd.args([
+        "run",
+        "--generate",
+        "--users",
+        &USERS.to_string(),
+        "--durability",
+        "relaxed",
+    ])
+    .args([
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        dir.path().join("store").to_str().unwrap(),
+    ]);
+    let running = Running::serving(cmd, dir.path().join("onramp.log"));
+    let base = running.base().to_string();
+    let agent = onramp_tests::http_agent(Some(Duration::from_secs(5)));
     let applied = |agent: &ureq::Agent| -> f64 {
         let text = agent
             .get(&format!("{base}/metrics"))
@@ -131,8 +112,7 @@ fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let load_rate = (applied(&agent) - start_applied) / elapsed;
     let scans = scan_phase(&base, &agent, arg("--scanners", 40), arg("--scan-seconds", 10));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(running); // killed
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     println!("read API load: {clients} client threads for {elapsed:.1}s on loopback, ids u_0..u_{lookup_range}, while ingesting generated traffic ({USERS} users)");
@@ -191,11 +171,7 @@ fn scan_phase(base: &str, agent: &ureq::Agent, scanners: u64, seconds: u64) -> S
         .unwrap_or(0);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
-    let slow: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
+    let slow = onramp_tests::http_agent(Some(Duration::from_secs(120)));
     let handles: Vec<_> = (0..scanners)
         .map(|_| {
             let url = format!("{base}/v1/profiles?step=nope&limit=10");

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use fluvio_smartengine::SmartEngine;
 use onramp::chain::{Chain, ChainParams, InputRecord};
-use onramp::wasm::{default_wasm_dir, Module, WasmModules};
+use onramp::wasm::{Module, WasmModules};
 use onramp_logic::enrich::{enrich, EnrichConfig};
 use onramp_logic::fold::{FoldConfig, FoldState};
 use onramp_logic::validate::{validate, ValidateConfig};
@@ -193,22 +193,5 @@ fn stock_chain(engine: &SmartEngine, modules: &WasmModules, stock: &[u8]) -> Res
 }
 
 fn build_stock_aggregate() -> Vec<u8> {
-    let root = onramp::wasm::workspace_root();
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--profile",
-            "release-lto",
-            "--target",
-            "wasm32-wasip1",
-            "-p",
-            "stock-aggregate",
-        ])
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building stock-aggregate failed");
-    std::fs::read(default_wasm_dir().join("stock_aggregate.wasm")).expect("stock_aggregate.wasm")
+    std::fs::read(onramp_tests::build_wasm("stock-aggregate")).expect("stock_aggregate.wasm")
 }

@@ -20,111 +20,33 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-
-use onramp_tests::http_agent as agent;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn skip_reason() -> Option<String> {
-    if std::env::var("FLUVIO_E2E").ok().as_deref() != Some("1") {
-        return Some("FLUVIO_E2E is not 1".into());
-    }
-    let status = Command::new("fluvio").args(["topic", "list"]).output();
-    match status {
-        Ok(out) if out.status.success() => None,
-        Ok(_) => Some("no Fluvio cluster answers (`fluvio cluster start --local`)".into()),
-        Err(_) => Some("the `fluvio` CLI is not on PATH".into()),
-    }
+use onramp_tests::cli::Onramp;
+use onramp_tests::cluster::{checkpoints, skipped, LocalCluster, Needs};
+use onramp_tests::http_agent as agent;
+use onramp_tests::running::Running;
+
+/// The benchmark runs the release build.
+const ONRAMP: Onramp = Onramp::Release;
+
+/// A 3-partition topic of this run, deleted at the end.
+fn topic(cluster: &mut LocalCluster, name: &str) -> String {
+    let t = cluster.topic(name);
+    ONRAMP.ok(&["setup", "--topic", &t, "--partitions", "3"]);
+    t
 }
 
-struct Bench {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    topics: Vec<String>,
+/// Records committed by the consumer at `base`: Σ (checkpoint + 1) over partitions.
+fn committed(base: &str) -> i64 {
+    checkpoints(base).values().map(|c| c + 1).sum()
 }
 
-impl Bench {
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-            .env("ONRAMP_LISTEN", "off");
-        c
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cmd(args).stderr(Stdio::inherit()).output().expect("onramp runs");
-        assert!(out.status.success(), "onramp {args:?} failed");
-        serde_json::from_slice(&out.stdout).expect("JSON")
-    }
-
-    fn topic(&mut self, name: &str) -> String {
-        let t = format!("onramp-bench-{name}-{}", std::process::id());
-        let out = self
-            .cmd(&["setup", "--topic", &t, "--partitions", "3"])
-            .output()
-            .expect("setup");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        self.topics.push(t.clone());
-        t
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Bench {
-    fn drop(&mut self) {
-        for t in &self.topics {
-            let _ = Command::new("fluvio").args(["topic", "delete", t]).output();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Records committed by the consumer on `port`: Σ (checkpoint + 1) over partitions.
-fn committed(port: u16) -> i64 {
-    let Ok(mut resp) = agent(Some(Duration::from_secs(2)))
-        .get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-    else {
-        return 0;
-    };
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with("onramp_checkpoint_offset{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-        .map(|c| c + 1)
-        .sum()
-}
-
-fn spawn_follower(b: &Bench, topic: &str, store: &str, port: u16) -> Child {
-    let listen = format!("127.0.0.1:{port}");
-    b.cmd(&[
-        "run", "--source", "fluvio", "--topic", topic, "--store", store, "--listen", &listen,
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("onramp runs")
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls every 20 ms until `f` holds; panics after `limit`.
+fn wait_until(limit: Duration, what: &str, f: impl FnMut() -> bool) {
+    onramp_tests::wait_until(limit, Duration::from_millis(20), what, f);
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -136,8 +58,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    if let Some(why) = skip_reason() {
-        println!("cluster benchmark skipped: {why} (run with FLUVIO_E2E=1, fluvio on PATH and a running cluster)");
+    if skipped("cluster benchmark", Needs::RunningCluster) {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
@@ -146,37 +67,30 @@ fn main() {
     } else {
         (200_000u64, 1_000u64, Duration::from_secs(30))
     };
-    let mut b = Bench {
-        bin: onramp_tests::onramp_release_bin(),
-        dir: tempfile::tempdir().unwrap(),
-        topics: Vec::new(),
-    };
-    onramp::wasm::build_modules().expect("the SmartModules build");
+    let mut cluster = LocalCluster::attach("onramp-bench");
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
 
     // 1. Backfill.
-    let file = b.path("events.jsonl");
-    let gen = b
-        .cmd(&[
-            "generate",
-            "--seed",
-            "5",
-            "--users",
-            "20000",
-            "--events",
-            &events.to_string(),
-            "--output",
-            &file,
-        ])
-        .status()
-        .unwrap();
-    assert!(gen.success());
+    let file = path("events.jsonl");
+    ONRAMP.ok(&[
+        "generate",
+        "--seed",
+        "5",
+        "--users",
+        "20000",
+        "--events",
+        &events.to_string(),
+        "--output",
+        &file,
+    ]);
     let lines = std::fs::read_to_string(&file).unwrap().lines().count();
-    let backfill = b.topic("backfill");
-    let produced = b.json(&["produce", "--topic", &backfill, "--input", &file, "--json"]);
+    let backfill = topic(&mut cluster, "backfill");
+    let produced = ONRAMP.json(&["produce", "--topic", &backfill, "--input", &file, "--json"]);
     let produce_rate = produced["sent"].as_f64().unwrap() / (produced["elapsed_ms"].as_f64().unwrap() / 1000.0);
-    let store = b.path("backfill-store");
+    let store = path("backfill-store");
     let started = Instant::now();
-    let summary = b.json(&[
+    let summary = ONRAMP.json(&[
         "run",
         "--source",
         "fluvio",
@@ -201,22 +115,20 @@ fn main() {
     );
 
     // 2. Live end to end: a following consumer, then N events produced.
-    let live = b.topic("live");
-    let port = free_port();
-    let live_store = b.path("live-store");
-    let mut follower = spawn_follower(&b, &live, &live_store, port);
-    wait_until(Duration::from_secs(30), "the consumer's API", || {
-        agent(Some(Duration::from_secs(1)))
-            .get(&format!("http://127.0.0.1:{port}/healthz"))
-            .call()
-            .is_ok()
-    });
+    let live = topic(&mut cluster, "live");
+    let live_store = path("live-store");
+    let mut follower = ONRAMP.command();
+    follower
+        .args(["run", "--source", "fluvio", "--topic", &live, "--store", &live_store])
+        .args(["--listen", "127.0.0.1:0"]);
+    let follower = Running::serving(follower, path("follower.log")); // its API answers
+    let base = follower.base().to_string();
     std::thread::sleep(Duration::from_secs(3)); // streams open, modules compiled in the SPU
     let started = Instant::now();
-    let produced = b.json(&["produce", "--topic", &live, "--input", &file, "--json"]);
+    let produced = ONRAMP.json(&["produce", "--topic", &live, "--input", &file, "--json"]);
     let produce_done = started.elapsed().as_secs_f64();
     wait_until(Duration::from_secs(600), "the consumer to commit every record", || {
-        committed(port) >= lines as i64
+        committed(&base) >= lines as i64
     });
     let live_secs = started.elapsed().as_secs_f64();
     println!("live: {} records produced while a consumer follows", produced["sent"]);
@@ -229,7 +141,7 @@ fn main() {
     let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     {
         let arrivals = arrivals.clone();
-        let url = format!("http://127.0.0.1:{port}/v1/updates");
+        let url = format!("{base}/v1/updates");
         std::thread::spawn(move || {
             let resp = agent(None).get(&url).call().expect("update stream");
             for line in BufReader::new(resp.into_body().into_reader())
@@ -251,8 +163,9 @@ fn main() {
         });
     }
     std::thread::sleep(Duration::from_millis(500));
-    let mut producer = b
-        .cmd(&["produce", "--topic", &live, "--input", "-", "--linger", "1ms", "--json"])
+    let mut producer = ONRAMP
+        .command()
+        .args(["produce", "--topic", &live, "--input", "-", "--linger", "1ms", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -302,6 +215,5 @@ fn main() {
         lat.len(),
         sent.len()
     );
-    let _ = follower.kill();
-    let _ = follower.wait();
+    drop(follower);
 }

@@ -1,52 +1,119 @@
 //! Running the `onramp` binary from tests: one way to call it, check it, and read a store.
+//!
+//! [`Onramp`] picks the build (most tests run the debug one through the free functions
+//! below; `check` and the benchmarks run the release one); either way the command gets
+//! the modules built from the current sources and no HTTP API unless it asks for one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use onramp_schemas::Profile;
 
-use crate::onramp_bin;
+use crate::cargo_build;
 
-/// `onramp` with the modules built from the current sources and no HTTP API.
+/// A build of the `onramp` binary, built (once per process) from the current sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Onramp {
+    /// `target/debug/onramp`.
+    Debug,
+    /// `target/release/onramp`.
+    Release,
+}
+
+impl Onramp {
+    /// The binary, built now if this process has not built it yet.
+    pub fn bin(self) -> PathBuf {
+        static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+        static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+        let (cell, args, dir) = match self {
+            Onramp::Debug => (&DEBUG, &["--quiet", "-p", "onramp", "--bin", "onramp"][..], "debug"),
+            Onramp::Release => (&RELEASE, &["--release", "-p", "onramp"][..], "release"),
+        };
+        cell.get_or_init(|| {
+            cargo_build(&format!("the {dir} onramp binary"), args);
+            crate::target_dir().join(dir).join("onramp")
+        })
+        .clone()
+    }
+
+    /// `onramp` with the modules built from the current sources and no HTTP API (an
+    /// explicit `--listen` overrides that).
+    pub fn command(self) -> Command {
+        crate::modules(); // the .wasm files, built from the current sources
+        let mut cmd = Command::new(self.bin());
+        cmd.env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
+            .env("ONRAMP_LISTEN", "off");
+        cmd
+    }
+
+    /// Runs `onramp ARGS` to completion.
+    pub fn output(self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("onramp runs")
+    }
+
+    /// Runs `onramp ARGS`, asserting success; its stdout.
+    pub fn ok(self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "onramp {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `onramp ARGS`, asserting failure; its stderr.
+    pub fn fails(self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            !out.status.success(),
+            "onramp {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs `onramp ARGS`, asserting success; its stdout as JSON.
+    pub fn json(self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap_or_else(|e| panic!("onramp {args:?}: not JSON: {e}"))
+    }
+
+    /// `onramp export` of a store: every profile, one JSON line each, sorted by user id.
+    pub fn export(self, store: &Path) -> String {
+        self.ok(&["export", "--store", store.to_str().unwrap()])
+    }
+}
+
+/// [`Onramp::command`] of the debug build.
 pub fn command() -> Command {
-    crate::modules(); // the .wasm files, built from the current sources
-    let mut cmd = Command::new(onramp_bin());
-    cmd.env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LISTEN", "off");
-    cmd
+    Onramp::Debug.command()
 }
 
-/// Runs `onramp ARGS` to completion.
+/// [`Onramp::output`] of the debug build.
 pub fn onramp(args: &[&str]) -> Output {
-    command().args(args).output().expect("onramp runs")
+    Onramp::Debug.output(args)
 }
 
-/// Runs `onramp ARGS`, asserting success; its stdout.
+/// [`Onramp::ok`] of the debug build.
 pub fn ok(args: &[&str]) -> String {
-    let out = onramp(args);
-    assert!(
-        out.status.success(),
-        "onramp {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Onramp::Debug.ok(args)
 }
 
-/// Runs `onramp ARGS`, asserting failure; its stderr.
+/// [`Onramp::fails`] of the debug build.
 pub fn fails(args: &[&str]) -> String {
-    let out = onramp(args);
-    assert!(
-        !out.status.success(),
-        "onramp {args:?} should have failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Onramp::Debug.fails(args)
 }
 
-/// `onramp export` of a store: every profile, one JSON line each, sorted by user id.
+/// [`Onramp::json`] of the debug build.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    Onramp::Debug.json(args)
+}
+
+/// [`Onramp::export`] of the debug build.
 pub fn export(store: &Path) -> String {
-    ok(&["export", "--store", store.to_str().unwrap()])
+    Onramp::Debug.export(store)
 }
 
 /// The store's profiles by user id.
@@ -62,5 +129,5 @@ pub fn store_profiles(store: &Path) -> std::collections::BTreeMap<String, Profil
 
 /// `onramp stats --json` of a store.
 pub fn stats(store: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(&["stats", "--json", "--store", store.to_str().unwrap()])).expect("stats JSON")
+    json(&["stats", "--json", "--store", store.to_str().unwrap()])
 }

@@ -1,6 +1,8 @@
 //! Shared pieces of onramp's integration tests and benchmarks.
 //!
-//! - [`cli`]: run the `onramp` binary and read its store.
+//! - [`cli`]: run the `onramp` binary (debug or release build) and read its store.
+//! - [`running`]: a spawned `onramp` that keeps running: its API address, its log.
+//! - [`cluster`]: a local Fluvio cluster for the cluster test and benchmark.
 //! - [`modules`]: the built `.wasm` SmartModules (built once per test process, so a
 //!   stale module never hides a change to the logic).
 //! - [`run`]: push records through any sub-chain in `fluvio-smartengine`.
@@ -9,11 +11,16 @@
 //! - [`synthetic`]: a small deterministic event stream with an exact number of users.
 
 pub mod cli;
+pub mod cluster;
 pub mod golden;
 pub mod reference;
+pub mod running;
 pub mod synthetic;
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use fluvio_smartengine::SmartEngine;
 use onramp::chain::{Chain, ChainParams, InputRecord, OutputRecord};
@@ -28,38 +35,56 @@ pub fn modules() -> &'static WasmModules {
     })
 }
 
-/// The `onramp` binary, built (once per process) from the current sources.
-pub fn onramp_bin() -> std::path::PathBuf {
-    static BIN: OnceLock<std::path::PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = onramp::wasm::workspace_root();
-        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--quiet", "-p", "onramp", "--bin", "onramp"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the onramp binary failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        target.join("debug").join("onramp")
-    })
-    .clone()
+/// The workspace's target directory: `$CARGO_TARGET_DIR`, else `target/` at the
+/// workspace root (where the `onramp` binary and the `.wasm` files are built).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| onramp::wasm::workspace_root().join("target"))
 }
 
-/// The release `onramp` binary, built now from the current sources (for benchmarks).
-pub fn onramp_release_bin() -> std::path::PathBuf {
-    let root = onramp::wasm::workspace_root();
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--release", "-p", "onramp"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the release onramp binary failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release/onramp")
+/// `cargo build ARGS` in the workspace, asserting it succeeds (`what`: for the message).
+pub fn cargo_build(what: &str, args: &[&str]) {
+    cargo_build_with(what, args, |_| {});
+}
+
+fn cargo_build_with(what: &str, args: &[&str], adjust: impl FnOnce(&mut Command)) {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(onramp::wasm::workspace_root()).arg("build").args(args);
+    adjust(&mut cmd);
+    let status = cmd.status().expect("cargo runs");
+    assert!(status.success(), "building {what} failed");
+}
+
+/// Builds the SmartModule crate `package` (wasm32-wasip1, release-lto, as `smdk build`
+/// does); the path of its `.wasm`.
+pub fn build_wasm(package: &str) -> PathBuf {
+    let args = [
+        "--quiet",
+        "-p",
+        package,
+        "--profile",
+        "release-lto",
+        "--target",
+        "wasm32-wasip1",
+    ];
+    // Flags meant for the host build (e.g. coverage) must not reach the wasm build.
+    cargo_build_with(package, &args, |cmd| {
+        cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS");
+    });
+    target_dir()
+        .join("wasm32-wasip1")
+        .join("release-lto")
+        .join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// Polls `f` every `poll` until it holds; panics after `limit`, naming `what`.
+pub fn wait_until(limit: Duration, poll: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(poll);
+    }
 }
 
 /// An HTTP client that hands back error statuses as responses; `None`: no timeout.

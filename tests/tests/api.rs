@@ -5,120 +5,63 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use onramp_tests::onramp_bin;
+use onramp_tests::cli::{command, ok, stats, Onramp};
+use onramp_tests::http_agent as agent;
+use onramp_tests::running::Running;
 use onramp_tests::synthetic::{ts, T0};
 
 const TOKEN: &str = "s3cret-token";
 
-use onramp_tests::http_agent as agent;
-
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    base: String,
-    /// Every line the process wrote to stderr so far.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    /// Log lines containing `text`.
-    fn logged(&self, text: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(text)).count()
-    }
-
-    /// `host:port` of the API.
-    fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Spawns `cmd` (an onramp command serving the API) and waits for its API address.
-fn spawn(mut cmd: Command) -> Running {
-    let mut child = cmd
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let lines = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("http://") {
-                let _ = tx.send(line[i..].trim().to_string());
-            }
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let base = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(base) => base,
-        Err(_) => panic!("onramp announces its API address; its log: {:?}", log.lock().unwrap()),
-    };
-    let stdin = child.stdin.take();
-    Running {
-        child,
-        stdin,
-        base,
-        log,
-    }
+/// Spawns `cmd` (an onramp command serving the API, logging at `info`) with its log at
+/// `log`, and waits for its API address.
+fn spawn(mut cmd: Command, log: PathBuf) -> Running {
+    cmd.env("ONRAMP_LOG", "info");
+    Running::serving(cmd, log)
 }
 
 /// Starts `onramp run --input -` with the API on an ephemeral loopback port, the token,
 /// batches of 5 and `extra` flags.
-fn start_with(store: &std::path::Path, extra: &[&str]) -> Running {
-    onramp_tests::modules();
-    let mut cmd = Command::new(onramp_bin());
+fn start_with(store: &Path, extra: &[&str]) -> Running {
+    let mut cmd = command();
     cmd.args(["run", "--input", "-", "--store", store.to_str().unwrap()])
         .args(["--batch-size", "5", "--listen", "127.0.0.1:0", "--token", TOKEN])
         .args(extra);
-    spawn(cmd)
+    spawn(cmd, store.with_extension("run.log"))
 }
 
-fn start(store: &std::path::Path) -> Running {
+fn start(store: &Path) -> Running {
     start_with(store, &[])
 }
 
 /// `onramp serve` over a finished store, with `extra` flags.
-fn serve(store: &std::path::Path, extra: &[&str]) -> Running {
-    let mut cmd = Command::new(onramp_bin());
+fn serve(store: &Path, extra: &[&str]) -> Running {
+    let mut cmd = command();
     cmd.args(["serve", "--store", store.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .args(extra);
-    spawn(cmd)
+    spawn(cmd, store.with_extension("serve.log"))
 }
 
 /// Folds `lines` into a new store at `store` with `onramp run` (no API).
-fn build_store(store: &std::path::Path, lines: &[String]) {
-    onramp_tests::modules();
+fn build_store(store: &Path, lines: &[String]) {
     let input = store.with_extension("jsonl");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
-    let out = Command::new(onramp_bin())
-        .args([
-            "run",
-            "--input",
-            input.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-        ])
-        .args(["--batch-size", "5000", "--durability", "relaxed", "--listen", "off"])
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (input, store) = (input.to_str().unwrap(), store.to_str().unwrap());
+    ok(&[
+        "run",
+        "--input",
+        input,
+        "--store",
+        store,
+        "--batch-size",
+        "5000",
+        "--durability",
+        "relaxed",
+    ]);
 }
 
 fn event(i: usize, user: &str, kind: &str) -> String {
@@ -134,31 +77,13 @@ fn event(i: usize, user: &str, kind: &str) -> String {
     )
 }
 
-fn send(r: &mut Running, lines: &[String]) {
-    let stdin = r.stdin.as_mut().unwrap();
-    for l in lines {
-        writeln!(stdin, "{l}").unwrap();
-    }
-    stdin.flush().unwrap();
-}
-
 fn bearer() -> String {
     format!("Bearer {TOKEN}")
 }
 
 /// GET with the token (a server without one ignores it).
 fn get(base: &str, path: &str) -> (u16, serde_json::Value) {
-    let mut resp = agent(Some(Duration::from_secs(10)))
-        .get(&format!("{base}{path}"))
-        .header("Authorization", &bearer())
-        .call()
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
+    get_with_patience(base, path, Duration::from_secs(10))
 }
 
 /// A raw HTTP/1.1 GET with exactly these `Host` and `Authorization` headers (none when
@@ -205,12 +130,9 @@ fn sse_lines(url: String, last_event_id: Option<u64>) -> mpsc::Receiver<String> 
     rx
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls every 50 ms until `f` holds; panics after 30 s.
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    onramp_tests::wait_until(Duration::from_secs(30), Duration::from_millis(50), what, f);
 }
 
 /// A metric's value; `name` may include labels, e.g. `x_total{reason="busy"}`.
@@ -235,7 +157,7 @@ fn read_api_against_a_running_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut r = start(&store);
-    let base = r.base.clone();
+    let base = r.base().to_string();
 
     // Subscribe to u_1's updates before anything is written, and to activated users'.
     let rx = sse_lines(format!("{base}/v1/updates?user=u_1"), None);
@@ -248,7 +170,7 @@ fn read_api_against_a_running_pipeline() {
     let mut lines: Vec<String> = (0..30).map(|i| event(i, &format!("u_{i}"), "sign_up")).collect();
     lines.push(event(30, "u_1", "step_completed"));
     lines.extend((31..35).map(|i| event(i, "u_2", "page_view")));
-    send(&mut r, &lines);
+    r.send(&lines);
     let first = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("u_1's update is streamed after its commit");
@@ -305,7 +227,7 @@ fn read_api_against_a_running_pipeline() {
         let writes: Vec<String> = (0..5)
             .map(|k| event(i + k, &format!("w_{}", i + k), "sign_up"))
             .collect();
-        send(&mut r, &writes);
+        r.send(&writes);
         i += 5;
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
@@ -323,10 +245,7 @@ fn read_api_against_a_running_pipeline() {
 
     // Metrics increase with more writes.
     let before = metric(&base, "onramp_updates_applied_total");
-    send(
-        &mut r,
-        &(200..210).map(|k| event(k, "u_3", "page_view")).collect::<Vec<_>>(),
-    );
+    r.send(&(200..210).map(|k| event(k, "u_3", "page_view")).collect::<Vec<_>>());
     wait_for("more updates", || {
         metric(&base, "onramp_updates_applied_total") >= before + 10.0
     });
@@ -335,7 +254,7 @@ fn read_api_against_a_running_pipeline() {
     // The hint filter: only the user who completed onboarding shows on the activated stream.
     let mut done = vec![event(300, "u_5", "onboarding_completed")];
     done.extend((301..305).map(|k| event(k, "u_6", "page_view")));
-    send(&mut r, &done);
+    r.send(&done);
     let activated = arx
         .recv_timeout(Duration::from_secs(30))
         .expect("an activated user's update");
@@ -366,10 +285,7 @@ fn read_api_against_a_running_pipeline() {
     assert_eq!(body["removed"]["profile"], true);
     assert_eq!(get(&base, "/v1/profiles/u_2").0, 404);
     // Later events for u_2 start a new profile, fold state included: a new session.
-    send(
-        &mut r,
-        &(400..405).map(|k| event(k, "u_2", "page_view")).collect::<Vec<_>>(),
-    );
+    r.send(&(400..405).map(|k| event(k, "u_2", "page_view")).collect::<Vec<_>>());
     // Waits on u_2's own profile: a global counter can also move by batches of earlier
     // records still lingering when it was read.
     wait_for("u_2's new events", || {
@@ -386,14 +302,8 @@ fn read_api_against_a_running_pipeline() {
     // The funnel now equals `onramp stats` over the same store once the run has ended.
     wait_for("all writes to commit", || get(&base, "/readyz").0 == 200);
     let (_, funnel) = get(&base, "/v1/funnel");
-    drop(r.stdin.take());
-    assert!(r.child.wait().unwrap().success());
-    let out = Command::new(onramp_bin())
-        .args(["stats", "--json", "--store", store.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.wait().success());
+    let stats = stats(&store);
     assert_eq!(funnel["steps"], stats["steps"]);
     assert_eq!(funnel["profiles"], stats["profiles"]);
 }
@@ -401,12 +311,10 @@ fn read_api_against_a_running_pipeline() {
 /// Proves a non-loopback bind without a token is refused before anything starts.
 #[test]
 fn non_loopback_bind_needs_a_token() {
-    onramp_tests::modules();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(onramp_bin())
+    let out = command()
         .args(["run", "--generate", "--events", "10", "--listen", "0.0.0.0:0"])
         .args(["--store", dir.path().join("s").to_str().unwrap()])
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
         .env_remove("ONRAMP_TOKEN")
         .output()
         .unwrap();
@@ -422,15 +330,11 @@ fn serve_is_read_only() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut r = start(&store);
-    send(
-        &mut r,
-        &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
-    );
-    drop(r.stdin.take());
-    assert!(r.child.wait().unwrap().success());
+    r.send(&(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>());
+    assert!(r.wait().success());
 
     let served = serve(&store, &["--token", TOKEN]);
-    let base = served.base.clone();
+    let base = served.base().to_string();
     let (status, p) = get(&base, "/v1/profiles/u_1");
     assert_eq!((status, p["counters"]["page_views"].as_u64()), (200, Some(5)));
     assert_eq!(get(&base, "/readyz").0, 200);
@@ -447,10 +351,10 @@ fn serve_is_read_only() {
 /// its buffer overflows, while the pipeline goes on committing.
 #[test]
 fn slow_update_stream_client_is_dropped() {
-    onramp_tests::modules();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(onramp_bin())
-        .args(["run", "--input", "-", "--store", dir.path().join("s").to_str().unwrap()])
+    let store = dir.path().join("s");
+    let mut cmd = command();
+    cmd.args(["run", "--input", "-", "--store", store.to_str().unwrap()])
         .args([
             "--batch-size",
             "1000",
@@ -458,34 +362,18 @@ fn slow_update_stream_client_is_dropped() {
             "relaxed",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("http://") {
-                let _ = tx.send(line[i..].trim().to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        ]);
+    let mut r = spawn(cmd, store.with_extension("run.log"));
+    let base = r.base().to_string();
     // Connect, then read nothing while 60k updates are committed.
     let slow = agent(None).get(&format!("{base}/v1/updates")).call().unwrap();
     wait_for("the client to connect", || {
         metric(&base, "onramp_update_stream_clients") >= 1.0
     });
-    let mut stdin = child.stdin.take().unwrap();
-    for i in 0..60_000 {
-        writeln!(stdin, "{}", event(i, &format!("u_{}", i % 100), "page_view")).unwrap();
-    }
-    stdin.flush().unwrap(); // kept open: the server must outlive the reading below
+    let lines: Vec<String> = (0..60_000)
+        .map(|i| event(i, &format!("u_{}", i % 100), "page_view"))
+        .collect();
+    r.send(&lines); // stdin kept open: the server must outlive the reading below
     wait_for("the slow client to be dropped", || {
         metric(&base, "onramp_update_stream_dropped_total") >= 1.0
     });
@@ -500,8 +388,7 @@ fn slow_update_stream_client_is_dropped() {
     wait_for("all 60k updates to commit", || {
         metric(&base, "onramp_updates_applied_total") >= 60_000.0
     });
-    drop(stdin);
-    assert!(child.wait().unwrap().success(), "the pipeline finished regardless");
+    assert!(r.wait().success(), "the pipeline finished regardless");
 }
 
 /// Proves that with a token every endpoint but `/healthz` needs it — GETs on loopback
@@ -514,10 +401,7 @@ fn token_and_host_are_checked_on_every_request() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut r = start_with(&store, &["--allow-host", "onramp.internal"]);
-    send(
-        &mut r,
-        &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
-    );
+    r.send(&(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>());
     let addr = r.addr().to_string();
     let port = addr.rsplit(':').next().unwrap().to_string();
     let host = Some(addr.as_str());
@@ -573,7 +457,7 @@ fn token_and_host_are_checked_on_every_request() {
     let (status, _, _) = raw_get(&addr, "/v1/profiles/u_1", None, Some(TOKEN));
     assert_eq!(status, 421, "no Host header");
 
-    let base = r.base.clone();
+    let base = r.base().to_string();
     assert!(metric(&base, "onramp_api_requests_refused_total{reason=\"host_not_allowed\"}") >= 9.0);
     assert!(metric(&base, "onramp_api_requests_refused_total{reason=\"unauthorized\"}") >= 13.0);
 }
@@ -589,7 +473,7 @@ fn profile_scans_never_stall_healthz() {
     let lines: Vec<String> = (0..25_000).map(|i| event(i, &format!("u_{i:05}"), "sign_up")).collect();
     build_store(&store, &lines);
     let served = serve(&store, &[]);
-    let base = served.base.clone();
+    let base = served.base().to_string();
     let (status, funnel) = get(&base, "/v1/funnel");
     assert_eq!((status, funnel["profiles"].as_u64()), (200, Some(25_000)));
 
@@ -678,7 +562,7 @@ fn idle_connections_are_capped_and_closed_after_the_header_timeout() {
     );
     let served = serve(&store, &["--max-connections", "8", "--header-timeout", "1s"]);
     let addr = served.addr().to_string();
-    let base = served.base.clone();
+    let base = served.base().to_string();
     assert_eq!(get(&base, "/healthz").0, 200);
 
     let started = Instant::now();
@@ -744,12 +628,12 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
     );
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
-        .arg(onramp_bin())
+        .arg(Onramp::Debug.bin())
         .args(["serve", "--store", store.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .args(["--max-connections", "1000", "--header-timeout", "1s"]);
-    let served = spawn(cmd);
+    let served = spawn(cmd, store.with_extension("serve.log"));
     let addr = served.addr().to_string();
-    let base = served.base.clone();
+    let base = served.base().to_string();
     assert_eq!(get(&base, "/healthz").0, 200);
 
     let started = Instant::now();
@@ -777,7 +661,7 @@ fn erasure_removes_the_user_from_the_update_stream() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let mut r = start(&store);
-    let base = r.base.clone();
+    let base = r.base().to_string();
     // u_1 and u_2 interleaved; u_2's last update is the marker.
     let lines = vec![
         event(0, "u_1", "sign_up"),
@@ -791,7 +675,7 @@ fn erasure_removes_the_user_from_the_update_stream() {
         event(8, "u_1", "page_view"),
         event(9, "u_2", "page_view"),
     ];
-    send(&mut r, &lines);
+    r.send(&lines);
     wait_for("the 10 updates", || {
         metric(&base, "onramp_updates_applied_total") >= 10.0
     });
@@ -820,10 +704,7 @@ fn erasure_removes_the_user_from_the_update_stream() {
         .call()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
-    send(
-        &mut r,
-        &(10..15).map(|i| event(i, "u_3", "page_view")).collect::<Vec<_>>(),
-    );
+    r.send(&(10..15).map(|i| event(i, "u_3", "page_view")).collect::<Vec<_>>());
     wait_for("u_3's batch", || metric(&base, "onramp_updates_applied_total") >= 15.0);
     assert_eq!(
         r.logged("chain restarted"),
@@ -847,10 +728,7 @@ fn erasure_removes_the_user_from_the_update_stream() {
     }
     assert!(!after.iter().any(|d| d.contains("u_1")), "nothing of u_1 is replayed");
     let filtered = sse_lines(format!("{base}/v1/updates?user=u_1"), Some(0));
-    send(
-        &mut r,
-        &(15..20).map(|i| event(i, "u_3", "page_view")).collect::<Vec<_>>(),
-    );
+    r.send(&(15..20).map(|i| event(i, "u_3", "page_view")).collect::<Vec<_>>());
     wait_for("the next batch", || {
         metric(&base, "onramp_updates_applied_total") >= 20.0
     });

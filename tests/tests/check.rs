@@ -3,31 +3,18 @@
 //! they are, and `run`/`serve` refuse a store the quick check finds damaged.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use onramp::store::{Batch, Store};
 use onramp_schemas::{RejectReason, RejectedEvent};
+use onramp_tests::cli::Onramp;
+use onramp_tests::running::Running;
 
-/// The release `onramp` (built once per test process) and the SmartModules.
-fn bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        onramp_tests::modules(); // the .wasm files, built from the current sources
-        onramp_tests::onramp_release_bin()
-    })
-}
-
-fn onramp(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LISTEN", "off")
-        .output()
-        .expect("onramp runs")
-}
+/// These tests run the release build.
+const ONRAMP: Onramp = Onramp::Release;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -40,13 +27,13 @@ const GEN: [&str; 7] = ["--generate", "--users", "250", "--seed", "5", "--partit
 fn generated_store(path: &Path) {
     let mut args = vec!["run", "--store", path.to_str().unwrap()];
     args.extend(GEN);
-    let out = onramp(&args);
+    let out = ONRAMP.output(&args);
     assert!(out.status.success(), "the generated run failed: {}", text(&out.stderr));
 }
 
 /// `onramp check --json` on `store`: exit success and the report.
 fn check(store: &Path) -> (bool, serde_json::Value, String) {
-    let out = onramp(&["check", "--store", store.to_str().unwrap(), "--json"]);
+    let out = ONRAMP.output(&["check", "--store", store.to_str().unwrap(), "--json"]);
     let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out.status.success(), report, text(&out.stderr))
 }
@@ -65,7 +52,7 @@ fn assert_check_finds(store: &Path, kind: &str, key: &str) -> serde_json::Value 
     });
     assert!(found, "expected a {kind} problem at key `{key}` in {report:#}");
     // The text form names it too, and says how to rebuild.
-    let out = onramp(&["check", "--store", store.to_str().unwrap()]);
+    let out = ONRAMP.output(&["check", "--store", store.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
     assert!(
@@ -83,7 +70,7 @@ fn assert_check_finds(store: &Path, kind: &str, key: &str) -> serde_json::Value 
 fn assert_run_refuses(store: &Path, what: &str) {
     let mut args = vec!["run", "--store", store.to_str().unwrap()];
     args.extend(GEN);
-    let out = onramp(&args);
+    let out = ONRAMP.output(&args);
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "run accepted a damaged store");
     assert!(
@@ -94,25 +81,14 @@ fn assert_run_refuses(store: &Path, what: &str) {
 
 /// Asserts `onramp serve` refuses `store` (exits with an error instead of serving).
 fn assert_serve_refuses(store: &Path) {
-    let child = Command::new(bin())
-        .args(["serve", "--store", store.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut child = child;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("onramp serve (pid {pid}) started on a damaged store");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stderr = text(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("is damaged"), "{stderr}");
+    let mut cmd = ONRAMP.command();
+    cmd.args(["serve", "--store", store.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let mut serve = Running::spawn(cmd, store.with_extension("serve.log"));
+    let Some(status) = serve.wait_timeout(Duration::from_secs(60)) else {
+        panic!("onramp serve (pid {}) started on a damaged store", serve.id());
+    };
+    let stderr = serve.log_text();
+    assert!(!status.success() && stderr.contains("is damaged"), "{stderr}");
 }
 
 /// The generated store, written once per test process (in the target's tmp directory),
@@ -130,7 +106,7 @@ fn healthy() -> &'static Healthy {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let path = dir.path().join("store");
         generated_store(&path);
-        let out = onramp(&["export", "--store", path.to_str().unwrap()]);
+        let out = ONRAMP.output(&["export", "--store", path.to_str().unwrap()]);
         assert!(out.status.success(), "export: {}", text(&out.stderr));
         Healthy {
             _dir: dir,
@@ -238,7 +214,7 @@ fn a_healthy_store_passes() {
     assert!(ok, "check failed after erasing {user}: {stderr}\n{report:#}");
     assert_eq!(report["counters"]["erased.profiles"], 1);
     assert!(report["counters"]["erased.events"].as_u64().unwrap() > 0);
-    let out = onramp(&["check", "--store", store.to_str().unwrap()]);
+    let out = ONRAMP.output(&["check", "--store", store.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("healthy: no problems found"));
 }
@@ -321,7 +297,7 @@ fn a_tampered_counter_is_refused() {
     );
     assert_run_refuses(&store.path, "accepted");
     assert_serve_refuses(&store.path);
-    let out = onramp(&["export", "--store", store.path.to_str().unwrap()]);
+    let out = ONRAMP.output(&["export", "--store", store.path.to_str().unwrap()]);
     assert!(!out.status.success() && out.stdout.is_empty(), "export refuses it too");
 }
 
@@ -484,11 +460,11 @@ fn damaged_sled_files_are_never_silently_partial() {
         let store = dir.path().join(c.name.replace(' ', "-"));
         healthy_copy(&store);
         (c.apply)(&store);
-        let out = onramp(&["check", "--store", store.to_str().unwrap()]);
+        let out = ONRAMP.output(&["check", "--store", store.to_str().unwrap()]);
         let stderr = text(&out.stderr);
         assert!(!stderr.contains("panicked at"), "{}: a panic trace: {stderr}", c.name);
         if out.status.success() {
-            let export = onramp(&["export", "--store", store.to_str().unwrap()]);
+            let export = ONRAMP.output(&["export", "--store", store.to_str().unwrap()]);
             assert!(
                 export.status.success() && export.stdout == healthy().export,
                 "{}: check passed, but the store does not hold every profile: {}",
@@ -556,7 +532,7 @@ fn a_full_disk_says_disk_full_and_the_store_stays_intact() {
     let store = fs.0.join("store");
     let mut args = vec!["run", "--store", store.to_str().unwrap(), "--batch-size", "200"];
     args.extend(GEN);
-    let out = onramp(&args);
+    let out = ONRAMP.output(&args);
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "the run fit in 1 MiB; make the disk smaller");
     assert!(
@@ -568,13 +544,13 @@ fn a_full_disk_says_disk_full_and_the_store_stays_intact() {
     fs.resize("512m");
     let (ok, report, stderr) = check(&store);
     assert!(ok, "the store left by the full disk is healthy: {stderr}\n{report:#}");
-    let out = onramp(&args);
+    let out = ONRAMP.output(&args);
     assert!(
         out.status.success(),
         "the run after freeing space: {}",
         text(&out.stderr)
     );
-    let got = onramp(&["export", "--store", store.to_str().unwrap()]);
+    let got = ONRAMP.output(&["export", "--store", store.to_str().unwrap()]);
     assert!(
         got.stdout == healthy().export,
         "the store completed after the full disk equals a clean run's"

@@ -13,117 +13,17 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use failing_enrich::FAILING_EVENT_ID;
-use onramp_tests::onramp_bin;
+use onramp_tests::cli::{command, export, json, ok, onramp, stats};
+use onramp_tests::cluster::{checkpoints, partition_lags, skipped, LocalCluster, Needs};
+use onramp_tests::running::Running;
 
 /// Events produced (plus a few hostile lines).
 const EVENTS: u64 = 100_000;
 const PARTITIONS: &str = "3";
-
-fn skip_reason() -> Option<String> {
-    if std::env::var("FLUVIO_E2E").ok().as_deref() != Some("1") {
-        return Some("FLUVIO_E2E is not 1".into());
-    }
-    match Command::new("fluvio").arg("version").output() {
-        Ok(out) if out.status.success() => None,
-        _ => Some("the `fluvio` CLI is not on PATH".into()),
-    }
-}
-
-fn fluvio(args: &[&str]) -> Output {
-    Command::new("fluvio").args(args).output().expect("fluvio runs")
-}
-
-fn onramp_cmd(args: &[&str]) -> Command {
-    let mut cmd = Command::new(onramp_bin());
-    cmd.args(args)
-        .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-        .env("ONRAMP_LISTEN", "off");
-    cmd
-}
-
-fn onramp(args: &[&str]) -> Output {
-    onramp_cmd(args).output().expect("onramp runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = onramp(args);
-    assert!(
-        out.status.success(),
-        "onramp {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&ok(args)).unwrap_or_else(|e| panic!("onramp {args:?}: not JSON: {e}"))
-}
-
-/// Starts a local cluster unless one answers; shuts down (on drop) only what it started.
-struct LocalCluster {
-    started: bool,
-    topics: Vec<String>,
-}
-
-impl LocalCluster {
-    fn ensure() -> LocalCluster {
-        if fluvio(&["cluster", "status"]).status.success() && fluvio(&["topic", "list"]).status.success() {
-            eprintln!("cluster: using the running cluster");
-            return LocalCluster {
-                started: false,
-                topics: Vec::new(),
-            };
-        }
-        eprintln!("cluster: none running; starting a local one");
-        if !fluvio(&["cluster", "resume"]).status.success() {
-            let out = fluvio(&["cluster", "start", "--local"]);
-            assert!(
-                out.status.success(),
-                "fluvio cluster start --local failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        wait_until(Duration::from_secs(60), "the cluster to answer", || {
-            fluvio(&["topic", "list"]).status.success()
-        });
-        LocalCluster {
-            started: true,
-            topics: Vec::new(),
-        }
-    }
-
-    /// A topic name of this test run, deleted at the end.
-    fn topic(&mut self, name: &str) -> String {
-        let topic = format!("onramp-e2e-{name}-{}", std::process::id());
-        self.topics.push(topic.clone());
-        topic
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for t in &self.topics {
-            let _ = fluvio(&["topic", "delete", t]);
-        }
-        if self.started {
-            let _ = fluvio(&["cluster", "shutdown"]);
-        }
-    }
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !f() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// The generated events plus hostile lines (keyless, so spread round-robin).
 fn write_events(dir: &Path) -> PathBuf {
@@ -154,14 +54,6 @@ fn write_events(dir: &Path) -> PathBuf {
         writeln!(f, "{hostile}").unwrap();
     }
     path
-}
-
-fn export(store: &Path) -> String {
-    ok(&["export", "--store", store.to_str().unwrap()])
-}
-
-fn stats(store: &Path) -> serde_json::Value {
-    json(&["stats", "--json", "--store", store.to_str().unwrap()])
 }
 
 fn assert_same_store(cluster: &Path, embedded: &Path, what: &str) {
@@ -196,56 +88,50 @@ fn run_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a st
     args
 }
 
-/// Spawns `onramp run` with its read API on a free loopback port; returns it and the port.
-fn spawn_run(args: &[&str], log: &Path) -> (Child, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = onramp_cmd(args)
-        .args(["--listen", &listen])
-        .env("ONRAMP_LOG", "warn,onramp=debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("onramp runs");
-    (child, port)
+/// Spawns `onramp run ARGS` with its read API on a free loopback port, its log at `log`.
+fn spawn_run(args: &[&str], log: &Path) -> Running {
+    let mut cmd = command();
+    cmd.args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("ONRAMP_LOG", "warn,onramp=debug");
+    Running::serving(cmd, log)
 }
 
-/// Waits (up to 2 minutes) until the consumer committed past `after`; returns the checkpoint.
-fn committed_checkpoint_or_wait(child: &mut Child, port: u16, after: i64, log: &Path) -> i64 {
+/// Polls every `every` until `f` gives `Ok`; after `limit`, panics with the last `Err`
+/// (what has not happened yet) and the end of the run's log.
+fn poll<T>(
+    run: &mut Running,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut(&mut Running) -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     loop {
-        let c = committed_checkpoint(port);
-        if c > after || child.try_wait().unwrap().is_some() {
-            return c;
+        match f(run) {
+            Ok(v) => return v,
+            Err(not_yet) if started.elapsed() > limit => {
+                panic!("{not_yet} within {limit:?}; the run's log ends:\n{}", run.log_tail(30))
+            }
+            Err(_) => std::thread::sleep(every),
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            panic!(
-                "no commit within 2 minutes; the run's log ends:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
+/// Waits (up to 2 minutes) until the consumer committed past `after`; returns the checkpoint.
+fn committed_checkpoint_or_wait(run: &mut Running, after: i64) -> i64 {
+    poll(run, Duration::from_secs(120), Duration::from_millis(50), |run| {
+        let c = committed_checkpoint(run.base());
+        if c > after || run.try_wait().is_some() {
+            Ok(c)
+        } else {
+            Err("no commit".into())
+        }
+    })
+}
+
 /// The highest checkpoint the running consumer reports on /metrics (-1: nothing committed).
-fn committed_checkpoint(port: u16) -> i64 {
-    let agent = onramp_tests::http_agent(Some(Duration::from_secs(2)));
-    let Ok(mut resp) = agent.get(&format!("http://127.0.0.1:{port}/metrics")).call() else {
-        return -1;
-    };
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with("onramp_checkpoint_offset{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-        .max()
-        .unwrap_or(-1)
+fn committed_checkpoint(base: &str) -> i64 {
+    checkpoints(base).into_values().max().unwrap_or(-1)
 }
 
 /// The SPU's process: pid and command line (`fluvio-run spu …`), and its `fluvio run spu` parent.
@@ -276,13 +162,11 @@ fn spu_processes() -> Vec<(u32, Vec<String>)> {
 
 #[test]
 fn cluster_mode_matches_the_embedded_run() {
-    if let Some(why) = skip_reason() {
-        eprintln!("cluster e2e tests skipped: {why} (run with FLUVIO_E2E=1 and fluvio on PATH)");
-        println!("cluster e2e tests skipped: {why}");
+    if skipped("cluster e2e tests", Needs::Cli) {
         return;
     }
     onramp_tests::modules(); // the .wasm files, built from the current sources
-    let mut cluster = LocalCluster::ensure();
+    let mut cluster = LocalCluster::ensure("onramp-e2e");
     let dir = tempfile::tempdir().unwrap();
     let topic = cluster.topic("events");
     let d = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
@@ -364,18 +248,17 @@ fn cluster_mode_matches_the_embedded_run() {
     let mut mid_run_kills = 0;
     for round in 0..4 {
         let log = dir.path().join(format!("kill-{round}.log"));
-        let (mut child, port) = spawn_run(&run_args(&topic, &killed, &[]), &log);
-        let before = committed_checkpoint_or_wait(&mut child, port, -1, &log);
+        let mut run = spawn_run(&run_args(&topic, &killed, &[]), &log);
+        let before = committed_checkpoint_or_wait(&mut run, -1);
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let wait = Duration::from_millis(rng % 1_500);
         std::thread::sleep(wait);
-        if child.try_wait().unwrap().is_none() {
+        if run.try_wait().is_none() {
             mid_run_kills += 1;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        run.kill(); // SIGKILL
         eprintln!("kill {round}: {wait:?} after a commit (checkpoint {before})");
     }
     assert!(mid_run_kills >= 3, "only {mid_run_kills} kills landed mid-run");
@@ -394,7 +277,7 @@ fn cluster_mode_matches_the_embedded_run() {
         .cloned()
         .expect("a `fluvio-run spu` process");
     let restarted = d("cluster-spu-restart");
-    let (child, _) = spawn_run(&run_args(&topic, &restarted, &[]), &dir.path().join("spu-restart.log"));
+    let mut run = spawn_run(&run_args(&topic, &restarted, &[]), &dir.path().join("spu-restart.log"));
     // The streams open after ~1.5 s; the SPU then works through the backlog for seconds.
     std::thread::sleep(Duration::from_millis(2_500));
     for (pid, _) in &spu {
@@ -414,9 +297,8 @@ fn cluster_mode_matches_the_embedded_run() {
         .stderr(log)
         .spawn()
         .expect("the SPU restarts");
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the run did not survive the SPU restart");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(run.wait().success(), "the run did not survive the SPU restart");
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout()).unwrap();
     eprintln!("spu restart: run summary reconnects = {}", summary["reconnects"]);
     assert!(
         summary["reconnects"].as_u64().unwrap() >= 1,
@@ -453,7 +335,7 @@ fn cluster_mode_matches_the_embedded_run() {
     let unloaded = unloaded_smartmodules_dir(dir.path());
     let lagging = d("cluster-lagging");
     let log = dir.path().join("lagging.log");
-    let (child, port) = spawn_run(
+    let mut run = spawn_run(
         &follow_args(
             &topic,
             &lagging,
@@ -466,21 +348,21 @@ fn cluster_mode_matches_the_embedded_run() {
         ),
         &log,
     );
-    let lags = wait_for_lags(port, 3, &log, |l| l.values().sum::<u64>() == topic_records);
+    let lags = wait_for_lags(&mut run, 3, |l| l.values().sum::<u64>() == topic_records);
     assert_eq!(
-        readyz_status(port),
+        readyz_status(run.base()),
         503,
         "a run {topic_records} records behind must not be ready"
     );
-    let summary = interrupt(child, &log);
+    let summary = interrupt(run);
     assert_eq!(summary["events_in"], 0, "{summary}");
     eprintln!("lag: nothing consumable, lag {lags:?} = the topic's {topic_records} records, /readyz 503");
 
     let log = dir.path().join("caught-up.log");
-    let (child, port) = spawn_run(&follow_args(&topic, &plain, &[]), &log);
-    let lags = wait_for_lags(port, 3, &log, |l| l.values().all(|&n| n == 0));
-    assert_eq!(readyz_status(port), 200, "a caught-up run must be ready");
-    let summary = interrupt(child, &log);
+    let mut run = spawn_run(&follow_args(&topic, &plain, &[]), &log);
+    let lags = wait_for_lags(&mut run, 3, |l| l.values().all(|&n| n == 0));
+    assert_eq!(readyz_status(run.base()), 200, "a caught-up run must be ready");
+    let summary = interrupt(run);
     assert_eq!(summary["events_in"], 0, "{summary}");
     eprintln!("lag: caught up, lag {lags:?}, /readyz 200");
 
@@ -531,7 +413,7 @@ fn follow_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a
 /// A `--smartmodules-dir` whose modules name a version that is not loaded (99.0.0).
 fn unloaded_smartmodules_dir(dir: &Path) -> PathBuf {
     let to = dir.join("unloaded-smartmodules");
-    for m in ["validate", "enrich", "profile"] {
+    for m in onramp::wasm::Module::ALL.map(|m| m.short_name()) {
         let from = onramp::wasm::workspace_root()
             .join("smartmodules")
             .join(m)
@@ -551,107 +433,53 @@ fn unloaded_smartmodules_dir(dir: &Path) -> PathBuf {
     to
 }
 
-/// `onramp_partition_lag_records` by partition, from /metrics (empty when unreachable).
-fn partition_lags(port: u16) -> std::collections::BTreeMap<u32, u64> {
-    let agent = onramp_tests::http_agent(Some(Duration::from_secs(2)));
-    let Ok(mut resp) = agent.get(&format!("http://127.0.0.1:{port}/metrics")).call() else {
-        return Default::default();
-    };
-    let body = resp.body_mut().read_to_string().unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with("onramp_partition_lag_records{"))
-        .filter_map(|l| {
-            let partition = l.split("partition=\"").nth(1)?.split('"').next()?.parse().ok()?;
-            Some((partition, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Waits (up to 60 s) until /metrics has the lag of `partitions` partitions and `done` holds.
 fn wait_for_lags(
-    port: u16,
+    run: &mut Running,
     partitions: usize,
-    log: &Path,
     done: impl Fn(&std::collections::BTreeMap<u32, u64>) -> bool,
 ) -> std::collections::BTreeMap<u32, u64> {
-    let started = Instant::now();
-    loop {
-        let lags = partition_lags(port);
+    poll(run, Duration::from_secs(60), Duration::from_millis(200), |run| {
+        let lags = partition_lags(run.base());
         if lags.len() == partitions && done(&lags) {
-            return lags;
+            Ok(lags)
+        } else {
+            Err(format!("the lag figures did not settle (last seen {lags:?})"))
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            panic!(
-                "the lag figures did not settle within 60 s (last seen {lags:?}); the run's log ends:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
-fn readyz_status(port: u16) -> u16 {
+fn readyz_status(base: &str) -> u16 {
     let agent = onramp_tests::http_agent(Some(Duration::from_secs(2)));
-    let resp = agent
-        .get(&format!("http://127.0.0.1:{port}/readyz"))
-        .call()
-        .expect("/readyz answers");
+    let resp = agent.get(&format!("{base}/readyz")).call().expect("/readyz answers");
     resp.status().as_u16()
 }
 
 /// Sends SIGINT and waits (up to 30 s) for a successful exit; returns the JSON summary.
-fn interrupt(mut child: Child, log: &Path) -> serde_json::Value {
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("the run did not stop within 30 s of SIGINT; see {}", log.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the interrupted run failed: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+fn interrupt(mut run: Running) -> serde_json::Value {
+    run.interrupt();
+    let Some(status) = run.wait_timeout(Duration::from_secs(30)) else {
+        panic!(
+            "the run did not stop within 30 s of SIGINT; its log ends:\n{}",
+            run.log_tail(30)
+        );
+    };
+    assert!(status.success(), "the interrupted run failed: {}", run.log_text());
+    serde_json::from_str(&run.stdout()).unwrap()
 }
 
 /// A wasm dir with validate and profile as built, and tests/failing-enrich as the enrich module.
 fn failing_chain_dir(dir: &Path) -> PathBuf {
-    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(onramp::wasm::workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "failing-enrich",
-            "--profile",
-            "release-lto",
-            "--target",
-            "wasm32-wasip1",
-        ])
-        .env_remove("RUSTFLAGS")
-        .status()
-        .unwrap();
-    assert!(built.success(), "building tests/failing-enrich failed");
+    let failing = onramp_tests::build_wasm("failing-enrich");
     let from = onramp::wasm::default_wasm_dir();
     let to = dir.join("failing-chain");
     std::fs::create_dir_all(&to).unwrap();
     for (src, dst) in [
-        ("onramp_validate.wasm", "onramp_validate.wasm"),
-        ("failing_enrich.wasm", "onramp_enrich.wasm"),
-        ("onramp_profile.wasm", "onramp_profile.wasm"),
+        (from.join("onramp_validate.wasm"), "onramp_validate.wasm"),
+        (failing, "onramp_enrich.wasm"),
+        (from.join("onramp_profile.wasm"), "onramp_profile.wasm"),
     ] {
-        std::fs::copy(from.join(src), to.join(dst)).unwrap();
+        std::fs::copy(src, to.join(dst)).unwrap();
     }
     to
 }

@@ -2,13 +2,13 @@
 //! source): each test is one attack or accident, and asserts no double count, no loss,
 //! no crash, and a clear reason.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use onramp::generator::{Generator, GeneratorConfig};
-use onramp_tests::cli::{command, export, fails, ok, stats, store_profiles};
+use onramp_tests::cli::{command, export, fails, json, ok, stats, store_profiles};
+use onramp_tests::running::Running;
 
 fn traffic(seed: u64, users: u64) -> Vec<String> {
     Generator::new(GeneratorConfig {
@@ -28,7 +28,7 @@ fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
 fn run_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["run", "--json"];
     all.extend_from_slice(args);
-    serde_json::from_str(&ok(&all)).expect("run summary JSON")
+    json(&all)
 }
 
 fn rejected(summary: &serde_json::Value, reason: &str) -> u64 {
@@ -280,43 +280,24 @@ fn a_store_knows_its_input() {
 #[test]
 fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command()
-        .args([
-            "run",
-            "--input",
-            "-",
-            "--store",
-            s(&dir.path().join("store")),
-            "--linger",
-            "100ms",
-        ])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("ONRAMP_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("http://") {
-                let _ = tx.send(line[i..].trim().to_string());
-            }
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    for i in 0..30 {
-        writeln!(
-            stdin,
-            "{}",
-            page_view(&format!("e{i}"), "u_open", "2026-11-01T09:00:00Z", "")
-        )
-        .unwrap();
-    }
-    stdin.flush().unwrap();
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("the API address");
+    let mut cmd = command();
+    cmd.args([
+        "run",
+        "--input",
+        "-",
+        "--store",
+        s(&dir.path().join("store")),
+        "--linger",
+        "100ms",
+    ])
+    .args(["--listen", "127.0.0.1:0"])
+    .env("ONRAMP_LOG", "info");
+    let mut r = Running::serving(cmd, dir.path().join("onramp.log"));
+    let lines: Vec<String> = (0..30)
+        .map(|i| page_view(&format!("e{i}"), "u_open", "2026-11-01T09:00:00Z", ""))
+        .collect();
+    r.send(&lines);
+    let base = r.base().to_string();
     let agent = onramp_tests::http_agent(Some(Duration::from_secs(5)));
     let started = Instant::now();
     loop {
@@ -334,25 +315,12 @@ fn open_stdin_commits_on_linger_and_stops_on_a_signal() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let signalled = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signalled.success());
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(20),
-            "SIGINT not honoured while stdin blocks"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(stdin);
+    r.interrupt();
+    let status = r
+        .wait_timeout(Duration::from_secs(20))
+        .expect("SIGINT not honoured while stdin blocks");
+    r.close_stdin();
     assert!(status.success(), "{status}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    let out = r.stdout();
     assert!(out.contains("stopped early by a signal"), "{out}");
 }

@@ -3,15 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use onramp::generator::{Generator, GeneratorConfig};
 use onramp::partition::{record_key, Partitioner};
 use onramp_schemas::Profile;
-use onramp_tests::cli::{export, ok, onramp, store_profiles};
-use onramp_tests::onramp_bin;
+use onramp_tests::cli::{command, export, json, ok, onramp, store_profiles};
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
+use onramp_tests::running::Running;
 
 /// Writes the generator's traffic for `seed` and `users` (other settings default).
 fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
@@ -104,6 +103,25 @@ fn run_equals_the_reference_fold() {
     assert_eq!(export(&store), before);
 }
 
+/// `onramp run` of `input` into `store` as every run of the SIGKILL test: 2 partitions,
+/// batches of 50, records keyed by event id.
+fn kill_test_run<'a>(input: &'a str, store: &'a Path) -> Vec<&'a str> {
+    let store = store.to_str().unwrap();
+    vec![
+        "run",
+        "--input",
+        input,
+        "--store",
+        store,
+        "--partitions",
+        "2",
+        "--batch-size",
+        "50",
+        "--key",
+        "event-id",
+    ]
+}
+
 /// Proves SIGKILL at ≥20 random points of a run, each followed by a restart, ends with a
 /// store byte-for-byte equal to an uninterrupted run: nothing lost, nothing counted twice.
 /// Records are keyed by event id, as some producers do, so every user is spread over both
@@ -115,37 +133,13 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
     let (input, lines) = write_traffic(dir.path(), 11, 3_000);
     let input = input.to_str().unwrap().to_string();
     let clean = dir.path().join("clean");
-    ok(&[
-        "run",
-        "--input",
-        &input,
-        "--store",
-        clean.to_str().unwrap(),
-        "--partitions",
-        "2",
-        "--batch-size",
-        "50",
-        "--key",
-        "event-id",
-    ]);
+    ok(&kill_test_run(&input, &clean));
     let expected = export(&clean);
 
     let crashed = dir.path().join("crashed");
     let prefix = dir.path().join("prefix.jsonl");
     std::fs::write(&prefix, lines[..lines.len() / 3].join("\n") + "\n").unwrap();
-    ok(&[
-        "run",
-        "--input",
-        prefix.to_str().unwrap(),
-        "--store",
-        crashed.to_str().unwrap(),
-        "--partitions",
-        "2",
-        "--batch-size",
-        "50",
-        "--key",
-        "event-id",
-    ]);
+    ok(&kill_test_run(prefix.to_str().unwrap(), &crashed));
     let mut seed: u64 = 0x5eed;
     let mut rand = move |n: u64| {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -161,64 +155,24 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
         );
         attempts += 1;
         let durability = if attempts % 2 == 0 { "relaxed" } else { "durable" };
-        let mut child = Command::new(onramp_bin())
-            .args([
-                "run",
-                "--input",
-                &input,
-                "--store",
-                crashed.to_str().unwrap(),
-                "--partitions",
-                "2",
-                "--key",
-                "event-id",
-            ])
-            .args(["--batch-size", "50", "--durability", durability])
-            .env("ONRAMP_WASM_DIR", onramp::wasm::default_wasm_dir())
-            .env("ONRAMP_LISTEN", "off")
-            .env("ONRAMP_LOG", "onramp=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = command();
+        cmd.args(kill_test_run(&input, &crashed))
+            .args(["--durability", durability])
+            .env("ONRAMP_LOG", "onramp=debug");
+        let mut run = Running::spawn(cmd, dir.path().join(format!("run-{attempts}.log")));
         // Kill at a random point after the run's first commit (so every kill lands
         // mid-run, not during start-up), up to 400 ms later.
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("batch committed") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            child.wait().unwrap();
+        if run.wait_for_line("batch committed", Duration::from_secs(60)).is_none() {
+            run.wait();
             continue; // ended without committing anything new
         }
         std::thread::sleep(Duration::from_millis(rand(400)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
+        if run.try_wait().is_none() {
+            run.kill(); // SIGKILL
             kills += 1;
         }
-        child.wait().unwrap();
     }
-    let last: serde_json::Value = serde_json::from_str(&ok(&[
-        "run",
-        "--input",
-        &input,
-        "--store",
-        crashed.to_str().unwrap(),
-        "--partitions",
-        "2",
-        "--batch-size",
-        "50",
-        "--key",
-        "event-id",
-        "--json",
-    ]))
-    .unwrap();
+    let last = json(&[kill_test_run(&input, &crashed), vec!["--json"]].concat());
     assert!(
         last["already_committed"].as_u64().unwrap() > 0,
         "the killed runs committed something before the final run: {last}"

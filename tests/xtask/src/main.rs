@@ -9,7 +9,6 @@
 
 use std::process::{exit, Command};
 
-const MODULES: [&str; 3] = ["onramp-validate", "onramp-enrich", "onramp-profile"];
 /// Crates whose unit tests also run compiled to wasm32-unknown-unknown.
 const WASM_TESTED: [&str; 2] = ["onramp-logic", "onramp-schemas"];
 
@@ -91,12 +90,44 @@ fn workspace() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The SmartModule crates: the workspace members under `smartmodules/` that have a
+/// `SmartModule.toml`, by package name, in the members' order. Read from the workspace
+/// rather than taken from the consumer's own list (`onramp::wasm::Module`): depending on
+/// the consumer crate would make xtask build the Fluvio client before it can run.
+fn smartmodules() -> Result<Vec<String>, String> {
+    let ws = workspace();
+    let read =
+        |path: std::path::PathBuf| std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
+    let manifest = read(ws.join("Cargo.toml"))?;
+    let members = manifest
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .ok_or("Cargo.toml has no `members = [...]` list")?
+        .0;
+    let mut names = Vec::new();
+    for member in members.split('"').skip(1).step_by(2) {
+        let dir = ws.join(member);
+        if !member.starts_with("smartmodules/") || !dir.join("SmartModule.toml").is_file() {
+            continue; // not a SmartModule (e.g. smartmodules/logic, the modules' library)
+        }
+        let name = read(dir.join("Cargo.toml"))?
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"').map(str::to_string))
+            .ok_or_else(|| format!("{member}/Cargo.toml has no `name = \"…\"` line"))?;
+        names.push(name);
+    }
+    if names.is_empty() {
+        return Err("no SmartModule among the workspace members under smartmodules/".into());
+    }
+    Ok(names)
+}
+
 fn build_modules() -> Result<(), String> {
     let mut wasm = cargo();
     wasm.current_dir(workspace())
         .args(["build", "--profile", "release-lto", "--target", "wasm32-wasip1"]);
-    for m in MODULES {
-        wasm.args(["-p", m]);
+    for m in smartmodules()? {
+        wasm.args(["-p", &m]);
     }
     run(&mut wasm)
 }
