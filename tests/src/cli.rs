@@ -1,7 +1,7 @@
 //! Running the `onramp` binary from tests: one way to call it, check it, and read a store.
 //!
-//! [`Onramp`] picks the build (most tests run the debug one through the free functions
-//! below; `check` and the benchmarks run the release one); either way the command gets
+//! [`Onramp`] picks the build (the tests run the debug one, through the free functions
+//! below; the benchmarks run the release one); either way the command gets
 //! the modules built from the current sources and no HTTP API unless it asks for one.
 
 use std::path::{Path, PathBuf};
@@ -27,7 +27,10 @@ impl Onramp {
         static DEBUG: OnceLock<PathBuf> = OnceLock::new();
         static RELEASE: OnceLock<PathBuf> = OnceLock::new();
         let (cell, args, dir) = match self {
-            Onramp::Debug => (&DEBUG, &["--quiet", "-p", "onramp", "--bin", "onramp"][..], "debug"),
+            // With the workspace's test targets, so features resolve exactly as in
+            // `cargo test --workspace`: after it, this only links the binary (built alone,
+            // `-p onramp` would resolve other features and rebuild much of the tree).
+            Onramp::Debug => (&DEBUG, &["--quiet", "--workspace", "--bins", "--tests"][..], "debug"),
             Onramp::Release => (&RELEASE, &["--release", "-p", "onramp"][..], "release"),
         };
         cell.get_or_init(|| {
