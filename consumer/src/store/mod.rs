@@ -32,8 +32,11 @@ use sled::Transactional;
 mod check;
 mod erase;
 
-pub use check::{CheckReport, Problem, ProblemKind, EXAMPLES_PER_KIND, REBUILD_HELP};
+mod report;
+
+pub use check::{EXAMPLES_PER_KIND, REBUILD_HELP};
 pub use erase::Erased;
+pub use report::{CheckReport, Problem, ProblemKind};
 
 /// The store layout version this build reads and writes.
 pub const STORE_VERSION: u32 = 2;
