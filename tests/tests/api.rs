@@ -204,6 +204,16 @@ fn read_api_against_a_running_pipeline() {
     assert_eq!((status, e["error"]["code"].as_str()), (400, Some("bad_hint")));
     let (status, _) = get(&base, &format!("/v1/profiles?step={}", "x".repeat(3_000)));
     assert_eq!(status, 414);
+    // A parameter an endpoint does not take is refused, not ignored.
+    let (status, e) = get(&base, "/v1/funnel?steps=a,b");
+    assert_eq!((status, e["error"]["code"].as_str()), (400, Some("bad_query")));
+    let resp = agent(Some(Duration::from_secs(10)))
+        .get(&format!("{base}/v1/updates"))
+        .header("Authorization", &bearer())
+        .header("Last-Event-ID", "garbage")
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "an unreadable Last-Event-ID");
 
     // Pages of 7 while new users and more events keep arriving: the 30 users that
     // existed before the listing appear exactly once, in order.

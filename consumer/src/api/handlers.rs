@@ -148,7 +148,16 @@ pub(super) async fn list_profiles(
     Ok(json_bytes(body))
 }
 
-pub(super) async fn funnel(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// The query of an endpoint that takes none: any parameter is a 400 `bad_query`, not
+/// silently ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoParams {}
+
+pub(super) async fn funnel(
+    State(state): State<AppState>,
+    ValidQuery(NoParams {}): ValidQuery<NoParams>,
+) -> Result<Response, ApiError> {
     let steps = state.cfg.steps.clone();
     let body = scan(&state, move |store| encode(&query::funnel_stats(store, &steps)?)).await?;
     Ok(json_bytes(body))
@@ -230,8 +239,19 @@ pub(super) async fn updates(
     let hint = parse_hint(p.hint.as_deref())?;
     let last_id: Option<u64> = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_last_event_id",
+                        "Last-Event-ID must be the id of an update this stream sent (a whole number)",
+                    )
+                })
+        })
+        .transpose()?;
     let hub = state.hub.clone();
     let items = hub.updates.subscribe(last_id);
     hub.metrics.stream_client(true);

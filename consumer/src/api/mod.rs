@@ -40,7 +40,11 @@
 //! Update stream: a slow client whose buffer of [`STREAM_BUFFER`] updates overflows gets
 //! a final `dropped` event with the reason and is disconnected, so it never slows the
 //! pipeline. Each event's id is a sequence number of this process; `Last-Event-ID`
-//! resumes from the last [`RESUME_WINDOW`] updates, when the id is still in it.
+//! resumes from the last [`RESUME_WINDOW`] updates, when the id is still in it (an id that
+//! is not a whole number is a 400 `bad_last_event_id`).
+//!
+//! Every endpoint refuses a query parameter it does not take (400 `bad_query`), rather
+//! than answering as if it were not there.
 //!
 //! Readiness: `/readyz` is 200 once the store is open while both the records read but not
 //! committed and, with `--source fluvio`, the records in the topic after the committed
