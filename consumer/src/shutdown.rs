@@ -1,12 +1,11 @@
 //! The process's one stop request (ctrl-c, SIGTERM or a caller), passed explicitly to
 //! everything that runs until told to stop.
 //!
-//! Blocking code waits on it ([`Shutdown::wait_timeout`]) or checks it between steps
+//! Blocking code waits on it ([`Shutdown::wait`]) or checks it between steps
 //! ([`Shutdown::is_requested`]); async code awaits it ([`Shutdown::requested`]). Nothing
 //! polls a flag on a timer: a request wakes every waiter at once.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 /// A stop request shared by clones: once requested, it stays requested.
 #[derive(Clone)]
@@ -52,17 +51,6 @@ impl Shutdown {
         *self.0.requested.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Blocks until a stop is requested or `timeout` passes; true when requested.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let requested = self.0.requested.lock().unwrap_or_else(|e| e.into_inner());
-        let (requested, _) = self
-            .0
-            .changed
-            .wait_timeout_while(requested, timeout, |r| !*r)
-            .unwrap_or_else(|e| e.into_inner());
-        *requested
-    }
-
     /// Blocks until a stop is requested.
     pub fn wait(&self) {
         let requested = self.0.requested.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,16 +68,20 @@ impl Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Proves a request wakes a blocked waiter and an async waiter at once, and that a
     /// later waiter sees it without waiting.
     #[test]
     fn a_request_wakes_every_waiter() {
         let shutdown = Shutdown::default();
-        assert!(!shutdown.wait_timeout(Duration::from_millis(10)));
+        assert!(!shutdown.is_requested());
         let blocked = {
             let s = shutdown.clone();
-            std::thread::spawn(move || s.wait_timeout(Duration::from_secs(30)))
+            std::thread::spawn(move || {
+                s.wait();
+                s.is_requested()
+            })
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
