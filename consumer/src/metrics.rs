@@ -73,6 +73,7 @@ pub struct Metrics {
     reconnects: AtomicU64,
     api_connections: AtomicU64,
     api_accept_errors: AtomicU64,
+    api_connections_shed: AtomicU64,
 }
 
 /// One committed batch, as the metrics see it.
@@ -167,6 +168,11 @@ impl Metrics {
     /// Accepting a read-API connection failed (e.g. out of file descriptors).
     pub fn accept_error(&self) {
         self.api_accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection that had sent no request was closed to make room for a new one.
+    pub fn connection_shed(&self) {
+        self.api_connections_shed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -309,6 +315,13 @@ impl Metrics {
             "counter",
             "Failures to accept a read-API connection (such as running out of file descriptors).",
             self.api_accept_errors.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "onramp_api_connections_shed_total",
+            "counter",
+            "Connections closed, oldest first, because the connection cap was reached while they had sent no request.",
+            self.api_connections_shed.load(Ordering::Relaxed),
         );
         if let Some(bytes) = store_size_bytes {
             head(

@@ -7,6 +7,12 @@
 //!
 //! Every byte is read once: a file is opened once, its first lines are checked (is this
 //! JSON lines at all?) and then handed on from memory, so a pipe or FIFO loses nothing.
+//! The check is the same for a regular file, a FIFO and stdin, so the same bytes are
+//! refused or accepted whichever way they come: it reads until the first line that is a
+//! JSON object (at most [`SNIFF_LINES`] non-empty lines). A regular file is checked when
+//! it is opened, before the store is touched; a pipe or stdin when its first line is asked
+//! for (in the run's reader thread, so a slow writer blocks no signal handling), and
+//! nothing it yields is committed before the check passes.
 //! A line is never held whole above `max_line_bytes`: the rest of it is streamed through
 //! a hash and dropped, and the record becomes an [`Oversize`] (its size, head and
 //! SHA-256), rejected `too_large` without reaching the chain.
@@ -49,11 +55,11 @@ pub enum SourceError {
         /// I/O error.
         source: std::io::Error,
     },
-    /// The file is not JSON lines at all (a wrong file, not a few bad events).
-    #[error("input {path} does not look like JSON lines: none of its first {checked} non-empty lines is a JSON object (first: {first:?}). Nothing was written to the store. Single malformed events are fine: they are rejected with a reason and counted")]
+    /// The input is not JSON lines at all (a wrong file, not a few bad events).
+    #[error("input {input} does not look like JSON lines: none of its first {checked} non-empty lines is a JSON object (first: {first:?}). Nothing was written to the store. Single malformed events are fine: they are rejected with a reason and counted")]
     NotJsonLines {
-        /// Path.
-        path: PathBuf,
+        /// The path, or `stdin`.
+        input: String,
         /// Lines checked.
         checked: usize,
         /// The first line, shortened.
@@ -106,6 +112,10 @@ pub struct Lines {
     prefetched: VecDeque<Line>,
     max_line_bytes: usize,
     read: u64,
+    /// The path, or `stdin` (for errors).
+    label: String,
+    /// The JSON-lines check is done (or not needed: the generator).
+    checked: bool,
 }
 
 enum LinesInner {
@@ -114,46 +124,61 @@ enum LinesInner {
 }
 
 impl Lines {
-    /// Opens the input. A file is checked to be JSON lines first (from the same open file,
-    /// so nothing is read twice); stdin and the generator are not checked.
+    /// Opens the input. A regular file is checked to be JSON lines now (from the same open
+    /// file, so nothing is read twice); a pipe, FIFO or stdin when its first line is read;
+    /// the generator is not checked.
     pub fn open(input: &Input, max_line_bytes: usize) -> Result<Lines, SourceError> {
         let max_line_bytes = max_line_bytes.max(1);
-        let mut lines = match input {
+        match input {
             Input::File(path) => {
-                let file = File::open(path).map_err(|source| SourceError::Unreadable {
+                let unreadable = |source| SourceError::Unreadable {
                     path: path.clone(),
                     source,
-                })?;
-                Lines::reader(Box::new(file), max_line_bytes)
+                };
+                let file = File::open(path).map_err(unreadable)?;
+                let regular = file.metadata().map_err(unreadable)?.is_file();
+                let mut lines = Lines::reader(Box::new(file), max_line_bytes, path.display().to_string());
+                if regular {
+                    lines.check_json_lines()?;
+                }
+                Ok(lines)
             }
-            Input::Stdin => Lines::reader(Box::new(std::io::stdin()), max_line_bytes),
-            Input::Generate(cfg) => Lines {
+            Input::Stdin => Ok(Lines::reader(
+                Box::new(std::io::stdin()),
+                max_line_bytes,
+                "stdin".into(),
+            )),
+            Input::Generate(cfg) => Ok(Lines {
                 inner: LinesInner::Generator(Box::new(Generator::new(cfg.clone()))),
                 prefetched: VecDeque::new(),
                 max_line_bytes,
                 read: 0,
-            },
-        };
-        if let Input::File(path) = input {
-            lines.check_json_lines(path)?;
+                label: "the generator".into(),
+                checked: true,
+            }),
         }
-        Ok(lines)
     }
 
-    fn reader(read: Box<dyn Read + Send>, max_line_bytes: usize) -> Lines {
+    fn reader(read: Box<dyn Read + Send>, max_line_bytes: usize, label: String) -> Lines {
         Lines {
             inner: LinesInner::Reader(Box::new(BufReader::with_capacity(1 << 20, read))),
             prefetched: VecDeque::new(),
             max_line_bytes,
             read: 0,
+            label,
+            checked: false,
         }
     }
 
     /// Reads up to [`SNIFF_LINES`] non-empty lines, keeping them for the caller, and fails
-    /// when none is a JSON object.
-    fn check_json_lines(&mut self, path: &std::path::Path) -> Result<(), SourceError> {
+    /// when none is a JSON object. Once per input.
+    fn check_json_lines(&mut self) -> Result<(), SourceError> {
+        if std::mem::replace(&mut self.checked, true) {
+            return Ok(());
+        }
+        let label = self.label.clone();
         let unreadable = |source| SourceError::Unreadable {
-            path: path.to_path_buf(),
+            path: PathBuf::from(&label),
             source,
         };
         let LinesInner::Reader(reader) = &mut self.inner else {
@@ -188,7 +213,7 @@ impl Lines {
             return Ok(()); // an empty file is a valid, empty stream
         }
         Err(SourceError::NotJsonLines {
-            path: path.to_path_buf(),
+            input: label,
             checked,
             first: first.unwrap_or_default(),
         })
@@ -199,6 +224,9 @@ impl Iterator for Lines {
     type Item = Result<Line, SourceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.check_json_lines() {
+            return Some(Err(e));
+        }
         let item = match self.prefetched.pop_front() {
             Some(line) => Some(Ok(line)),
             None => match &mut self.inner {

@@ -473,7 +473,7 @@ fn token_and_host_are_checked_on_every_request() {
 }
 
 /// Proves profile scans never stall the API: 40 concurrent full scans
-/// (`GET /v1/profiles?step=nope` over 25,000 profiles, which matches none) each get the
+/// (`GET /v1/profiles?completed_step=nope` over 25,000 profiles, which matches none) each get the
 /// (empty) page or 503 `busy` with `Retry-After`, while `/healthz` keeps answering in
 /// well under a second (it took 16 s when scans ran on the API's only worker).
 #[test]
@@ -490,7 +490,7 @@ fn profile_scans_never_stall_healthz() {
     let started = Instant::now();
     let scans: Vec<_> = (0..40)
         .map(|_| {
-            let url = format!("{base}/v1/profiles?step=nope&limit=10");
+            let url = format!("{base}/v1/profiles?completed_step=nope&limit=10");
             std::thread::spawn(move || {
                 let mut resp = agent(Some(Duration::from_secs(120))).get(&url).call().unwrap();
                 let status = resp.status().as_u16();
@@ -558,10 +558,11 @@ fn profile_scans_never_stall_healthz() {
     );
 }
 
-/// Proves idle connections cannot take the server down: with `--max-connections 8` and
-/// `--header-timeout 1s`, 40 connections that send nothing are each closed about a
-/// second after they are accepted (the rest wait in the kernel backlog meanwhile), a
-/// real request behind them is answered, and nothing is logged as an accept error.
+/// Proves idle connections cannot take the server down or keep anyone out: with
+/// `--max-connections 8` and `--header-timeout 5s`, 40 connections that send nothing do not
+/// delay a real request behind them (at the cap the oldest silent connection is closed to
+/// make room, long before any header timeout), a keep-alive connection that went quiet
+/// after a request is closed by the header timeout, and nothing is logged as an accept error.
 #[test]
 fn idle_connections_are_capped_and_closed_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -570,29 +571,34 @@ fn idle_connections_are_capped_and_closed_after_the_header_timeout() {
         &store,
         &(0..5).map(|i| event(i, "u_1", "page_view")).collect::<Vec<_>>(),
     );
-    let served = serve(&store, &["--max-connections", "8", "--header-timeout", "1s"]);
+    let served = serve(&store, &["--max-connections", "8", "--header-timeout", "5s"]);
     let addr = served.addr().to_string();
     let base = served.base().to_string();
     assert_eq!(get(&base, "/healthz").0, 200);
 
-    let started = Instant::now();
-    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    // A keep-alive connection that sent a request, then went quiet, is closed too.
+    // A keep-alive connection that sent a request, then went quiet: not shed, timed out.
     let mut quiet = TcpStream::connect(&addr).unwrap();
     quiet
         .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .unwrap();
+    let started = Instant::now();
+    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(&addr).unwrap()).collect();
 
-    // A real request behind them all is served once the idle ones are timed out.
+    // A real request behind them all is served at once: silent ones make room.
     let (status, _) = get_with_patience(&base, "/v1/profiles/u_1", Duration::from_secs(60));
     assert_eq!(status, 200);
     let served_after = started.elapsed();
     assert!(
-        served_after < Duration::from_secs(20),
-        "served after {served_after:?}: 41 connections / 8 slots ≈ 6 s of header timeouts"
+        served_after < Duration::from_secs(3),
+        "served after {served_after:?}; the header timeout is 5 s, so nothing made room"
+    );
+    assert_eq!(get(&base, "/healthz").0, 200);
+    assert!(
+        metric(&base, "onramp_api_connections_shed_total") >= 33.0,
+        "the silent connections beyond the cap were shed"
     );
 
-    // Every idle connection was closed by the server.
+    // Every idle connection was closed by the server: shed, or timed out.
     for (i, mut c) in idle.into_iter().chain([quiet]).enumerate() {
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut buf = Vec::new();
@@ -607,6 +613,64 @@ fn idle_connections_are_capped_and_closed_after_the_header_timeout() {
         metric(&base, "onramp_api_connections") <= 1.0
     });
     assert_eq!(served.logged("accepting API connections failed"), 0);
+}
+
+/// Proves the read API and `onramp stats` use the funnel the store was written with: after
+/// a run with `--param enrich.steps=sign_up,profile,paid`, `serve` filters by `step=profile`,
+/// refuses `step=workspace` (a default step, not this funnel's) as 400 `unknown_step` naming
+/// the funnel, and `/v1/funnel` and `onramp stats` report exactly those three steps.
+#[test]
+fn the_api_uses_the_funnel_the_store_was_written_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let input = dir.path().join("events.jsonl");
+    let lines = [event(0, "u_1", "sign_up"), event(1, "u_1", "step_completed")];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let funnel = "enrich.steps=sign_up,profile,paid";
+    ok(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--param",
+        funnel,
+    ]);
+
+    let served = serve(&store, &[]);
+    let base = served.base().to_string();
+    let (status, page) = get(&base, "/v1/profiles?step=profile");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["profiles"].as_array().map(Vec::len), Some(1), "{page}");
+    let (status, e) = get(&base, "/v1/profiles?step=workspace");
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("unknown_step")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sign_up, profile, paid"),
+        "{e}"
+    );
+    let step_names = |report: &serde_json::Value| -> Vec<String> {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, f) = get(&base, "/v1/funnel");
+    assert_eq!(status, 200);
+    assert_eq!(step_names(&f), ["sign_up", "profile", "paid"]);
+    drop(served);
+    assert_eq!(
+        step_names(&onramp_tests::cli::stats(&store)),
+        ["sign_up", "profile", "paid"]
+    );
 }
 
 /// GET that waits up to `patience` for the response (a connection queued behind others).

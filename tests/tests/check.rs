@@ -437,6 +437,35 @@ const CORRUPTIONS: &[Corruption] = &[
             })
         },
     },
+    // sled recovers these silently, to a store that is consistent but shorter: it keeps the
+    // log up to the damage and drops the rest. Only the witness tells.
+    Corruption {
+        name: "one byte flipped at 2/3 of db",
+        apply: |s| {
+            rewrite(&db_file(s), |b| {
+                let at = b.len() * 2 / 3;
+                b[at] ^= 0xff;
+            })
+        },
+    },
+    Corruption {
+        name: "one byte flipped at 9/10 of db",
+        apply: |s| {
+            rewrite(&db_file(s), |b| {
+                let at = b.len() * 9 / 10;
+                b[at] ^= 0xff;
+            })
+        },
+    },
+    Corruption {
+        name: "db truncated to 9/10",
+        apply: |s| {
+            rewrite(&db_file(s), |b| {
+                let keep = b.len() * 9 / 10;
+                b.truncate(keep);
+            })
+        },
+    },
     Corruption {
         name: "snapshot files flipped",
         apply: |s| {
@@ -481,6 +510,76 @@ fn damaged_sled_files_are_never_silently_partial() {
         }
     }
     eprintln!("what sled and onramp check do:\n{}", outcomes.join("\n"));
+}
+
+/// Proves a store sled silently shortened (its log cut where it was damaged) is found by
+/// its witness: `check` names the lost commits, `run` and `serve` refuse it, and neither
+/// `export` nor `check` writes into it. The same store without its witness passes, which
+/// is what the witness is for.
+#[test]
+fn a_store_shorter_than_its_witness_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    // As a run leaves it (no sled snapshot yet, as after a SIGKILL): sled reads the whole log.
+    generated_store(&store);
+    assert!(
+        store.join(onramp::store::WITNESS_FILE).exists(),
+        "a run leaves a witness"
+    );
+    rewrite(&db_file(&store), |b| {
+        let keep = b.len() * 9 / 10;
+        b.truncate(keep);
+    });
+    let report = assert_check_finds(&store, "lost_commits", "events_in");
+    assert!(
+        report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "lost_commits" && p["what"].as_str().unwrap().contains("checkpoint")),
+        "a partition's checkpoint is behind too: {report:#}"
+    );
+    let export = ONRAMP.output(&["export", "--store", store.to_str().unwrap()]);
+    assert!(
+        !export.status.success() && text(&export.stderr).contains("lost committed records"),
+        "export refuses the shortened store: {}",
+        text(&export.stderr)
+    );
+    assert_run_refuses(&store, "lost committed records");
+    assert_serve_refuses(&store);
+
+    let unwitnessed = dir.path().join("unwitnessed");
+    copy_dir(&store, &unwitnessed);
+    std::fs::remove_file(unwitnessed.join(onramp::store::WITNESS_FILE)).unwrap();
+    let (ok, _, _) = check(&unwitnessed);
+    assert!(
+        ok,
+        "without the witness sled's recovery looks healthy (this test would prove nothing)"
+    );
+}
+
+/// Proves read-only commands write nothing into a store: a store whose meta lost its
+/// layout version and chain params stays that way after `export` and `check`, and both
+/// call it damaged (a store with a witness is never taken for a new one).
+#[test]
+fn read_only_commands_never_write_meta() {
+    let tampered = Tampered::new(|db| {
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove("store_version").unwrap();
+        meta.remove("chain_params").unwrap();
+    });
+    for args in [["export", "--store"], ["check", "--store"]] {
+        let out = ONRAMP.output(&[args[0], args[1], tampered.path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{} accepted a store with no meta", args[0]);
+    }
+    let report = assert_check_finds(&tampered.path, "meta", "store_version");
+    assert!(
+        report["store_version"].is_null(),
+        "nothing wrote a layout version: {report:#}"
+    );
+    let db = sled::open(settled(&tampered.path)).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    assert!(meta.get("store_version").unwrap().is_none() && meta.get("chain_params").unwrap().is_none());
 }
 
 /// A tmpfs mounted for a test, unmounted on drop.

@@ -147,6 +147,88 @@ fn a_fifo_input_loses_nothing() {
     assert_eq!(export(&dir.path().join("a")), export(&dir.path().join("b")));
 }
 
+/// Runs `onramp run --json` on `data` fed through stdin into `store`: (success, stdout, stderr).
+fn run_stdin(data: &[u8], store: &Path) -> (bool, String, String) {
+    let mut child = command()
+        .args(["run", "--json", "--input", "-", "--store", s(store)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    // A writer thread: the run may refuse the input before reading all of it.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Proves the JSON-lines check does not depend on how the bytes arrive: an input whose
+/// first 100 non-empty lines are not JSON objects is refused from a file and from stdin
+/// alike, with nothing committed; one with 99 such lines and then events is accepted by
+/// both, with the same counts and the same store.
+#[test]
+fn the_json_lines_check_is_the_same_for_a_file_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = traffic(8, 40);
+    for (junk, refused) in [(100, true), (99, false)] {
+        let mut lines: Vec<String> = (0..junk).map(|i| format!("user,event,{i}")).collect();
+        lines.extend(events.iter().cloned());
+        let file = write(dir.path(), &format!("junk{junk}.csv"), &lines);
+        let data = std::fs::read(&file).unwrap();
+        let (a, b) = (
+            dir.path().join(format!("file{junk}")),
+            dir.path().join(format!("stdin{junk}")),
+        );
+        let by_file = command()
+            .args(["run", "--json", "--input", s(&file), "--store", s(&a)])
+            .output()
+            .unwrap();
+        let (stdin_ok, stdin_out, stdin_err) = run_stdin(&data, &b);
+        assert_eq!(
+            by_file.status.success(),
+            stdin_ok,
+            "{junk} junk lines: file and stdin disagree: {stdin_err}"
+        );
+        if refused {
+            let file_err = String::from_utf8_lossy(&by_file.stderr);
+            for err in [file_err.as_ref(), stdin_err.as_str()] {
+                assert!(
+                    err.contains("does not look like JSON lines") && err.contains("first 100"),
+                    "{err}"
+                );
+            }
+            assert!(stdin_err.contains("input stdin"), "{stdin_err}");
+            for store in [&a, &b] {
+                if store.exists() {
+                    let report = json(&["check", "--json", "--store", s(store)]);
+                    assert_eq!(report["healthy"], true, "{report:#}");
+                    assert_eq!(
+                        report["counters"]["events_in"].as_u64().unwrap_or(0),
+                        0,
+                        "a refused input committed nothing"
+                    );
+                }
+            }
+        } else {
+            let from_file: serde_json::Value = serde_json::from_slice(&by_file.stdout).unwrap();
+            let from_stdin: serde_json::Value = serde_json::from_str(&stdin_out).unwrap();
+            assert_eq!(rejected(&from_file, "invalid_json"), 99);
+            assert_eq!(from_file["events_in"], from_stdin["events_in"]);
+            assert_eq!(from_file["rejected"], from_stdin["rejected"]);
+            assert_eq!(export(&a), export(&b));
+        }
+    }
+}
+
 /// Proves a line far over `--max-line-bytes` is rejected `too_large` without being held or
 /// stored whole, and lines of NUL bytes under it leave bounded rejects: the store stays
 /// small and every other record is processed.

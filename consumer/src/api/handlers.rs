@@ -125,6 +125,17 @@ pub(super) async fn list_profiles(
         .map(query::parse_active_since)
         .transpose()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_active_since", e))?;
+    if let Some(step) = p.step.as_deref().filter(|s| !state.cfg.steps.iter().any(|f| f == s)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_step",
+            format!(
+                "`step` is a funnel step and `{}` is not one; the funnel is: {} (to find profiles that completed any other step, use completed_step)",
+                step.chars().take(64).collect::<String>(),
+                state.cfg.steps.join(", ")
+            ),
+        ));
+    }
     let limit = p.limit.unwrap_or(50);
     if limit == 0 || limit > query::MAX_PAGE_LIMIT {
         return Err(ApiError::new(

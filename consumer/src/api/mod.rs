@@ -24,8 +24,9 @@
 //! blocking pool, at most [`MAX_CONCURRENT_SCANS`] scans at once; a request that cannot
 //! start its scan within [`SCAN_QUEUE_WAIT`] gets 503 `busy` with `Retry-After`. So
 //! `/healthz` answers at once however many scans are queued. Connections are capped
-//! (`--max-connections`), must send their request head within `--header-timeout` (also
-//! the idle keep-alive limit), and accept errors back off instead of spinning.
+//! (`--max-connections`; at the cap a new client takes the place of the oldest connection
+//! that has sent nothing yet), must send their request head within `--header-timeout`
+//! (also the idle keep-alive limit), and accept errors back off instead of spinning.
 //!
 //! Erasure removes the profile, the user's fold state on every partition and their
 //! stored rejects in one transaction, and makes the pipeline restart those partitions'

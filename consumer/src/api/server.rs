@@ -1,8 +1,12 @@
 //! Connections: accept, cap, time out, serve HTTP/1.1.
 //!
-//! - At most `max_connections` connections are open; while the cap is reached the
-//!   listener is not polled, so further clients wait in the kernel's accept backlog
-//!   (nothing spins, no descriptor is taken).
+//! - At most `max_connections` connections are open. When a client connects while the cap
+//!   is reached, the oldest open connection that has not sent a request yet is closed to
+//!   make room ([`Unheard`]; counted in `onramp_api_connections_shed_total`): clients that
+//!   connect and say nothing cannot keep `/healthz` or anyone else out. When every open
+//!   connection is serving, the new one is held (one descriptor over the cap) and the
+//!   listener is not polled until a slot frees, so further clients wait in the kernel's
+//!   accept backlog (nothing spins).
 //! - A connection must send a complete request head within `header_timeout` of opening,
 //!   and again within `header_timeout` after each response (so the same limit is the
 //!   idle keep-alive timeout); otherwise it is closed. A response (or an update stream)
@@ -56,12 +60,9 @@ pub struct Limits {
 /// Accepts and serves connections until the process exits.
 pub async fn serve(listener: TcpListener, router: Router, limits: Limits, hub: Arc<Hub>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let unheard = Arc::new(Unheard::default());
     let mut errors = AcceptErrors::default();
     loop {
-        // Waiting here (not in accept) keeps excess clients in the kernel backlog.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return; // the semaphore is never closed
-        };
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => {
                 errors.succeeded();
@@ -88,15 +89,78 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, hub: A
             Err(_) => continue,
         };
         let _ = stream.set_nodelay(true);
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if unheard.shed_oldest() {
+                    hub.metrics.connection_shed();
+                    tracing::debug!("connection cap reached: closed the oldest connection that sent no request");
+                }
+                // Waiting here (not in accept) keeps further clients in the kernel backlog.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return; // the semaphore is never closed
+                };
+                slot
+            }
+        };
         let conn = Connection { local, remote };
         let router = router.clone();
         let hub = hub.clone();
+        let (id, shed) = unheard.register();
+        let unheard = unheard.clone();
         tokio::spawn(async move {
             let _slot = slot;
             hub.metrics.api_connection(true);
             let _open = OpenConnection(hub);
-            serve_connection(stream, conn, router, limits.header_timeout).await;
+            tokio::select! {
+                _ = serve_connection(stream, conn, router, limits.header_timeout, move || unheard.heard(id)) => {}
+                // The sender is dropped when the connection is heard: then never shed.
+                Ok(()) = shed => {}
+            }
         });
+    }
+}
+
+/// The open connections that have not sent a request yet, oldest first: the ones closed
+/// when the connection cap is reached and another client connects.
+#[derive(Default)]
+struct Unheard {
+    inner: std::sync::Mutex<UnheardInner>,
+}
+
+#[derive(Default)]
+struct UnheardInner {
+    next: u64,
+    waiting: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Unheard {
+    /// A new connection: its id, and what fires when it is shed.
+    fn register(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let id = inner.next;
+        inner.next += 1;
+        inner.waiting.insert(id, tx);
+        (id, rx)
+    }
+
+    /// The connection sent a request: it is no longer a candidate.
+    fn heard(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.waiting.remove(&id);
+    }
+
+    /// Closes the oldest connection still waiting for its first request; false if none is.
+    fn shed_oldest(&self) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((_, tx)) = inner.waiting.pop_first() {
+            // A closed receiver is a connection that already ended: try the next.
+            if tx.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -109,9 +173,16 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(stream: TcpStream, conn: Connection, router: Router, header_timeout: Duration) {
+async fn serve_connection(
+    stream: TcpStream,
+    conn: Connection,
+    router: Router,
+    header_timeout: Duration,
+    heard: impl Fn() + Send + Sync + 'static,
+) {
     let io = TokioIo::new(StallGuard::new(stream, WRITE_STALL_TIMEOUT));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        heard();
         req.extensions_mut().insert(conn);
         let mut router = router.clone();
         async move { router.call(req).await }

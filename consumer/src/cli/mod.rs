@@ -22,7 +22,6 @@ use onramp::cluster;
 use onramp::generator::{self, GeneratorConfig};
 use onramp::shutdown::Shutdown;
 use onramp::source::Input;
-use onramp_logic::enrich::EnrichConfig;
 
 /// Default store directory (relative to the current directory).
 const DEFAULT_STORE: &str = "onramp-data";
@@ -201,8 +200,10 @@ struct ApiArgs {
     /// committed, nor (with --source fluvio) waiting in the topic after the committed checkpoints.
     #[arg(long, default_value_t = onramp::api::DEFAULT_READY_MAX_LAG)]
     ready_max_lag: u64,
-    /// Most read-API connections open at once; more wait in the kernel's accept backlog.
-    /// Keep it well under the file-descriptor limit (ulimit -n).
+    /// Most read-API connections open at once. At the cap, a new client takes the place of
+    /// the oldest connection that has not sent a request yet; when every connection is
+    /// serving, new clients wait in the kernel's accept backlog. Keep it well under the
+    /// file-descriptor limit (ulimit -n).
     #[arg(long, default_value_t = onramp::api::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
     /// A connection must send its request head within this time of opening and of its
@@ -218,8 +219,14 @@ struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// Starts the API on `runtime` when --listen is not `off`.
-    fn start(&self, hub: &Arc<Hub>, partitions: u32, runtime: &tokio::runtime::Handle) -> anyhow::Result<()> {
+    /// Starts the API on `runtime` when --listen is not `off`; `steps` is the store's funnel.
+    fn start(
+        &self,
+        hub: &Arc<Hub>,
+        partitions: u32,
+        steps: Vec<String>,
+        runtime: &tokio::runtime::Handle,
+    ) -> anyhow::Result<()> {
         if self.listen == "off" {
             return Ok(());
         }
@@ -232,7 +239,7 @@ impl ApiArgs {
         let cfg = ApiConfig {
             listen,
             token: self.token.clone(),
-            steps: EnrichConfig::default().steps,
+            steps,
             partitions,
             max_connections: self.max_connections,
             header_timeout: self.header_timeout,

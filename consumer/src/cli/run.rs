@@ -105,6 +105,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         durability: args.durability,
         progress_bar: std::io::stderr().is_terminal(),
     };
+    let steps = settings.funnel_steps()?;
     let hub = Hub::new(args.api.ready_max_lag, false);
     let runtime = onramp::runtime()?;
     let shutdown = super::shutdown();
@@ -135,7 +136,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             };
             tracing::info!(store = %cfg.settings.store.display(), topic = %cfg.topic, "starting run (source: fluvio)");
             // The API takes the partition count from the store, which records the topic's.
-            args.api.start(&hub, 1, runtime.handle())?;
+            args.api.start(&hub, 1, steps, runtime.handle())?;
             runtime.block_on(cluster::consume::run(&cfg, &shutdown, hub.as_ref()))?
         }
         Source::Embedded => {
@@ -156,7 +157,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 key_by: args.key,
             };
             tracing::info!(store = %cfg.settings.store.display(), partitions = cfg.partitions, "starting run");
-            args.api.start(&hub, cfg.partitions, runtime.handle())?;
+            args.api.start(&hub, cfg.partitions, steps, runtime.handle())?;
             embedded::run(&cfg, &shutdown, hub.as_ref())?
         }
     };

@@ -4,6 +4,7 @@ use anyhow::bail;
 use clap::Args;
 use onramp::api::Hub;
 use onramp::store::Store;
+use onramp_logic::enrich::EnrichConfig;
 
 use super::{ApiArgs, StoreArg};
 
@@ -22,10 +23,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open_existing(&args.store.store)?;
     let hub = Hub::new(args.api.ready_max_lag, true);
     let partitions = store.partitions()?.unwrap_or(1);
+    let steps = store.funnel_steps()?.unwrap_or_else(|| EnrichConfig::default().steps);
     hub.set_store(store);
     let runtime = onramp::runtime()?;
     let shutdown = super::shutdown();
-    args.api.start(&hub, partitions, runtime.handle())?;
+    args.api.start(&hub, partitions, steps, runtime.handle())?;
     shutdown.wait();
     tracing::info!("stopping");
     Ok(())

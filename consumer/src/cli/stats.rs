@@ -14,14 +14,18 @@ pub struct StatsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// The funnel steps, in order (as given to the enrich module).
-    #[arg(long, default_value = onramp_logic::enrich::DEFAULT_STEPS)]
-    steps: String,
+    /// The funnel steps, in order, comma-separated (default: the steps the store's runs
+    /// gave the enrich module, else its default funnel).
+    #[arg(long)]
+    steps: Option<String>,
 }
 
 pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let store = Store::open_existing(&args.store.store)?;
-    let steps = EnrichConfig::from_params(|_| Some(args.steps.clone()))?.steps;
+    let steps = match args.steps {
+        Some(steps) => EnrichConfig::from_params(|_| Some(steps.clone()))?.steps,
+        None => store.funnel_steps()?.unwrap_or_else(|| EnrichConfig::default().steps),
+    };
     let stats = query::funnel_stats(&store, &steps)?;
     super::print_report(args.json, &stats, || query::render_funnel(&stats))
 }

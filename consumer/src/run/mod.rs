@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use onramp_logic::enrich::EnrichConfig;
 use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{Outcome, ProfileUpdate};
 
@@ -69,6 +70,13 @@ impl Settings {
     pub fn fold_config(&self) -> anyhow::Result<FoldConfig> {
         FoldConfig::from_params(|k| self.params.of(Module::Profile).get(k).cloned())
             .map_err(|e| anyhow::anyhow!("SmartModule onramp-profile refused its params: {e}"))
+    }
+
+    /// The funnel steps the enrich module is given (its `steps` param, or its default).
+    pub fn funnel_steps(&self) -> anyhow::Result<Vec<String>> {
+        EnrichConfig::from_params(|k| self.params.of(Module::Enrich).get(k).cloned())
+            .map(|c| c.steps)
+            .map_err(|e| anyhow::anyhow!("SmartModule onramp-enrich refused its params: {e}"))
     }
 
     /// The params of the reject pass: validate with `mode=rejected`, which emits one
@@ -177,6 +185,7 @@ impl<'a> Run<'a> {
             },
         )?;
         store.claim_source(source)?;
+        store.record_funnel_steps(&settings.funnel_steps()?)?;
         observer.store_opened(&store)?;
         Ok(Run {
             store,
@@ -287,7 +296,7 @@ impl<'a> Run<'a> {
 
     /// Flushes the store and returns the run's summary.
     pub fn finish(mut self) -> anyhow::Result<Summary> {
-        self.store.flush()?;
+        self.store.close()?;
         self.progress.finish();
         self.summary.profiles_touched = self.touched.len() as u64;
         self.summary.elapsed_ms = self.started.elapsed().as_millis() as u64;

@@ -6,7 +6,7 @@
 //! # Invariants of a healthy store
 //! - every key has its tree's shape and every value decodes; a profile's key is its `user_id`;
 //! - `meta` holds `store_version` (= [`STORE_VERSION`]), `partitions` (N ≥ 1) and
-//!   `chain_params` (a store nothing was committed to yet may lack the last two);
+//!   `chain_params` (a store with no commit and no witness may lack all three);
 //! - checkpoints exist only for partitions < N, with offsets ≥ -1;
 //! - `events_in = accepted + rejected`, `accepted = applied + duplicates + skipped`,
 //!   `rejected = Σ rejected.<reason>`, and `events_in = Σ (checkpoint + 1)`: every offset
@@ -15,7 +15,11 @@
 //!   partition's checkpoint; `rejects_by_identity` indexes exactly the rejects that carry an
 //!   identity, each entry naming that identity;
 //! - (full) `Σ profile.counters.events = applied − erased.events`;
-//! - every `fold_state` key is for a partition < N and a user that has a profile.
+//! - every `fold_state` key is for a partition < N and a user that has a profile;
+//! - the store holds at least what its [`super::Witness`] (a file outside sled, written after
+//!   flushes) says it had committed: sled silently drops the tail of a damaged log, which
+//!   leaves a consistent but shorter (or empty) store that only this comparison catches. A
+//!   store with a witness is never taken for a new one, so its meta must be complete.
 //!
 //! A problem is reported with its tree, key and what is wrong; [`CheckReport`] keeps at most
 //! [`EXAMPLES_PER_KIND`] examples of each kind and counts them all. A sled read that fails
@@ -30,7 +34,7 @@ use onramp_schemas::{Profile, RejectedEvent, UserFoldState};
 
 use super::report::{CheckReport, Problem, ProblemKind};
 use super::{
-    identity_prefix, Checkpoint, Store, StoreError, META_PARAMS, META_PARTITIONS, META_VERSION, STORE_VERSION,
+    identity_prefix, Checkpoint, Store, StoreError, Witness, META_PARAMS, META_PARTITIONS, META_VERSION, STORE_VERSION,
 };
 
 /// Examples kept per kind of problem (all are counted).
@@ -227,12 +231,8 @@ impl Store {
                     found.clone().unwrap_or_else(|b| b)
                 ),
             ),
-            None => f.add(
-                ProblemKind::Meta,
-                "meta",
-                "store_version".into(),
-                format!("missing (expected {STORE_VERSION})"),
-            ),
+            // Missing is a problem only in a store that holds something (below).
+            None => {}
         }
         let partitions: Option<u32> = match &partitions_text {
             Some(Ok(t)) => match t.parse::<u32>() {
@@ -349,8 +349,33 @@ impl Store {
         })?;
         entries.insert("counters", counter_walk.entries);
 
-        let empty = checkpoints.is_empty() && counters.is_empty() && self.profiles.is_empty();
+        // The witness: what the store had committed at its last flush, kept outside sled.
+        let witness = match Witness::read(&self.path) {
+            Ok(w) => w,
+            Err(reason) => {
+                f.add(ProblemKind::Unreadable, "(witness)", String::new(), reason);
+                None
+            }
+        };
+        if let Some(w) = &witness {
+            let offsets = checkpoints.iter().map(|(p, c)| (*p, c.offset)).collect();
+            let events_in = counters.get("events_in").copied().unwrap_or(0);
+            for (key, what) in w.shortfalls(events_in, &offsets) {
+                f.add(ProblemKind::LostCommits, "(witness)", key, what);
+            }
+        }
+        checked.push("witness: the store holds at least the events_in and checkpoints it had at its last flush");
+
+        let empty = witness.is_none() && checkpoints.is_empty() && counters.is_empty() && self.profiles.is_empty();
         if !empty {
+            if version.is_none() {
+                f.add(
+                    ProblemKind::Meta,
+                    "meta",
+                    "store_version".into(),
+                    format!("missing (expected {STORE_VERSION}), though the store has commits"),
+                );
+            }
             if partitions_text.is_none() {
                 f.add(
                     ProblemKind::Meta,

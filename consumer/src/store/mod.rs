@@ -10,7 +10,7 @@
 //! | `rejects` | partition (u32 BE) ++ offset (i64 BE) | `RejectedEvent` JSON (dead letters, never dropped) |
 //! | `rejects_by_identity` | identity length (u32 BE) ++ identity ++ the `rejects` key | empty (index for erasure) |
 //! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped; erased.profiles, erased.events, erased.rejects) |
-//! | `meta` | name | schema version, partition count, chain params |
+//! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps |
 //!
 //! # Exactly once (ARCHITECTURE.md, "The fold rules")
 //! [`Store::commit`] applies a batch's updates with `Profile::apply`, records its rejects
@@ -33,10 +33,12 @@ mod check;
 mod erase;
 
 mod report;
+mod witness;
 
 pub use check::{EXAMPLES_PER_KIND, REBUILD_HELP};
 pub use erase::Erased;
 pub use report::{CheckReport, Problem, ProblemKind};
+pub use witness::{Witness, WITNESS_FILE};
 
 /// The store layout version this build reads and writes.
 pub const STORE_VERSION: u32 = 2;
@@ -298,20 +300,29 @@ pub struct Store {
     rejects_by_identity: sled::Tree,
     counters: sled::Tree,
     meta: sled::Tree,
+    /// When this process last wrote the store's [`Witness`] (at most once a second).
+    witnessed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How often a flush also rewrites the witness, at most.
+const WITNESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 const META_VERSION: &[u8] = b"store_version";
 const META_PARTITIONS: &[u8] = b"partitions";
 const META_PARAMS: &[u8] = b"chain_params";
 const META_SOURCE: &[u8] = b"source";
 const META_INPUT_SEGMENT: &[u8] = b"input_segment";
+const META_FUNNEL_STEPS: &[u8] = b"funnel_steps";
 
 impl Store {
     /// Opens (or creates) the store for a run, refusing one written with another layout
     /// version, partition count or chain params.
     pub fn open(path: &Path, settings: &StoreSettings) -> Result<Store, StoreError> {
         let store = Store::open_any(path)?;
-        store.check_version()?;
+        // The quick check before any write: a damaged store gets no meta written into it.
+        store.check_version(false)?;
+        store.quick_check()?;
+        store.check_version(true)?;
         for (key, what, expected) in [
             (META_PARTITIONS, "partition count", settings.partitions.to_string()),
             (META_PARAMS, "chain params", settings.chain_params.clone()),
@@ -331,8 +342,8 @@ impl Store {
                 }
             }
         }
-        store.db.flush().map_err(|e| store.sled(e))?;
-        store.quick_check()?;
+        // From here on the store has a witness, so it can no longer pass for a new one.
+        store.close()?;
         Ok(store)
     }
 
@@ -342,7 +353,7 @@ impl Store {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
         let store = Store::open_any(path)?;
-        store.check_version()?;
+        store.check_version(false)?;
         store.quick_check()?;
         Ok(store)
     }
@@ -376,16 +387,22 @@ impl Store {
             counters: tree("counters")?,
             meta: tree("meta")?,
             db,
+            witnessed: Default::default(),
         };
         Ok(store)
     }
 
-    fn check_version(&self) -> Result<(), StoreError> {
+    /// Refuses a store of another layout version. A new store (nothing committed, no
+    /// witness) has none: `create` writes this build's (a run); a read-only open writes
+    /// nothing.
+    fn check_version(&self, create: bool) -> Result<(), StoreError> {
         match self.meta.get(META_VERSION).map_err(|e| self.sled(e))? {
-            None if self.profiles.is_empty() && self.checkpoints.is_empty() => {
-                self.meta
-                    .insert(META_VERSION, STORE_VERSION.to_string().as_bytes())
-                    .map_err(|e| self.sled(e))?;
+            None if self.profiles.is_empty() && self.checkpoints.is_empty() && !Witness::path(&self.path).exists() => {
+                if create {
+                    self.meta
+                        .insert(META_VERSION, STORE_VERSION.to_string().as_bytes())
+                        .map_err(|e| self.sled(e))?;
+                }
                 Ok(())
             }
             None => Err(StoreError::Version {
@@ -450,6 +467,24 @@ impl Store {
                 self.flush()
             }
         }
+    }
+
+    /// The funnel steps of the enrich params the store is written with (JSON list), so
+    /// `onramp serve` and `onramp stats` use the same funnel as the run; `None` for a store
+    /// no run has recorded them in.
+    pub fn funnel_steps(&self) -> Result<Option<Vec<String>>, StoreError> {
+        match self.meta.get(META_FUNNEL_STEPS).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(Some(self.decode("meta", META_FUNNEL_STEPS, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the run's funnel steps (a store refuses other chain params, so they never
+    /// change once recorded).
+    pub fn record_funnel_steps(&self, steps: &[String]) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(steps).unwrap_or_default();
+        self.meta.insert(META_FUNNEL_STEPS, value).map_err(|e| self.sled(e))?;
+        Ok(())
     }
 
     /// The input an embedded store is consuming, if any run started one.
@@ -639,9 +674,65 @@ impl Store {
         }
     }
 
-    /// Makes everything committed so far durable (fsync).
+    /// Makes everything committed so far durable (fsync), and rewrites the store's
+    /// [`Witness`] when the last one is a second old or more.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.sled(e))
+        self.flush_and_witness(false)
+    }
+
+    /// Makes everything committed so far durable and always rewrites the witness: the end of
+    /// a run.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.flush_and_witness(true)
+    }
+
+    fn flush_and_witness(&self, always: bool) -> Result<(), StoreError> {
+        let due = always
+            || self
+                .witnessed
+                .lock()
+                .map(|last| last.is_none_or(|t| t.elapsed() >= WITNESS_EVERY))
+                .unwrap_or(true);
+        // Counted before the flush, so the witness never claims more than the flush made
+        // durable, whatever commits while it runs.
+        let witness = if due { Some(self.witness_now()?) } else { None };
+        self.db.flush().map_err(|e| self.sled(e))?;
+        if let Some(w) = witness {
+            w.write(&self.path).map_err(|error| self.io(error))?;
+            if let Ok(mut last) = self.witnessed.lock() {
+                *last = Some(std::time::Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    fn witness_now(&self) -> Result<Witness, StoreError> {
+        let events_in = self
+            .counters
+            .get("events_in")
+            .map_err(|e| self.sled(e))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let checkpoints = self.checkpoints()?.into_iter().map(|(p, c)| (p, c.offset)).collect();
+        Ok(Witness {
+            events_in,
+            checkpoints,
+            written_at: now_rfc3339(),
+        })
+    }
+
+    fn io(&self, error: std::io::Error) -> StoreError {
+        if is_disk_full(&error) {
+            StoreError::DiskFull {
+                path: self.path.clone(),
+                error,
+            }
+        } else {
+            StoreError::Io {
+                path: self.path.clone(),
+                error,
+            }
+        }
     }
 
     /// One profile.
@@ -744,6 +835,16 @@ fn identity_prefix(identity: &str) -> Vec<u8> {
 
 fn abort(e: serde_json::Error) -> ConflictableTransactionError<String> {
     ConflictableTransactionError::Abort(e.to_string())
+}
+
+/// The wall clock as RFC 3339 (for messages).
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 fn add(tree: &TransactionalTree, name: &str, n: u64) -> Result<(), ConflictableTransactionError<String>> {

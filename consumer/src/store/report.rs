@@ -34,6 +34,9 @@ pub enum ProblemKind {
     DanglingIndex,
     /// A reject with an identity but no `rejects_by_identity` entry (erasure would miss it).
     MissingIndex,
+    /// The store holds fewer events or earlier checkpoints than its witness recorded at a
+    /// flush: sled dropped committed records (see `store::witness`).
+    LostCommits,
 }
 
 impl ProblemKind {
@@ -51,6 +54,7 @@ impl ProblemKind {
             ProblemKind::OrphanFoldState => "orphan_fold_state",
             ProblemKind::DanglingIndex => "dangling_index",
             ProblemKind::MissingIndex => "missing_index",
+            ProblemKind::LostCommits => "lost_commits",
         }
     }
 }
