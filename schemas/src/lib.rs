@@ -4,7 +4,7 @@
 //! - [`event`]: the event envelope v1 that apps produce.
 //! - [`enriched`]: what `onramp-enrich` adds.
 //! - [`update`]: the `ProfileUpdate` that `onramp-profile` emits per event.
-//! - [`profile`]: the stored `Profile` and [`Profile::apply`].
+//! - [`profile`]: the stored `Profile`, [`Profile::apply`] and [`Profile::merge`].
 //! - [`snapshot`]: the aggregate's restart snapshot (its initial accumulator).
 //! - [`clock`]: a partition's event-time clock (the robust watermark).
 //! - [`reject`]: reject reasons and the rejected-event record.

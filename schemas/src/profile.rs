@@ -10,8 +10,11 @@
 //! - counters add up, which is order-free;
 //! - `recent_events` keeps the [`RECENT_EVENTS`] greatest `(event time, offset, event id)`
 //!   entries;
-//! - updates whose outcome is not `applied` change nothing.
+//! - updates whose outcome is not `applied` change nothing;
+//! - [`Profile::merge`] combines the profiles of several ids (one person) field by field
+//!   with the same rules, so the merged person does not depend on the order of the ids.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -48,18 +51,47 @@ impl<T: Serialize> Lww<T> {
     /// partitions — are decided by the values' JSON, so the result never depends on which
     /// partition committed first.
     pub fn merge(slot: &mut Option<Lww<T>>, value: T, at_ms: i64, offset: i64) {
-        let newer = match slot {
-            Some(cur) => match (at_ms, offset).cmp(&(cur.at_ms, cur.offset)) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => {
-                    serde_json::to_vec(&value).unwrap_or_default() > serde_json::to_vec(&cur.value).unwrap_or_default()
-                }
-            },
-            None => true,
-        };
-        if newer {
-            *slot = Some(Lww { value, at_ms, offset });
+        Lww::join(slot, Some(Lww { value, at_ms, offset }));
+    }
+
+    /// Keeps in `slot` the greater of its write and `other`, in the one order every
+    /// last-writer-wins value uses: `(event time, offset)`, then the value's JSON. That is
+    /// a maximum in a total order (up to values with equal JSON, which are equal values), so
+    /// `join` is associative, commutative and idempotent, with `None` as the identity.
+    pub fn join(slot: &mut Option<Lww<T>>, other: Option<Lww<T>>) {
+        if let Some(other) = other {
+            if slot.as_ref().is_none_or(|cur| other.beats(cur)) {
+                *slot = Some(other);
+            }
+        }
+    }
+
+    /// True when `self` is greater than `cur` in the order of [`Lww::join`].
+    fn beats(&self, cur: &Lww<T>) -> bool {
+        match (self.at_ms, self.offset).cmp(&(cur.at_ms, cur.offset)) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => json(&self.value) > json(&cur.value),
+        }
+    }
+}
+
+/// A value's JSON bytes: the order-free tie-break of writes with equal `(event time,
+/// offset)` (possible only across partitions).
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// [`Lww::join`] for one trait of a trait map.
+fn join_trait(traits: &mut BTreeMap<String, Lww<TraitValue>>, name: &str, write: Lww<TraitValue>) {
+    match traits.get_mut(name) {
+        Some(cur) => {
+            if write.beats(cur) {
+                *cur = write;
+            }
+        }
+        None => {
+            traits.insert(name.to_string(), write);
         }
     }
 }
@@ -136,6 +168,25 @@ pub struct FirstTouch {
     pub at_ms: i64,
     /// Offset.
     pub offset: i64,
+}
+
+impl FirstTouch {
+    /// Keeps in `slot` the earlier of its first touch and `other`: smallest `(event time,
+    /// offset)`, ties (two partitions) by the smaller acquisition JSON. A minimum in a
+    /// total order, so order-free; shared by [`Profile::apply`] and [`Profile::merge`].
+    fn join(slot: &mut Option<FirstTouch>, other: FirstTouch) {
+        let earlier = match slot {
+            Some(cur) => match (other.at_ms, other.offset).cmp(&(cur.at_ms, cur.offset)) {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => json(&other.acquisition) < json(&cur.acquisition),
+            },
+            None => true,
+        };
+        if earlier {
+            *slot = Some(other);
+        }
+    }
 }
 
 /// An entry of the recent-events list.
@@ -288,11 +339,12 @@ impl Profile {
             Lww::merge(&mut self.last_page, page.clone(), t, off);
         }
         for (name, value) in &changes.traits {
-            let mut slot = self.traits.remove(name);
-            Lww::merge(&mut slot, value.clone(), t, off);
-            if let Some(v) = slot {
-                self.traits.insert(name.clone(), v);
-            }
+            let write = Lww {
+                value: value.clone(),
+                at_ms: t,
+                offset: off,
+            };
+            join_trait(&mut self.traits, name, write);
         }
         if let Some(email) = &changes.email {
             Lww::merge(&mut self.email, email.clone(), t, off);
@@ -301,25 +353,12 @@ impl Profile {
             Lww::merge(&mut self.anonymous_id, anon.clone(), t, off);
         }
         if let Some(acq) = &changes.acquisition {
-            let earlier = match &self.acquisition {
-                Some(cur) => match (t, off).cmp(&(cur.at_ms, cur.offset)) {
-                    std::cmp::Ordering::Less => true,
-                    std::cmp::Ordering::Greater => false,
-                    // Same time and offset on two partitions: an order-free choice.
-                    std::cmp::Ordering::Equal => {
-                        serde_json::to_vec(acq).unwrap_or_default()
-                            < serde_json::to_vec(&cur.acquisition).unwrap_or_default()
-                    }
-                },
-                None => true,
+            let touch = FirstTouch {
+                acquisition: acq.clone(),
+                at_ms: t,
+                offset: off,
             };
-            if earlier {
-                self.acquisition = Some(FirstTouch {
-                    acquisition: acq.clone(),
-                    at_ms: t,
-                    offset: off,
-                });
-            }
+            FirstTouch::join(&mut self.acquisition, touch);
         }
         if let Some(device) = &changes.device {
             Lww::merge(&mut self.last_device, device.clone(), t, off);
@@ -336,13 +375,91 @@ impl Profile {
         true
     }
 
+    /// Combines `other`, the stored profile of another id of the same person (an anonymous
+    /// id and the user id it was linked to), into `self`. The caller sets `user_id` on the
+    /// result; `merge` leaves it as it is and reads nothing else from it.
+    ///
+    /// Every field is combined by a join (a commutative, associative operation, the same
+    /// rule [`Profile::apply`] folds an update with), so `merge` is commutative and
+    /// associative: the merged person is the same whatever order the ids' profiles are
+    /// combined in, and merging the profiles of two sets of updates gives the profile of all
+    /// of them. `Profile::new(_)` is the identity (apart from `user_id`):
+    /// - `first_seen_ms`, `signed_up_ms`, `email_verified_ms`, `completed_ms`: the minimum
+    ///   (over the `Some`s); `last_seen_ms` and both fields of `as_of`: the maximum;
+    /// - `email`, `anonymous_id`, `last_page`, `last_device`, `locale` and each trait (keys
+    ///   united): [`Lww::join`], the maximum by `(event time, offset, value JSON)`;
+    /// - `counters`: [`Counters::add`] (saturating addition of naturals is associative);
+    /// - `steps`: united by name; `first_completed_ms` the minimum; `(index, next)` the
+    ///   minimum with `index: None` after every `Some`, so a funnel position beats none and
+    ///   two positions (only if the funnel changed) resolve the same way in any order;
+    ///   `funnel.total_steps` the maximum, the rest of `funnel` derived from them;
+    /// - `acquisition`: the earliest first touch (the rule `apply` uses);
+    /// - `recent_events`: the union, without repeats of one `(event id, offset, event
+    ///   time)`, cut to the [`RECENT_EVENTS`] greatest by the key `apply` sorts them by.
+    pub fn merge(&mut self, other: &Profile) {
+        self.first_seen_ms = self.first_seen_ms.min(other.first_seen_ms);
+        self.last_seen_ms = self.last_seen_ms.max(other.last_seen_ms);
+        for (slot, theirs) in [
+            (&mut self.signed_up_ms, other.signed_up_ms),
+            (&mut self.email_verified_ms, other.email_verified_ms),
+            (&mut self.completed_ms, other.completed_ms),
+        ] {
+            if let Some(t) = theirs {
+                min_into(slot, t);
+            }
+        }
+        Lww::join(&mut self.email, other.email.clone());
+        Lww::join(&mut self.anonymous_id, other.anonymous_id.clone());
+        Lww::join(&mut self.last_page, other.last_page.clone());
+        Lww::join(&mut self.last_device, other.last_device.clone());
+        Lww::join(&mut self.locale, other.locale.clone());
+        for (name, write) in &other.traits {
+            join_trait(&mut self.traits, name, write.clone());
+        }
+        self.counters.add(&other.counters);
+
+        // A funnel position beats none; of two, the smaller (index, next). Order-free.
+        fn position(s: &StepProgress) -> (bool, Option<u32>, Option<&str>) {
+            (s.index.is_none(), s.index, s.next.as_deref())
+        }
+        for (name, theirs) in &other.steps {
+            match self.steps.get_mut(name) {
+                Some(ours) => {
+                    ours.first_completed_ms = ours.first_completed_ms.min(theirs.first_completed_ms);
+                    if position(theirs) < position(ours) {
+                        ours.index = theirs.index;
+                        ours.next = theirs.next.clone();
+                    }
+                }
+                None => {
+                    self.steps.insert(name.clone(), theirs.clone());
+                }
+            }
+        }
+        self.funnel.total_steps = self.funnel.total_steps.max(other.funnel.total_steps);
+        self.derive_funnel();
+
+        if let Some(touch) = &other.acquisition {
+            FirstTouch::join(&mut self.acquisition, touch.clone());
+        }
+
+        let mut recent: Vec<RecentEvent> = self.recent_events.drain(..).collect();
+        recent.extend(other.recent_events.iter().cloned());
+        // Greatest key first; a repeat keeps the greatest event type, an order-free choice.
+        recent.sort_by(|a, b| (recent_key(b), &b.event_type).cmp(&(recent_key(a), &a.event_type)));
+        recent.dedup_by(|later, kept| recent_key(later) == recent_key(kept));
+        recent.truncate(RECENT_EVENTS);
+        self.recent_events = recent;
+
+        self.as_of.offset = self.as_of.offset.max(other.as_of.offset);
+        self.as_of.event_time_ms = self.as_of.event_time_ms.max(other.as_of.event_time_ms);
+    }
+
     fn push_recent(&mut self, entry: RecentEvent) {
-        // The event id breaks ties of events from different partitions: order-free.
-        let key = |e: &RecentEvent| (e.at_ms, e.offset, e.event_id.clone());
         let pos = self
             .recent_events
             .iter()
-            .position(|e| key(e) < key(&entry))
+            .position(|e| recent_key(e) < recent_key(&entry))
             .unwrap_or(self.recent_events.len());
         self.recent_events.insert(pos, entry);
         self.recent_events.truncate(RECENT_EVENTS);
@@ -375,6 +492,12 @@ impl Profile {
             activated: completed || self.counters.features_used >= ACTIVATED_FEATURE_USES,
         }
     }
+}
+
+/// The order of the recent-events list (greatest first). The event id breaks ties of events
+/// from different partitions, so the list does not depend on the order they arrive in.
+fn recent_key(e: &RecentEvent) -> (i64, i64, &str) {
+    (e.at_ms, e.offset, &e.event_id)
 }
 
 fn min_into(slot: &mut Option<i64>, t: i64) {
@@ -484,6 +607,156 @@ mod tests {
         assert_eq!(f.recent_ids[0], "e5");
         assert!(f.has_seen("e36") && !f.has_seen("e4"));
         assert_eq!(f.last_active_ms, 1_000 + DEDUP_IDS as i64 + 4);
+    }
+
+    fn step(name: &str, index: u32, next: Option<&str>) -> Changes {
+        Changes {
+            step: Some(StepChange {
+                name: name.into(),
+                funnel: Some(FunnelStep {
+                    step: name.into(),
+                    index,
+                    total: 4,
+                    next: next.map(String::from),
+                }),
+            }),
+            ..Changes::default()
+        }
+    }
+
+    fn merged(a: &Profile, b: &Profile) -> Profile {
+        let mut m = a.clone();
+        m.merge(b);
+        m.user_id = "person".into();
+        m
+    }
+
+    /// Proves merging an anonymous visitor's profile with the signed-up user's gives the
+    /// person: earliest first touch and first seen, latest values, summed counters, both
+    /// steps, in either order.
+    #[test]
+    fn merge_combines_a_visitor_and_a_user() {
+        let mut anon = Profile::new("anon");
+        let touch = Acquisition {
+            referrer_host: Some("news.example".into()),
+            ..Acquisition::default()
+        };
+        let visit = Changes {
+            acquisition: Some(touch.clone()),
+            counters: Counters {
+                events: 1,
+                page_views: 1,
+                ..Counters::default()
+            },
+            ..step("landing", 0, Some("sign_up"))
+        };
+        anon.apply(&ProfileUpdate::applied(
+            "anon",
+            4,
+            "a1",
+            "page_view",
+            1_000,
+            Some(visit),
+        ));
+        anon.apply(&update("a2", 5, 3_000, trait_change("free")));
+        let mut user = Profile::new("user");
+        let sign_up = Changes {
+            signed_up: true,
+            email: Some("p@example.com".into()),
+            anonymous_id: Some("anon".into()),
+            ..step("sign_up", 1, None)
+        };
+        user.apply(&update("u1", 0, 2_000, sign_up));
+        user.apply(&update("u2", 1, 2_500, trait_change("pro")));
+
+        let person = merged(&anon, &user);
+        assert_eq!(person, merged(&user, &anon));
+        assert_eq!((person.first_seen_ms, person.last_seen_ms), (1_000, 3_000));
+        assert_eq!(person.signed_up_ms, Some(2_000));
+        assert_eq!(person.email.as_ref().map(|e| e.value.as_str()), Some("p@example.com"));
+        assert_eq!(
+            person.traits["plan"].value,
+            TraitValue::Text("free".into()),
+            "the later write"
+        );
+        assert_eq!(person.acquisition.as_ref().map(|t| &t.acquisition), Some(&touch));
+        assert_eq!((person.counters.events, person.counters.page_views), (3, 1));
+        assert_eq!(person.funnel.completed_steps, 2);
+        assert_eq!(person.funnel.current_step.as_deref(), Some("sign_up"));
+        let ids: Vec<&str> = person.recent_events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["a2", "u2", "u1", "a1"]);
+        assert_eq!(
+            person.as_of,
+            AsOf {
+                offset: 5,
+                event_time_ms: 3_000
+            }
+        );
+        assert_eq!(
+            merged(&person, &Profile::new("x")),
+            person,
+            "the empty profile is the identity"
+        );
+    }
+
+    /// Proves equal (event time, offset) on two ids' profiles (two partitions) is decided by
+    /// the value, as `apply` decides it, whichever profile is merged into which.
+    #[test]
+    fn merge_breaks_ties_by_value_as_apply_does() {
+        let mut a = Profile::new("a");
+        a.apply(&update("x", 7, 1_000, trait_change("free")));
+        let mut b = Profile::new("b");
+        b.apply(&update("y", 7, 1_000, trait_change("pro")));
+        let mut both = Profile::new("person");
+        both.apply(&update("y", 7, 1_000, trait_change("pro")));
+        both.apply(&update("x", 7, 1_000, trait_change("free")));
+        assert_eq!(merged(&a, &b), both);
+        assert_eq!(merged(&b, &a), both);
+        assert_eq!(both.traits["plan"].value, TraitValue::Text("pro".into()));
+    }
+
+    /// Proves a step's funnel position survives a merge with a profile that completed the
+    /// step without one, and that two different positions resolve to the smaller.
+    #[test]
+    fn merge_keeps_a_funnel_position() {
+        let mut with = Profile::new("a");
+        with.apply(&update("x", 0, 2_000, step("profile", 1, Some("workspace"))));
+        let mut without = Profile::new("b");
+        let plain = Changes {
+            step: Some(StepChange {
+                name: "profile".into(),
+                funnel: None,
+            }),
+            ..Changes::default()
+        };
+        without.apply(&update("y", 0, 1_000, plain));
+        let m = merged(&without, &with);
+        assert_eq!(m, merged(&with, &without));
+        assert_eq!(m.steps["profile"].first_completed_ms, 1_000);
+        assert_eq!(m.steps["profile"].index, Some(1));
+        assert_eq!(m.funnel.next_step.as_deref(), Some("workspace"));
+
+        let mut moved = Profile::new("c");
+        moved.apply(&update("z", 0, 3_000, step("profile", 2, None)));
+        assert_eq!(merged(&m, &moved).steps["profile"].index, Some(1));
+        assert_eq!(merged(&moved, &m).steps["profile"].index, Some(1));
+    }
+
+    /// Proves recent events are united once each and cut to the greatest, newest first.
+    #[test]
+    fn merge_keeps_the_newest_recent_events_once() {
+        let mut a = Profile::new("a");
+        let mut b = Profile::new("b");
+        for i in 0..RECENT_EVENTS as i64 {
+            a.apply(&update(&format!("a{i}"), i, 1_000 + 2 * i, Changes::default()));
+            b.apply(&update(&format!("b{i}"), i, 1_001 + 2 * i, Changes::default()));
+        }
+        // The same event stored for both ids changes nothing.
+        b.apply(&update("a9", 9, 1_018, Changes::default()));
+        let m = merged(&a, &b);
+        assert_eq!(m, merged(&b, &a));
+        let ids: Vec<&str> = m.recent_events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["b9", "a9", "b8", "a8", "b7", "a7", "b6", "a6", "b5", "a5"]);
     }
 
     #[test]
