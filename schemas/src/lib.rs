@@ -23,7 +23,7 @@ pub mod update;
 pub use clock::PartitionClock;
 pub use enriched::{Campaign, Category, Device, DeviceClass, EnrichedEvent, Enrichment, FunnelStep};
 pub use event::{Context, Event, EventKind, PageContext, TraitValue, EVENT_TYPES};
-pub use profile::{Hints, Lww, Profile, UserFoldState};
+pub use profile::{AsOf, Hints, Lww, Profile, UserFoldState};
 pub use reject::{RejectReason, RejectedEvent, REJECT_PAYLOAD_HEAD};
 pub use snapshot::{RestartSnapshot, SNAPSHOT_VERSION};
 pub use update::{Acquisition, Changes, Counters, Outcome, Page, ProfileUpdate, SkipKind, StepChange};

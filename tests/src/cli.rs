@@ -83,9 +83,14 @@ impl Onramp {
         serde_json::from_str(&self.ok(args)).unwrap_or_else(|e| panic!("onramp {args:?}: not JSON: {e}"))
     }
 
-    /// `onramp export` of a store: every profile, one JSON line each, sorted by user id.
+    /// `onramp export` of a store: every person, one JSON line each, sorted by person id.
     pub fn export(self, store: &Path) -> String {
         self.ok(&["export", "--store", store.to_str().unwrap()])
+    }
+
+    /// `onramp export --by-id` of a store: every stored profile, one per id.
+    pub fn export_by_id(self, store: &Path) -> String {
+        self.ok(&["export", "--by-id", "--store", store.to_str().unwrap()])
     }
 }
 
@@ -119,9 +124,10 @@ pub fn export(store: &Path) -> String {
     Onramp::Debug.export(store)
 }
 
-/// The store's profiles by user id.
+/// The store's profiles by id, as stored (not merged into persons).
 pub fn store_profiles(store: &Path) -> std::collections::BTreeMap<String, Profile> {
-    export(store)
+    Onramp::Debug
+        .export_by_id(store)
         .lines()
         .map(|l| {
             let p: Profile = serde_json::from_str(l).expect("a profile per line");

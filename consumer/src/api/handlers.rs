@@ -80,17 +80,21 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::internal(format!("encoding a response: {e}")))
 }
 
-pub(super) async fn get_profile(State(state): State<AppState>, Path(user): Path<String>) -> Result<Response, ApiError> {
+/// The person any of whose ids is `id` (a few point reads, on the blocking pool).
+pub(super) async fn get_profile(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = state.hub.store()?;
-    let Some(profile) = store.profile(&user)? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "profile_not_found",
-            format!("no profile for `{user}`"),
-        ));
-    };
-    let value = query::profile_with_hints(&store, &profile)?;
-    Ok(Json(value).into_response())
+    let body = blocking(move || {
+        let Some(person) = store.person(&id)? else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "profile_not_found",
+                format!("no profile for `{id}`"),
+            ));
+        };
+        encode(&query::person_with_hints(&store, person, &id)?)
+    })
+    .await?;
+    Ok(json_bytes(body))
 }
 
 #[derive(Deserialize)]
@@ -196,9 +200,9 @@ pub(super) async fn delete_profile(
         ));
     }
     // After the store's erasure, so that an update published from here on finds the user
-    // gone from the store (see `stream`).
-    let withdrawn = state.hub.updates.forget(&user);
-    // Only the partitions that held the user's fold state restart their chains.
+    // gone from the store (see `stream`). Every id of the person.
+    let withdrawn: usize = erased.ids.iter().map(|id| state.hub.updates.forget(id)).sum();
+    // Only the partitions that held the person's fold state restart their chains.
     state
         .hub
         .erased_partitions
@@ -207,10 +211,12 @@ pub(super) async fn delete_profile(
         .extend(erased.fold_state_partitions.iter().copied());
     tracing::info!(
         partitions = ?erased.fold_state_partitions,
-        profile = erased.profile,
+        ids = erased.ids.len(),
+        profiles = erased.profiles,
         rejects = erased.rejects,
+        links = erased.links,
         stream_updates = withdrawn,
-        "user erased on request"
+        "person erased on request; its ids are suppressed"
     );
     Ok(Json(serde_json::json!({"user_id": user, "removed": erased})).into_response())
 }
@@ -223,9 +229,13 @@ pub(super) struct UpdateParams {
     hint: Option<String>,
 }
 
-fn wanted(p: &UpdateParams, hint: Option<Hint>, s: &Streamed) -> bool {
+/// Whether a client asking for `p` (with `person`: the person its `user` belonged to when
+/// it subscribed) wants `s`: any id of the person matches.
+fn wanted(p: &UpdateParams, person: Option<&str>, hint: Option<Hint>, s: &Streamed) -> bool {
     hint.is_none_or(|h| h.is_in(&s.hints))
-        && p.user.as_ref().is_none_or(|u| *u == s.update.user_id)
+        && p.user
+            .as_ref()
+            .is_none_or(|u| *u == s.update.user_id || *u == s.person_id || person == Some(s.person_id.as_str()))
         && p.step.as_ref().is_none_or(|step| {
             s.update
                 .changes
@@ -263,13 +273,20 @@ pub(super) async fn updates(
                 })
         })
         .transpose()?;
+    let person = match (&p.user, state.hub.store()) {
+        (Some(user), Ok(store)) => {
+            let user = user.clone();
+            blocking(move || Ok(store.person_id(&user)?)).await.ok()
+        }
+        _ => None,
+    };
     let hub = state.hub.clone();
     let items = hub.updates.subscribe(last_id);
     hub.metrics.stream_client(true);
     let guard = ClientGuard(hub);
     let events = items.filter_map(move |item| {
         let out = match item {
-            Item::Update(s) => wanted(&p, hint, &s).then(|| Ok(sse_event(&s))),
+            Item::Update(s) => wanted(&p, person.as_deref(), hint, &s).then(|| Ok(sse_event(&s))),
             Item::Dropped(reason) => {
                 guard.0.metrics.stream_dropped();
                 Some(Ok(Event::default().event("dropped").data(reason)))

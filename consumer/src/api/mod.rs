@@ -69,7 +69,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use onramp_schemas::Outcome;
+use onramp_schemas::{Outcome, ProfileUpdate};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -214,10 +214,32 @@ impl Observer for Hub {
             ..BatchFigures::default()
         };
         figures.rejects = committed.rejected.clone();
-        let applied: Vec<_> = batch
+        // As committed: without the updates of erased ids, and without erased anonymous ids.
+        let stripped: Vec<ProfileUpdate> = batch
             .updates
             .iter()
-            .filter(|u| u.outcome == Outcome::Applied)
+            .filter(|_| !committed.stripped_anonymous_ids.is_empty())
+            .map(|u| {
+                let mut u = u.clone();
+                if let Some(c) = u.changes.as_mut() {
+                    if c.anonymous_id
+                        .as_ref()
+                        .is_some_and(|a| committed.stripped_anonymous_ids.contains(a))
+                    {
+                        c.anonymous_id = None;
+                    }
+                }
+                u
+            })
+            .collect();
+        let updates = if committed.stripped_anonymous_ids.is_empty() {
+            &batch.updates
+        } else {
+            &stripped
+        };
+        let applied: Vec<_> = updates
+            .iter()
+            .filter(|u| u.outcome == Outcome::Applied && !committed.suppressed_users.contains(&u.user_id))
             .map(|u| {
                 figures.event_lags.push((now_ms - u.event_time_ms) as f64 / 1000.0);
                 (u, committed.hints.get(&u.user_id).copied().unwrap_or_default())

@@ -48,6 +48,9 @@ pub struct Streamed {
     pub seq: u64,
     /// Partition.
     pub partition: u32,
+    /// The person the update's id belongs to when it was published (its user, for an
+    /// anonymous id linked to one; see `store::identity`).
+    pub person_id: String,
     /// The update.
     pub update: ProfileUpdate,
     /// The user's hints once the update's batch committed.
@@ -118,9 +121,13 @@ impl Updates {
                 withheld += 1;
                 continue;
             }
+            let person_id = store
+                .and_then(|s| s.person_id(&update.user_id).ok())
+                .unwrap_or_else(|| update.user_id.clone());
             let item = Arc::new(Streamed {
                 seq: window.next_seq,
                 partition,
+                person_id,
                 update: update.clone(),
                 hints,
             });

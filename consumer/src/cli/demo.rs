@@ -62,6 +62,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             batch_size: DEFAULT_BATCH_SIZE,
             durability: Durability::Durable,
             progress_bar: std::io::stderr().is_terminal(),
+            suppressions: None,
         },
         input: Input::Generate(gen),
         partitions,

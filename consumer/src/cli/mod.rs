@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod erase;
 mod export;
 mod generate;
 mod produce;
@@ -84,7 +85,7 @@ counted, and make the command exit non-zero.")]
     Profile(profile::ProfileCommand),
     /// The funnel: users per step, step-to-step conversion, median time between steps, reject reasons.
     Stats(stats::StatsArgs),
-    /// Every profile as one JSON line, sorted by user id (backups, warehouses, `diff` of two stores).
+    /// Every person (or, with --by-id, every stored id) as one JSON line, sorted by id (backups, warehouses, `diff` of two stores).
     Export(export::ExportArgs),
     /// Serve a store's read API while nothing else writes it (DELETE is refused: read-only).
     #[command(
@@ -110,6 +111,16 @@ finds damaged.",
     Check(check::CheckArgs),
     /// Generate a realistic day of onboarding traffic, run it end to end, print the summary and the funnel.
     Demo(demo::DemoArgs),
+    /// Erase a person (any of its ids) from a store nothing else has open, and suppress its ids.
+    #[command(after_help = "Example:\n  onramp erase u_42 --store onramp-data\n\n\
+Removes every id of the person (the user id and the anonymous ids linked to it): profiles, fold \
+state, stored rejects, links. Each id is then suppressed (a keyed hash is stored, not the id): records \
+for it that arrive later, or are replayed, are dropped at commit and counted as `suppressed`. While \
+`onramp run` is serving, use `DELETE /v1/profiles/{id}` instead (sled allows one process per store).")]
+    Erase(erase::EraseArgs),
+    /// Export a store's suppressions (erased ids, hashed) for a rebuilt store: `onramp run --suppressions FILE`.
+    #[command(subcommand)]
+    Suppressions(erase::SuppressionsCommand),
 }
 
 /// Runs a parsed command.
@@ -125,6 +136,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args),
         Command::Check(args) => check::check(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Erase(args) => erase::erase(args),
+        Command::Suppressions(command) => erase::suppressions(command),
     }
 }
 

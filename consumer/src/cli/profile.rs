@@ -54,10 +54,10 @@ pub fn profile(command: ProfileCommand) -> anyhow::Result<()> {
     match command {
         ProfileCommand::Get { user, store } => {
             let store = Store::open_existing(&store.store)?;
-            let Some(profile) = store.profile(&user)? else {
+            let Some(person) = store.person(&user)? else {
                 bail!("no profile for `{user}` in {}", store.path().display());
             };
-            let value = query::profile_with_hints(&store, &profile)?;
+            let value = query::person_with_hints(&store, person, &user)?;
             println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }

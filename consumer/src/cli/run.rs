@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// the same flags and the same input.
     #[arg(long)]
     append: bool,
+    /// A suppression list (`onramp suppressions export` of the store this run rebuilds):
+    /// records of those erased ids are dropped at commit and counted as suppressed.
+    #[arg(long, value_name = "FILE")]
+    suppressions: Option<std::path::PathBuf>,
     /// Embedded source: what records are keyed, and so partitioned, by — as the producer
     /// of a topic would key them (`onramp produce` keys by identity; another producer may
     /// key by event id, spreading each user over the partitions).
@@ -104,6 +108,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size as usize,
         durability: args.durability,
         progress_bar: std::io::stderr().is_terminal(),
+        suppressions: args
+            .suppressions
+            .as_deref()
+            .map(super::erase::read_suppressions)
+            .transpose()?,
     };
     let steps = settings.funnel_steps()?;
     let hub = Hub::new(args.api.ready_max_lag, false);

@@ -25,16 +25,17 @@ pub struct StepStats {
     pub median_ms_from_previous: Option<i64>,
 }
 
-/// Funnel statistics over every profile in the store.
+/// Funnel statistics over every person in the store (an anonymous id merged into a user
+/// counts once, as that user).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunnelStats {
-    /// Profiles.
+    /// Persons.
     pub profiles: u64,
-    /// Profiles that completed onboarding.
+    /// Persons that completed onboarding.
     pub completed: u64,
-    /// Profiles stalled at `reference_ms`.
+    /// Persons stalled at `reference_ms`.
     pub stalled: u64,
-    /// Activated profiles.
+    /// Activated persons.
     pub activated: u64,
     /// The time hints were judged at ([`reference_time_ms`]); `None` for an empty store.
     pub reference_ms: Option<i64>,
@@ -66,8 +67,8 @@ pub fn funnel_stats(store: &Store, steps: &[String]) -> Result<FunnelStats, Stor
     };
     let mut users = vec![0u64; steps.len()];
     let mut deltas: Vec<Vec<i64>> = vec![Vec::new(); steps.len()];
-    for profile in store.profiles_after(None) {
-        let profile = profile?;
+    for person in store.persons_after(None) {
+        let profile = person?.profile;
         stats.profiles += 1;
         stats.completed += u64::from(profile.completed_ms.is_some());
         let hints = profile.hints(judge_at);

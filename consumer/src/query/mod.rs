@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::str::FromStr;
@@ -44,7 +45,7 @@ use anyhow::Context as _;
 use onramp_schemas::{Hints, Profile};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use crate::store::{LinkConflict, Person, Store, StoreError};
 
 mod funnel;
 pub use funnel::{format_duration_ms, funnel_stats, render_funnel, FunnelStats, StepStats};
@@ -63,13 +64,44 @@ pub fn reference_time_ms(store: &Store) -> Result<Option<i64>, StoreError> {
     Ok(store.checkpoints()?.values().filter_map(|c| c.max_event_time_ms).max())
 }
 
-/// A profile as JSON with its hints (judged at [`reference_time_ms`], or at the profile's
-/// own last event when no partition has a clock yet): what `onramp profile get` prints
-/// and `GET /v1/profiles/{user}` answers.
-pub fn profile_with_hints(store: &Store, profile: &Profile) -> Result<serde_json::Value, StoreError> {
-    let reference = reference_time_ms(store)?.unwrap_or(profile.last_seen_ms);
-    let mut value = serde_json::to_value(profile).unwrap_or_default();
-    value["hints"] = serde_json::json!(profile.hints(reference));
+/// A person as the read side shows it: the merged profile of all its ids (`user_id` is the
+/// person id) with the ids it is made of. What `onramp export` writes per line and list
+/// pages hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersonView {
+    /// The merged profile; its `user_id` is the person id.
+    #[serde(flatten)]
+    pub profile: Profile,
+    /// The anonymous ids merged into it (the visits before sign-up, other devices).
+    pub anonymous_ids: Vec<String>,
+    /// Per partition holding any of its ids, that partition's checkpoint: every record of
+    /// the person up to it is folded in.
+    pub as_of_partitions: BTreeMap<u32, i64>,
+    /// Other users' claims on its anonymous ids, and its own on ids another user owns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_conflicts: Vec<LinkConflict>,
+}
+
+impl From<Person> for PersonView {
+    fn from(p: Person) -> Self {
+        PersonView {
+            profile: p.profile,
+            anonymous_ids: p.anonymous_ids,
+            as_of_partitions: p.as_of_partitions,
+            link_conflicts: p.link_conflicts,
+        }
+    }
+}
+
+/// A person as JSON with its hints (judged at [`reference_time_ms`], or at its own last
+/// event when no partition has a clock yet) and the id that was `asked` for: what `onramp
+/// profile get` prints and `GET /v1/profiles/{id}` answers.
+pub fn person_with_hints(store: &Store, person: Person, asked: &str) -> Result<serde_json::Value, StoreError> {
+    let reference = reference_time_ms(store)?.unwrap_or(person.profile.last_seen_ms);
+    let hints = person.profile.hints(reference);
+    let mut value = serde_json::to_value(PersonView::from(person)).unwrap_or_default();
+    value["asked"] = serde_json::json!(asked);
+    value["hints"] = serde_json::json!(hints);
     Ok(value)
 }
 
@@ -176,14 +208,15 @@ impl ProfileFilter {
 /// One page of [`list_profiles`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProfilePage {
-    /// Matching profiles, in user-id order.
-    pub profiles: Vec<Profile>,
+    /// Matching persons, in person-id order.
+    pub profiles: Vec<PersonView>,
     /// Pass it back to get the next page; `None` when no matching profile follows.
     pub next_cursor: Option<String>,
 }
 
-/// Lists the profiles matching `filter`, in user-id order, strictly after `cursor`, at most
-/// `limit` of them (clamped to `1..=MAX_PAGE_LIMIT`).
+/// Lists the persons whose merged profile matches `filter`, in person-id order, strictly
+/// after `cursor`, at most `limit` of them (clamped to `1..=MAX_PAGE_LIMIT`). An anonymous
+/// id merged into a user is listed only as part of that user.
 ///
 /// The cursor is opaque to callers: pass back the `next_cursor` of the previous page, or
 /// `None` for the first. `next_cursor` is set only when at least one more matching profile
@@ -206,39 +239,55 @@ pub fn list_profiles(
     let reference_ms = hint_reference(store)?;
     let mut profiles = Vec::new();
     let mut more = false;
-    for profile in store.profiles_after(cursor) {
-        let profile = profile?;
-        if !filter.matches(&profile, reference_ms) {
+    for person in store.persons_after(cursor) {
+        let person = person?;
+        if !filter.matches(&person.profile, reference_ms) {
             continue;
         }
         if profiles.len() == limit {
             more = true;
             break;
         }
-        profiles.push(profile);
+        profiles.push(PersonView::from(person));
     }
     let next_cursor = if more {
-        profiles.last().map(|p| p.user_id.clone())
+        profiles.last().map(|p| p.profile.user_id.clone())
     } else {
         None
     };
     Ok(ProfilePage { profiles, next_cursor })
 }
 
-/// Writes every profile as one compact JSON line, in user-id order (the store's key
-/// order), and returns how many it wrote. The lines are the stored profiles exactly —
-/// time-dependent hints are not included — so the output is a faithful backup.
+/// Writes every person ([`PersonView`]) as one compact JSON line, in person-id order, and
+/// returns how many it wrote. Time-dependent hints are not included, so the same store
+/// always exports the same bytes.
 pub fn export_lines(store: &Store, out: &mut impl Write) -> Result<u64, anyhow::Error> {
     let mut count = 0u64;
-    for profile in store.profiles_after(None) {
-        let profile = profile?;
-        serde_json::to_writer(&mut *out, &profile)
-            .with_context(|| format!("writing profile `{}` as JSON", profile.user_id))?;
-        out.write_all(b"\n").context("writing the export")?;
+    for person in store.persons_after(None) {
+        let person = PersonView::from(person?);
+        write_line(out, &person, &person.profile.user_id)?;
         count += 1;
     }
     out.flush().context("flushing the export")?;
     Ok(count)
+}
+
+/// Writes every stored profile, one per id (an anonymous id and its user apart), as one
+/// compact JSON line in id order: the store's contents exactly, a faithful backup.
+pub fn export_id_lines(store: &Store, out: &mut impl Write) -> Result<u64, anyhow::Error> {
+    let mut count = 0u64;
+    for profile in store.profiles_after(None) {
+        let profile = profile?;
+        write_line(out, &profile, &profile.user_id)?;
+        count += 1;
+    }
+    out.flush().context("flushing the export")?;
+    Ok(count)
+}
+
+fn write_line(out: &mut impl Write, value: &impl Serialize, id: &str) -> Result<(), anyhow::Error> {
+    serde_json::to_writer(&mut *out, value).with_context(|| format!("writing `{id}` as JSON"))?;
+    out.write_all(b"\n").context("writing the export")
 }
 
 #[cfg(test)]
@@ -336,13 +385,13 @@ pub(crate) mod tests {
     }
 
     fn ids(page: &ProfilePage) -> Vec<&str> {
-        page.profiles.iter().map(|p| p.user_id.as_str()).collect()
+        page.profiles.iter().map(|p| p.profile.user_id.as_str()).collect()
     }
 
     fn listed(store: &Store, filter: ProfileFilter) -> Vec<String> {
         let page = list_profiles(store, &filter, None, MAX_PAGE_LIMIT).expect("list");
         assert_eq!(page.next_cursor, None);
-        page.profiles.into_iter().map(|p| p.user_id).collect()
+        page.profiles.into_iter().map(|p| p.profile.user_id).collect()
     }
 
     /// Paging through 25 profiles 10 at a time returns each exactly once, in user-id

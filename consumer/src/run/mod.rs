@@ -62,6 +62,9 @@ pub struct Settings {
     pub durability: Durability,
     /// Show a progress bar (stderr is a terminal) instead of periodic log lines.
     pub progress_bar: bool,
+    /// Suppressions to take before consuming anything (`--suppressions`): the erased ids
+    /// of the store this one rebuilds.
+    pub suppressions: Option<crate::store::SuppressionList>,
 }
 
 impl Settings {
@@ -186,6 +189,14 @@ impl<'a> Run<'a> {
         )?;
         store.claim_source(source)?;
         store.record_funnel_steps(&settings.funnel_steps()?)?;
+        if let Some(list) = &settings.suppressions {
+            let added = store.import_suppressions(list).map_err(anyhow::Error::msg)?;
+            tracing::info!(
+                suppressions = list.hashes.len(),
+                new = added,
+                "suppressions taken: records of those erased ids are dropped at commit"
+            );
+        }
         observer.store_opened(&store)?;
         Ok(Run {
             store,
@@ -264,6 +275,7 @@ impl<'a> Run<'a> {
         s.applied += committed.applied;
         s.duplicates += committed.duplicates;
         s.skipped += committed.skipped;
+        s.suppressed += committed.suppressed;
         for (reason, n) in &committed.rejected {
             *s.rejected.entry(reason.clone()).or_default() += n;
         }

@@ -23,6 +23,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// Updates skipped by the fold.
     pub skipped: u64,
+    /// Records dropped at commit because they belong to an erased id.
+    pub suppressed: u64,
     /// Distinct profiles written.
     pub profiles_touched: u64,
     /// Live users the profile aggregate evicted to stay within its `max_users`.
@@ -76,6 +78,9 @@ impl Summary {
         s += &format!("duplicates          {}\n", self.duplicates);
         if self.skipped > 0 {
             s += &format!("skipped by fold     {}\n", self.skipped);
+        }
+        if self.suppressed > 0 {
+            s += &format!("suppressed (erased) {}\n", self.suppressed);
         }
         s += &format!("profile updates     {}\n", self.applied);
         s += &format!("profiles touched    {}\n", self.profiles_touched);

@@ -8,7 +8,7 @@
 //! - `meta` holds `store_version` (= [`STORE_VERSION`]), `partitions` (N ≥ 1) and
 //!   `chain_params` (a store with no commit and no witness may lack all three);
 //! - checkpoints exist only for partitions < N, with offsets ≥ -1;
-//! - `events_in = accepted + rejected`, `accepted = applied + duplicates + skipped`,
+//! - `events_in = accepted + rejected + suppressed`, `accepted = applied + duplicates + skipped`,
 //!   `rejected = Σ rejected.<reason>`, and `events_in = Σ (checkpoint + 1)`: every offset
 //!   from 0 to a partition's checkpoint was committed by this store;
 //! - (full) `rejects` holds `rejected − erased.rejects` entries, each at an offset from 0 to its
@@ -57,14 +57,14 @@ enum Depth {
 
 /// Problems found so far.
 #[derive(Default)]
-struct Findings {
+pub(super) struct Findings {
     total: u64,
     by_kind: BTreeMap<ProblemKind, u64>,
     examples: Vec<Problem>,
 }
 
 impl Findings {
-    fn add(&mut self, kind: ProblemKind, tree: &'static str, key: String, what: String) {
+    pub(super) fn add(&mut self, kind: ProblemKind, tree: &'static str, key: String, what: String) {
         self.total += 1;
         let n = self.by_kind.entry(kind).or_default();
         *n += 1;
@@ -82,7 +82,7 @@ struct Walked {
 }
 
 /// Renders a key of `tree` for a report.
-fn show_key(tree: &str, key: &[u8]) -> String {
+pub(super) fn show_key(tree: &str, key: &[u8]) -> String {
     let text = |b: &[u8]| match std::str::from_utf8(b) {
         Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
         _ => format!("0x{}", hex(b)),
@@ -403,10 +403,11 @@ impl Store {
             };
             let (events_in, accepted, rejected) = (c("events_in"), c("accepted"), c("rejected"));
             let (applied, duplicates, skipped) = (c("applied"), c("duplicates"), c("skipped"));
+            let suppressed = c("suppressed");
             equation(
-                events_in == accepted + rejected,
+                events_in == accepted + rejected + suppressed,
                 "events_in",
-                format!("events_in {events_in} ≠ accepted {accepted} + rejected {rejected}"),
+                format!("events_in {events_in} ≠ accepted {accepted} + rejected {rejected} + suppressed {suppressed}"),
             );
             equation(
                 accepted == applied + duplicates + skipped,
@@ -448,7 +449,7 @@ impl Store {
             }
         }
         checked.push(
-            "counters: events_in = accepted + rejected = Σ (checkpoint + 1); \
+            "counters: events_in = accepted + rejected + suppressed = Σ (checkpoint + 1); \
              accepted = applied + duplicates + skipped; rejected = Σ rejected.<reason>",
         );
 
@@ -477,6 +478,14 @@ impl Store {
             &mut f,
             |f, k, v| self.check_index(f, k, v),
         )?;
+        let mut link_conflicts: u128 = 0;
+        let links = self.walk(&self.links, "links", Some(depth), &mut f, |f, k, v| {
+            link_conflicts += self.check_link(f, k, v)? as u128;
+            Ok(())
+        })?;
+        let claims = self.walk(&self.link_claims, "link_claims", Some(depth), &mut f, |f, k, v| {
+            self.check_claim(f, k, v)
+        })?;
         let meta = self.walk(&self.meta, "meta", None, &mut f, |_, _, _| Ok(()))?;
         match depth {
             Depth::Quick => checked.push(
@@ -489,6 +498,8 @@ impl Store {
                     ("fold_state", &fold),
                     ("rejects", &rejects),
                     ("rejects_by_identity", &index),
+                    ("links", &links),
+                    ("link_claims", &claims),
                     ("meta", &meta),
                 ] {
                     entries.insert(tree, w.entries);
@@ -499,6 +510,24 @@ impl Store {
                 );
                 checked.push("rejects: every key is (partition < partitions, 0 ≤ offset ≤ checkpoint), every value decodes, indexed by its identity");
                 checked.push("rejects_by_identity: every entry names an existing reject with that identity");
+                checked.push(
+                    "links: claims decode, sorted, one per user, each indexed in link_claims; link_claims: each entry is a kept claim",
+                );
+                if counter_walk.complete && links.complete {
+                    let expected = counter(&counters, "link_conflicts")
+                        .saturating_sub(counter(&counters, "erased.link_conflicts"));
+                    if link_conflicts != expected {
+                        f.add(
+                            ProblemKind::CounterMismatch,
+                            "links",
+                            String::new(),
+                            format!(
+                                "Σ conflicts over links is {link_conflicts}, expected link_conflicts − erased.link_conflicts = {expected}"
+                            ),
+                        );
+                    }
+                }
+                checked.push("links: Σ conflicts = link_conflicts − erased.link_conflicts");
                 if counter_walk.complete && rejects.complete {
                     let expected = counter(&counters, "rejected").saturating_sub(counter(&counters, "erased.rejects"));
                     if reject_count as u128 != expected {

@@ -5,91 +5,158 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use super::identity::claim_key;
+use super::suppress::{keyed_hash, ANY_SUPPRESSED};
 use super::{abort, add, fold_key, identity_prefix, Store, StoreError};
 
 /// What [`Store::erase`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Erased {
-    /// The profile existed and was removed.
-    pub profile: bool,
-    /// The partitions where the user had fold state, now removed: their chains must be
-    /// restarted from the store's snapshot so the aggregate forgets the user too.
+    /// The person erased (the id asked for resolved through its links).
+    pub person: String,
+    /// Every id of the person: the person id and the anonymous ids it owned. Each is now
+    /// suppressed: later records for it are dropped at commit.
+    pub ids: Vec<String>,
+    /// Stored profiles removed (one per id that had one).
+    pub profiles: u64,
+    /// The partitions where an id had fold state, now removed: their chains must be
+    /// restarted from the store's snapshot so the aggregate forgets the person too.
     pub fold_state_partitions: Vec<u32>,
-    /// Stored rejects of the user's records removed.
+    /// Stored rejects of the person's records removed.
     pub rejects: u64,
+    /// Links removed: the anonymous ids it owned, and its claims on ids others own.
+    pub links: u64,
 }
 
 impl Erased {
-    /// True when anything of the user was found (and removed).
+    /// True when anything of the person was found (and removed).
     pub fn found_anything(&self) -> bool {
-        self.profile || !self.fold_state_partitions.is_empty() || self.rejects > 0
+        self.profiles > 0 || !self.fold_state_partitions.is_empty() || self.rejects > 0 || self.links > 0
     }
 }
 
 impl Store {
-    /// Erases a user: their profile, their fold state on every partition and the stored
-    /// rejects of their records, in one transaction. Returns what was removed; the chains
-    /// of [`Erased::fold_state_partitions`] must be restarted from the store's snapshot.
-    /// Later events for the user start a new profile.
-    pub fn erase(&self, user: &str) -> Result<Erased, StoreError> {
+    /// Erases the person `id` belongs to (any of its ids): every id's profile, fold state on
+    /// every partition and stored rejects, the person's links, in one transaction; and, when
+    /// anything was found, suppresses every id of it so later records are dropped at commit
+    /// (see `suppress`). Returns what was removed; the chains of
+    /// [`Erased::fold_state_partitions`] must be restarted from the store's snapshot.
+    pub fn erase(&self, id: &str) -> Result<Erased, StoreError> {
         let partitions = self.partitions()?.unwrap_or(0);
-        let mut reject_index = Vec::new();
-        for item in self.rejects_by_identity.scan_prefix(identity_prefix(user)) {
-            let (k, _) = item.map_err(|e| self.sled(e))?;
-            reject_index.push(k);
+        let person = self.person_id(id)?;
+        let mut owned = Vec::new();
+        let mut others = Vec::new();
+        for (anonymous_id, link) in self.claims_of(&person)? {
+            if link.owner() == Some(person.as_str()) {
+                owned.push((anonymous_id, link));
+            } else {
+                others.push((anonymous_id, link));
+            }
         }
-        let prefix_len = identity_prefix(user).len();
-        // What else names the user in a reject that has no identity: their email and the
-        // anonymous id their profile recorded.
-        let mut terms = vec![user.to_string()];
-        if let Some(p) = self.profile(user)? {
-            terms.extend(p.email.map(|e| e.value));
-            terms.extend(p.anonymous_id.map(|a| a.value));
+        let ids: Vec<String> = std::iter::once(person.clone())
+            .chain(owned.iter().map(|(a, _)| a.clone()))
+            .collect();
+        let mut reject_index = Vec::new();
+        let mut terms: Vec<String> = Vec::new();
+        for id in &ids {
+            let prefix_len = identity_prefix(id).len();
+            for item in self.rejects_by_identity.scan_prefix(identity_prefix(id)) {
+                let (k, _) = item.map_err(|e| self.sled(e))?;
+                reject_index.push((k, prefix_len));
+            }
+            // What else names the person in a reject that has no identity: its ids, the
+            // emails and the anonymous ids its profiles recorded.
+            terms.push(id.clone());
+            if let Some(p) = self.profile(id)? {
+                terms.extend(p.email.map(|e| e.value));
+                terms.extend(p.anonymous_id.map(|a| a.value));
+            }
         }
         let unidentified = self.unidentified_rejects_naming(&terms)?;
+        let key = self.suppression_key_or_new()?;
         let trees = (
             &self.profiles,
             &self.fold_state,
             &self.rejects,
             &self.rejects_by_identity,
             &self.counters,
+            &self.links,
+            &self.link_claims,
+            &self.suppressions,
         );
-        let result = trees.transaction(|(profiles, fold_state, rejects, rejects_by_identity, counters)| {
-            let mut erased = Erased::default();
-            if let Some(v) = profiles.remove(user.as_bytes())? {
-                let profile: Profile = serde_json::from_slice(&v).map_err(abort)?;
-                erased.profile = true;
-                // Counters stay consistent with what remains: `onramp check` compares the
-                // profiles' events with `applied - erased.events`.
-                add(counters, "erased.profiles", 1)?;
-                add(counters, "erased.events", profile.counters.events)?;
-            }
-            for p in 0..partitions {
-                if fold_state.remove(fold_key(p, user))?.is_some() {
-                    erased.fold_state_partitions.push(p);
+        let result = trees.transaction(
+            |(profiles, fold_state, rejects, rejects_by_identity, counters, links, link_claims, suppressions)| {
+                let mut erased = Erased {
+                    person: person.clone(),
+                    ids: ids.clone(),
+                    ..Erased::default()
+                };
+                for id in &ids {
+                    if let Some(v) = profiles.remove(id.as_bytes())? {
+                        let profile: Profile = serde_json::from_slice(&v).map_err(abort)?;
+                        erased.profiles += 1;
+                        // Counters stay consistent with what remains: `onramp check` compares
+                        // the profiles' events with `applied - erased.events`.
+                        add(counters, "erased.profiles", 1)?;
+                        add(counters, "erased.events", profile.counters.events)?;
+                    }
+                    for p in 0..partitions {
+                        if fold_state.remove(fold_key(p, id))?.is_some() && !erased.fold_state_partitions.contains(&p) {
+                            erased.fold_state_partitions.push(p);
+                        }
+                    }
                 }
-            }
-            for index in &reject_index {
-                rejects_by_identity.remove(index.as_ref())?;
-                if rejects.remove(&index[prefix_len..])?.is_some() {
-                    erased.rejects += 1;
+                erased.fold_state_partitions.sort_unstable();
+                for (index, prefix_len) in &reject_index {
+                    rejects_by_identity.remove(index.as_ref())?;
+                    if rejects.remove(&index[*prefix_len..])?.is_some() {
+                        erased.rejects += 1;
+                    }
                 }
-            }
-            for key in &unidentified {
-                if rejects.remove(key.as_ref())?.is_some() {
-                    erased.rejects += 1;
+                for key in &unidentified {
+                    if rejects.remove(key.as_ref())?.is_some() {
+                        erased.rejects += 1;
+                    }
                 }
-            }
-            add(counters, "erased.rejects", erased.rejects)?;
-            Ok::<_, ConflictableTransactionError<String>>(erased)
-        });
+                add(counters, "erased.rejects", erased.rejects)?;
+                // Links: the ids it owned go with every claim on them; its claims on ids
+                // others own are withdrawn.
+                let mut conflicts_removed = 0;
+                for (anonymous_id, link) in &owned {
+                    if links.remove(anonymous_id.as_bytes())?.is_some() {
+                        erased.links += 1;
+                    }
+                    conflicts_removed += link.conflicts();
+                    for c in &link.claims {
+                        link_claims.remove(claim_key(&c.user, anonymous_id))?;
+                    }
+                }
+                for (anonymous_id, link) in &others {
+                    let mut link = link.clone();
+                    if link.drop_user(&person) {
+                        erased.links += 1;
+                        conflicts_removed += 1;
+                        links.insert(anonymous_id.as_bytes(), serde_json::to_vec(&link).map_err(abort)?)?;
+                    }
+                    link_claims.remove(claim_key(&person, anonymous_id))?;
+                }
+                add(counters, "erased.link_conflicts", conflicts_removed)?;
+                if erased.found_anything() {
+                    suppressions.insert(ANY_SUPPRESSED, &[])?;
+                    for id in &ids {
+                        suppressions.insert(&keyed_hash(&key, id)[..], &[])?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<String>>(erased)
+            },
+        );
         let erased = match result {
             Ok(e) => e,
             Err(TransactionError::Abort(reason)) => {
                 return Err(StoreError::Decode {
                     path: self.path.clone(),
                     tree: "profiles",
-                    key: user.into(),
+                    key: id.into(),
                     reason,
                 })
             }
@@ -162,7 +229,7 @@ mod tests {
             store.commit(&b).unwrap();
         }
         let erased = store.erase("u").unwrap();
-        assert!(erased.profile);
+        assert_eq!(erased.profiles, 1);
         assert_eq!(erased.fold_state_partitions, [0, 1]);
         assert_eq!(erased.rejects, 1);
         assert_eq!(store.profile("u").unwrap(), None);

@@ -10,6 +10,9 @@
 //! | `rejects` | partition (u32 BE) ++ offset (i64 BE) | `RejectedEvent` JSON (dead letters, never dropped) |
 //! | `rejects_by_identity` | identity length (u32 BE) ++ identity ++ the `rejects` key | empty (index for erasure) |
 //! | `counters` | name | u64 BE (events in, accepted, rejected.<reason>, duplicates, skipped; erased.profiles, erased.events, erased.rejects) |
+//! | `links` | anonymous id | [`Link`] JSON: each claiming user's smallest (event time, partition, offset), smallest first; the first owns the id |
+//! | `link_claims` | user id length (u32 BE) ++ user id ++ anonymous id | empty (index of `links` by user) |
+//! | `suppressions` | HMAC-SHA-256 of an erased id (32 bytes), and `!` once any exists | empty |
 //! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps |
 //!
 //! # Exactly once (ARCHITECTURE.md, "The fold rules")
@@ -31,13 +34,17 @@ use sled::Transactional;
 
 mod check;
 mod erase;
+mod identity;
+mod suppress;
 
 mod report;
 mod witness;
 
 pub use check::{EXAMPLES_PER_KIND, REBUILD_HELP};
 pub use erase::Erased;
+pub use identity::{Claim, Link, LinkConflict, Person, MAX_CLAIMS};
 pub use report::{CheckReport, Problem, ProblemKind};
+pub use suppress::{SuppressionList, SUPPRESSIONS_VERSION};
 pub use witness::{Witness, WITNESS_FILE};
 
 /// The store layout version this build reads and writes.
@@ -278,6 +285,13 @@ pub struct Committed {
     /// The hints of each written profile after the batch, judged at the partition's
     /// watermark (for the update stream's `hint` filter).
     pub hints: BTreeMap<String, Hints>,
+    /// Records dropped because they belong to an erased id (updates and rejects).
+    pub suppressed: u64,
+    /// The erased ids whose updates were dropped (the update stream must not publish them).
+    pub suppressed_users: std::collections::BTreeSet<String>,
+    /// Erased anonymous ids removed from other users' updates (the update stream must strip
+    /// them too).
+    pub stripped_anonymous_ids: std::collections::BTreeSet<String>,
 }
 
 impl Committed {
@@ -300,6 +314,12 @@ pub struct Store {
     rejects_by_identity: sled::Tree,
     counters: sled::Tree,
     meta: sled::Tree,
+    /// Per anonymous id, the users that claimed it ([`Link`]).
+    links: sled::Tree,
+    /// Index of `links` by claiming user, for a person's ids and for erasure.
+    link_claims: sled::Tree,
+    /// Keyed hashes of erased ids (see `suppress`).
+    suppressions: sled::Tree,
     /// When this process last wrote the store's [`Witness`] (at most once a second).
     witnessed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -342,6 +362,9 @@ impl Store {
                 }
             }
         }
+        // Every store a run writes has its suppression key from the start, so a commit and
+        // an erasure always agree on it.
+        store.suppression_key_or_new()?;
         // From here on the store has a witness, so it can no longer pass for a new one.
         store.close()?;
         Ok(store)
@@ -386,6 +409,9 @@ impl Store {
             rejects_by_identity: tree("rejects_by_identity")?,
             counters: tree("counters")?,
             meta: tree("meta")?,
+            links: tree("links")?,
+            link_claims: tree("link_claims")?,
+            suppressions: tree("suppressions")?,
             db,
             witnessed: Default::default(),
         };
@@ -546,6 +572,7 @@ impl Store {
 
     /// Commits one batch in one transaction (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+        let suppression_key = self.suppression_key()?;
         let trees = (
             &self.profiles,
             &self.fold_state,
@@ -553,10 +580,26 @@ impl Store {
             &self.rejects,
             &self.rejects_by_identity,
             &self.counters,
+            &self.links,
+            &self.link_claims,
+            &self.suppressions,
         );
         let result = trees.transaction(
-            |(profiles, fold_state, checkpoints, rejects, rejects_by_identity, counters)| {
+            |(
+                profiles,
+                fold_state,
+                checkpoints,
+                rejects,
+                rejects_by_identity,
+                counters,
+                links,
+                link_claims,
+                suppressions,
+            )| {
                 let mut committed = Committed::default();
+                // Read in the transaction, so an erasure is either wholly before this batch
+                // (and its ids are dropped here) or wholly after it.
+                let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
                 let part = batch.partition.to_be_bytes();
                 let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
                 // The aggregate's state per (partition, user): what this partition's stream
@@ -575,8 +618,34 @@ impl Store {
                     checkpoint.input = batch.input.clone();
                 }
                 let mut quarantined = Vec::new();
-                for u in &batch.updates {
-                    committed.evicted += u64::from(u.evicted_users);
+                let mut claims = Vec::new();
+                for original in &batch.updates {
+                    committed.evicted += u64::from(original.evicted_users);
+                    if erased.holds(&original.user_id)? {
+                        // The aggregate's clock saw it all the same.
+                        if original.outcome != Outcome::Skipped || original.skip_kind == Some(SkipKind::EventTimeAhead)
+                        {
+                            checkpoint.clock.observe(original.event_time_ms);
+                        }
+                        committed.suppressed += 1;
+                        committed.suppressed_users.insert(original.user_id.clone());
+                        continue;
+                    }
+                    let anonymous_id = original.changes.as_ref().and_then(|c| c.anonymous_id.as_deref());
+                    let stripped;
+                    let u = match anonymous_id {
+                        Some(a) if erased.holds(a)? => {
+                            // Another user's event naming an erased anonymous id: kept, without it.
+                            let mut copy = original.clone();
+                            if let Some(c) = copy.changes.as_mut() {
+                                c.anonymous_id = None;
+                            }
+                            committed.stripped_anonymous_ids.insert(a.to_string());
+                            stripped = copy;
+                            &stripped
+                        }
+                        _ => original,
+                    };
                     match (u.outcome, u.skip_kind) {
                         (Outcome::Applied, _) => {
                             committed.applied += 1;
@@ -603,15 +672,23 @@ impl Store {
                             Some(v) => serde_json::from_slice(&v).map_err(abort)?,
                             None => Profile::new(&u.user_id),
                         };
-                        touched.insert(&u.user_id, profile);
+                        touched.insert(&original.user_id, profile);
                         let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
                             Some(v) => serde_json::from_slice(&v).map_err(abort)?,
                             None => UserFoldState::default(),
                         };
-                        folds.insert(&u.user_id, fold);
+                        folds.insert(&original.user_id, fold);
                     }
                     if let Some(p) = touched.get_mut(u.user_id.as_str()) {
                         p.apply(u);
+                    }
+                    if let Some(a) = u.changes.as_ref().and_then(|c| c.anonymous_id.as_deref()) {
+                        claims.push(identity::ClaimSeen {
+                            user: &original.user_id,
+                            anonymous_id: a.to_string(),
+                            at_ms: u.event_time_ms,
+                            offset: u.offset,
+                        });
                     }
                     if let Some(f) = folds.get_mut(u.user_id.as_str()) {
                         if u.changes.as_ref().is_some_and(|c| c.state_reset) {
@@ -621,6 +698,7 @@ impl Store {
                     }
                 }
                 checkpoint.max_event_time_ms = checkpoint.clock.watermark_ms;
+                identity::record_claims(links, link_claims, counters, batch.partition, &claims)?;
                 for (user, profile) in &touched {
                     profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
                 }
@@ -631,7 +709,15 @@ impl Store {
                     )?;
                 }
                 committed.quarantined = quarantined.len() as u64;
+                let mut rejects_kept = 0u64;
                 for (offset, rejected) in batch.rejects.iter().chain(&quarantined) {
+                    if let Some(id) = rejected.identity.as_deref() {
+                        if erased.holds(id)? {
+                            committed.suppressed += 1;
+                            continue;
+                        }
+                    }
+                    rejects_kept += 1;
                     let key = reject_key(batch.partition, *offset);
                     rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
                     if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
@@ -648,7 +734,8 @@ impl Store {
                 add(counters, "applied", committed.applied)?;
                 add(counters, "duplicates", committed.duplicates)?;
                 add(counters, "skipped", committed.skipped)?;
-                add(counters, "rejected", (batch.rejects.len() + quarantined.len()) as u64)?;
+                add(counters, "rejected", rejects_kept)?;
+                add(counters, "suppressed", committed.suppressed)?;
                 add(counters, "fold_evictions", committed.evicted)?;
                 for (reason, n) in &committed.rejected {
                     add(counters, &format!("rejected.{reason}"), *n)?;
