@@ -40,6 +40,9 @@ pub enum Input {
 
 /// Lines checked to tell a JSON-lines file from something else.
 pub const SNIFF_LINES: usize = 100;
+/// Most lines (blank ones included) the check reads ahead before it decides: it holds them
+/// in memory, so a flood of blank lines cannot grow it without bound.
+pub const SNIFF_MAX_LINES: usize = 10_000;
 /// Default longest line read whole, bytes; longer lines are rejected `too_large` without
 /// being held in memory (Fluvio's default maximum record is about this size too).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
@@ -56,12 +59,14 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// The input is not JSON lines at all (a wrong file, not a few bad events).
-    #[error("input {input} does not look like JSON lines: none of its first {checked} non-empty lines is a JSON object (first: {first:?}). Nothing was written to the store. Single malformed events are fine: they are rejected with a reason and counted")]
+    #[error("input {input} does not look like JSON lines: none of its first {checked} non-empty lines ({read} lines read) is a JSON object (first: {first:?}). Nothing was written to the store. Single malformed events are fine: they are rejected with a reason and counted")]
     NotJsonLines {
         /// The path, or `stdin`.
         input: String,
-        /// Lines checked.
+        /// Non-empty lines checked.
         checked: usize,
+        /// Lines read, blank ones included.
+        read: usize,
         /// The first line, shortened.
         first: String,
     },
@@ -186,7 +191,7 @@ impl Lines {
         };
         let mut checked = 0;
         let mut first = None;
-        while checked < SNIFF_LINES {
+        while checked < SNIFF_LINES && self.prefetched.len() < SNIFF_MAX_LINES {
             let Some(line) = read_line(reader.as_mut(), self.max_line_bytes).map_err(unreadable)? else {
                 break;
             };
@@ -209,12 +214,14 @@ impl Lines {
                 return Ok(());
             }
         }
-        if checked == 0 {
-            return Ok(()); // an empty file is a valid, empty stream
+        let read = self.prefetched.len();
+        if checked == 0 && read < SNIFF_MAX_LINES {
+            return Ok(()); // an empty (or blank) input is a valid, empty stream
         }
         Err(SourceError::NotJsonLines {
             input: label,
             checked,
+            read,
             first: first.unwrap_or_default(),
         })
     }
@@ -329,6 +336,26 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves the check holds at most [`SNIFF_MAX_LINES`] lines: a flood of blank lines
+    /// before anything else is refused once that many are read, while a few blank lines
+    /// alone are an empty stream.
+    #[test]
+    fn a_flood_of_blank_lines_is_refused_at_the_read_ahead_bound() {
+        let mut flood = b"\n".repeat(SNIFF_MAX_LINES + 5);
+        flood.extend_from_slice(b"junk\n");
+        let mut l = Lines::reader(Box::new(std::io::Cursor::new(flood)), 1 << 20, "stdin".into());
+        match l.next() {
+            Some(Err(SourceError::NotJsonLines { checked: 0, read, .. })) => assert_eq!(read, SNIFF_MAX_LINES),
+            other => panic!("expected a refusal, got {:?}", other.map(|r| r.map(|_| ()))),
+        }
+        let mut few = Lines::reader(
+            Box::new(std::io::Cursor::new(b"\n \n".to_vec())),
+            1 << 20,
+            "stdin".into(),
+        );
+        assert!(matches!(few.next(), Some(Ok(_))), "blank lines alone are fine");
+    }
 
     fn lines(data: &[u8], max: usize) -> Vec<Line> {
         let mut r: &[u8] = data;

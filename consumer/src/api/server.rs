@@ -1,12 +1,14 @@
 //! Connections: accept, cap, time out, serve HTTP/1.1.
 //!
 //! - At most `max_connections` connections are open. When a client connects while the cap
-//!   is reached, the oldest open connection that has not sent a request yet is closed to
-//!   make room ([`Unheard`]; counted in `onramp_api_connections_shed_total`): clients that
-//!   connect and say nothing cannot keep `/healthz` or anyone else out. When every open
-//!   connection is serving, the new one is held (one descriptor over the cap) and the
-//!   listener is not polled until a slot frees, so further clients wait in the kernel's
-//!   accept backlog (nothing spins).
+//!   is reached, the oldest open connection that has been silent for [`SHED_GRACE`] since
+//!   it opened (no request yet) is closed to make room ([`Unheard`]; counted in
+//!   `onramp_api_connections_shed_total`): clients that connect and say nothing cannot keep
+//!   `/healthz` or anyone else out, while a client whose request is already on its way is
+//!   not cut. Until a slot frees the new connection is held (one descriptor over the cap),
+//!   shedding is retried every [`SHED_RETRY`], and the listener is not polled, so further
+//!   clients wait in the kernel's accept backlog (nothing spins). A keep-alive connection
+//!   that went quiet after a request is not shed: the header timeout closes it.
 //! - A connection must send a complete request head within `header_timeout` of opening,
 //!   and again within `header_timeout` after each response (so the same limit is the
 //!   idle keep-alive timeout); otherwise it is closed. A response (or an update stream)
@@ -45,6 +47,10 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after repeated accept errors.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A connection silent for this long since it opened may be shed at the cap.
+pub const SHED_GRACE: Duration = Duration::from_millis(500);
+/// At the cap, how often shedding is tried again while no slot is free.
+pub const SHED_RETRY: Duration = Duration::from_millis(100);
 /// Accept errors are logged at most this often.
 pub const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -91,17 +97,20 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, hub: A
         let _ = stream.set_nodelay(true);
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => {
-                if unheard.shed_oldest() {
+            Err(_) => loop {
+                if unheard.shed_oldest(SHED_GRACE) {
                     hub.metrics.connection_shed();
                     tracing::debug!("connection cap reached: closed the oldest connection that sent no request");
                 }
                 // Waiting here (not in accept) keeps further clients in the kernel backlog.
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return; // the semaphore is never closed
-                };
-                slot
-            }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => break slot,
+                        Err(_) => return, // the semaphore is never closed
+                    },
+                    _ = tokio::time::sleep(SHED_RETRY) => {}
+                }
+            },
         };
         let conn = Connection { local, remote };
         let router = router.clone();
@@ -112,11 +121,14 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, hub: A
             let _slot = slot;
             hub.metrics.api_connection(true);
             let _open = OpenConnection(hub);
+            let heard = unheard.clone();
             tokio::select! {
-                _ = serve_connection(stream, conn, router, limits.header_timeout, move || unheard.heard(id)) => {}
+                _ = serve_connection(stream, conn, router, limits.header_timeout, move || heard.heard(id)) => {}
                 // The sender is dropped when the connection is heard: then never shed.
                 Ok(()) = shed => {}
             }
+            // However it ended (closed without a request, too): no longer a candidate.
+            unheard.heard(id);
         });
     }
 }
@@ -131,7 +143,8 @@ struct Unheard {
 #[derive(Default)]
 struct UnheardInner {
     next: u64,
-    waiting: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+    /// By id (ids grow, so the first is the oldest): when it opened, and its shed signal.
+    waiting: std::collections::BTreeMap<u64, (Instant, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl Unheard {
@@ -141,7 +154,7 @@ impl Unheard {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let id = inner.next;
         inner.next += 1;
-        inner.waiting.insert(id, tx);
+        inner.waiting.insert(id, (Instant::now(), tx));
         (id, rx)
     }
 
@@ -151,16 +164,27 @@ impl Unheard {
         inner.waiting.remove(&id);
     }
 
-    /// Closes the oldest connection still waiting for its first request; false if none is.
-    fn shed_oldest(&self) -> bool {
+    /// Closes the oldest connection still waiting for its first request, if it has waited
+    /// at least `grace`; false if none has.
+    fn shed_oldest(&self, grace: Duration) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((_, tx)) = inner.waiting.pop_first() {
+        while let Some(entry) = inner.waiting.first_entry() {
+            if entry.get().0.elapsed() < grace {
+                return false; // the oldest is the longest silent: none other qualifies
+            }
+            let (_, tx) = entry.remove();
             // A closed receiver is a connection that already ended: try the next.
             if tx.send(()).is_ok() {
                 return true;
             }
         }
         false
+    }
+
+    /// Connections waiting for their first request (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).waiting.len()
     }
 }
 
@@ -316,6 +340,31 @@ impl AsyncWrite for StallGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves shedding takes the oldest connection still silent past the grace, skips ones
+    /// that spoke or ended, and that an ended connection leaves nothing behind.
+    #[test]
+    fn the_oldest_silent_connection_is_shed_after_its_grace() {
+        let unheard = Unheard::default();
+        let (a, mut shed_a) = unheard.register();
+        let (b, mut shed_b) = unheard.register();
+        let (_c, mut shed_c) = unheard.register();
+        assert!(
+            !unheard.shed_oldest(Duration::from_secs(3600)),
+            "none is past the grace"
+        );
+        unheard.heard(a);
+        assert!(unheard.shed_oldest(Duration::ZERO));
+        assert!(shed_b.try_recv().is_ok(), "b, the oldest still silent, is shed");
+        assert!(shed_a.try_recv().is_err() && shed_c.try_recv().is_err());
+        drop(shed_c); // c's connection ended without a word
+        assert!(
+            !unheard.shed_oldest(Duration::ZERO),
+            "an ended connection is not counted as shed"
+        );
+        unheard.heard(b);
+        assert_eq!(unheard.len(), 0, "nothing is kept for ended connections");
+    }
 
     /// A burst of accept errors is logged once per interval with its count, and the
     /// pause doubles from the minimum to the maximum and starts afresh after a success.

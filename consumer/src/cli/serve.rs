@@ -4,7 +4,6 @@ use anyhow::bail;
 use clap::Args;
 use onramp::api::Hub;
 use onramp::store::Store;
-use onramp_logic::enrich::EnrichConfig;
 
 use super::{ApiArgs, StoreArg};
 
@@ -23,7 +22,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open_existing(&args.store.store)?;
     let hub = Hub::new(args.api.ready_max_lag, true);
     let partitions = store.partitions()?.unwrap_or(1);
-    let steps = store.funnel_steps()?.unwrap_or_else(|| EnrichConfig::default().steps);
+    let steps = onramp::run::store_funnel_steps(&store)?;
     hub.set_store(store);
     let runtime = onramp::runtime()?;
     let shutdown = super::shutdown();

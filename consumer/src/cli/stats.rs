@@ -24,7 +24,7 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<()> {
     let store = Store::open_existing(&args.store.store)?;
     let steps = match args.steps {
         Some(steps) => EnrichConfig::from_params(|_| Some(steps.clone()))?.steps,
-        None => store.funnel_steps()?.unwrap_or_else(|| EnrichConfig::default().steps),
+        None => onramp::run::store_funnel_steps(&store)?,
     };
     let stats = query::funnel_stats(&store, &steps)?;
     super::print_report(args.json, &stats, || query::render_funnel(&stats))

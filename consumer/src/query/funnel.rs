@@ -31,6 +31,10 @@ pub struct StepStats {
 pub struct FunnelStats {
     /// Persons.
     pub profiles: u64,
+    /// Ids stored (a person is one user id and the anonymous ids linked to it).
+    pub ids: u64,
+    /// Persons with at least one anonymous id merged in (a visit before sign-up, a device).
+    pub persons_with_anonymous_ids: u64,
     /// Persons that completed onboarding.
     pub completed: u64,
     /// Persons stalled at `reference_ms`.
@@ -57,6 +61,8 @@ pub fn funnel_stats(store: &Store, steps: &[String]) -> Result<FunnelStats, Stor
     let judge_at = reference_ms.unwrap_or(i64::MIN);
     let mut stats = FunnelStats {
         profiles: 0,
+        ids: store.profile_count() as u64,
+        persons_with_anonymous_ids: 0,
         completed: 0,
         stalled: 0,
         activated: 0,
@@ -68,7 +74,9 @@ pub fn funnel_stats(store: &Store, steps: &[String]) -> Result<FunnelStats, Stor
     let mut users = vec![0u64; steps.len()];
     let mut deltas: Vec<Vec<i64>> = vec![Vec::new(); steps.len()];
     for person in store.persons_after(None) {
-        let profile = person?.profile;
+        let person = person?;
+        stats.persons_with_anonymous_ids += u64::from(!person.anonymous_ids.is_empty());
+        let profile = person.profile;
         stats.profiles += 1;
         stats.completed += u64::from(profile.completed_ms.is_some());
         let hints = profile.hints(judge_at);
@@ -173,7 +181,14 @@ pub fn render_funnel(stats: &FunnelStats) -> String {
         total => format!(" ({:.1}%)", n as f64 * 100.0 / total as f64),
     };
     out.push('\n');
-    let _ = writeln!(out, "profiles   {}", stats.profiles);
+    let _ = writeln!(
+        out,
+        "persons    {} (from {} ids; {} with an anonymous visit or device merged in; {} link conflicts)",
+        stats.profiles,
+        stats.ids,
+        stats.persons_with_anonymous_ids,
+        stats.counters.get("link_conflicts").copied().unwrap_or(0)
+    );
     let _ = writeln!(out, "completed  {}{}", stats.completed, share(stats.completed));
     let _ = writeln!(out, "activated  {}{}", stats.activated, share(stats.activated));
     let _ = writeln!(out, "stalled    {}{}", stats.stalled, share(stats.stalled));

@@ -24,7 +24,7 @@
 //! loop {
 //!     let page = list_profiles(&store, &filter, cursor.as_deref(), 100)?;
 //!     for p in &page.profiles {
-//!         println!("{}", p.user_id);
+//!         println!("{}", p.profile.user_id);
 //!     }
 //!     match page.next_cursor {
 //!         Some(next) => cursor = Some(next),

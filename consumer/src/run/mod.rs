@@ -91,6 +91,37 @@ impl Settings {
     }
 }
 
+/// The funnel a store was written with: the steps its runs recorded, else (a store written
+/// before they were recorded) the `enrich.steps` in its recorded chain params, else the
+/// enrich module's default funnel. What `onramp serve` and `onramp stats` use.
+pub fn store_funnel_steps(store: &Store) -> anyhow::Result<Vec<String>> {
+    if let Some(steps) = store.funnel_steps()? {
+        return Ok(steps);
+    }
+    let recorded = store.chain_params()?.unwrap_or_default();
+    let steps = enrich_steps_in(&recorded);
+    Ok(EnrichConfig::from_params(|_| steps.clone())
+        .map(|c| c.steps)
+        .unwrap_or_else(|_| EnrichConfig::default().steps))
+}
+
+/// The value of `enrich.steps` in a [`params_fingerprint`]: up to the next `,<module>.`
+/// (values may hold commas, module names cannot start a step name and a dot).
+fn enrich_steps_in(fingerprint: &str) -> Option<String> {
+    let key = format!("{}.steps=", Module::Enrich.short_name());
+    let start = fingerprint
+        .match_indices(&key)
+        .find(|(i, _)| *i == 0 || fingerprint[..*i].ends_with(','))
+        .map(|(i, _)| i + key.len())?;
+    let rest = &fingerprint[start..];
+    let end = Module::ALL
+        .iter()
+        .filter_map(|m| rest.find(&format!(",{}.", m.short_name())))
+        .min()
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
 /// The store fingerprint of a run's chain params (a store refuses other params).
 pub fn params_fingerprint(params: &ChainParams) -> String {
     let mut parts = Vec::new();
@@ -263,8 +294,12 @@ impl<'a> Run<'a> {
     pub fn commit(&mut self, batch: &Batch) -> anyhow::Result<Committed> {
         let store_start = Instant::now();
         let committed = self.store.commit(batch)?;
-        if self.durability == Durability::Durable {
-            self.store.flush()?;
+        // Durable: every batch is flushed and witnessed, so a store sled shortened is caught
+        // to the last batch. Relaxed: sled flushes on its own; a flush and witness at most
+        // once a second bounds what a damaged log can lose unnoticed to about a second.
+        match self.durability {
+            Durability::Durable => self.store.close()?,
+            Durability::Relaxed => self.store.witness_if_due()?,
         }
         let apply_seconds = store_start.elapsed().as_secs_f64();
         let s = &mut self.summary;
@@ -313,5 +348,24 @@ impl<'a> Run<'a> {
         self.summary.profiles_touched = self.touched.len() as u64;
         self.summary.elapsed_ms = self.started.elapsed().as_millis() as u64;
         Ok(self.summary)
+    }
+}
+
+#[cfg(test)]
+mod funnel_tests {
+    use super::*;
+
+    /// Proves the funnel of a store written before the steps were recorded is read back
+    /// from its chain params, commas in the value included.
+    #[test]
+    fn the_recorded_params_give_the_steps() {
+        let mut params = ChainParams::default();
+        params.set(Module::Enrich, "steps", "sign_up,trial,paid");
+        params.set(Module::Profile, "state_ttl", "1h");
+        params.set(Module::Validate, "max_event_bytes", "9000");
+        let fp = params_fingerprint(&params);
+        assert_eq!(enrich_steps_in(&fp).as_deref(), Some("sign_up,trial,paid"), "{fp}");
+        assert_eq!(enrich_steps_in("defaults"), None);
+        assert_eq!(enrich_steps_in("enrich.steps=a,b"), Some("a,b".into()));
     }
 }

@@ -238,6 +238,26 @@ impl StoreError {
     }
 }
 
+/// Removes the `snap.*.generating` files in a store directory: snapshots sled began and never
+/// finished (it writes one, then renames it; a full disk can stop it between the two). sled
+/// would read such a file as corruption. Called only after sled refused the store as
+/// corrupt, so no process holds it (sled checks its lock first). True if any was removed.
+fn remove_unfinished_snapshots(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::warn!(file = %name, "removed an unfinished sled snapshot (left by a write that failed, e.g. on a full disk)");
+            removed = true;
+        }
+    }
+    removed
+}
+
 /// True for "no space left on device". sled keeps the error kind when it clones an I/O
 /// error (not the OS code), so the kind decides; the OS code covers a kind not mapped.
 fn is_disk_full(e: &std::io::Error) -> bool {
@@ -382,6 +402,13 @@ impl Store {
     }
 
     fn open_any(path: &Path) -> Result<Store, StoreError> {
+        match Store::open_sled(path) {
+            Err(StoreError::Corrupt { .. }) if remove_unfinished_snapshots(path) => Store::open_sled(path),
+            other => other,
+        }
+    }
+
+    fn open_sled(path: &Path) -> Result<Store, StoreError> {
         let config = sled::Config::new().path(path).flush_every_ms(Some(500));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
@@ -503,6 +530,16 @@ impl Store {
             Some(v) => Ok(Some(self.decode("meta", META_FUNNEL_STEPS, &v)?)),
             None => Ok(None),
         }
+    }
+
+    /// The chain params the store was written with, as recorded (`defaults`, or
+    /// `module.key=value` pairs joined by commas), if any run recorded them.
+    pub fn chain_params(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_PARAMS)
+            .map_err(|e| self.sled(e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Records the run's funnel steps (a store refuses other chain params, so they never
@@ -773,24 +810,38 @@ impl Store {
         self.flush_and_witness(true)
     }
 
+    /// Flushes, and rewrites the witness when `always` or when the last one is a second old.
+    /// Witness writes are serialised by one lock held across the write (one temporary file,
+    /// so two writers — an erasure and a commit — never race on it).
     fn flush_and_witness(&self, always: bool) -> Result<(), StoreError> {
-        let due = always
-            || self
-                .witnessed
-                .lock()
-                .map(|last| last.is_none_or(|t| t.elapsed() >= WITNESS_EVERY))
-                .unwrap_or(true);
+        let mut last = self.witnessed.lock().unwrap_or_else(|e| e.into_inner());
+        let due = always || last.is_none_or(|t| t.elapsed() >= WITNESS_EVERY);
+        if !due {
+            drop(last);
+            return self.db.flush().map(|_| ()).map_err(|e| self.sled(e));
+        }
         // Counted before the flush, so the witness never claims more than the flush made
         // durable, whatever commits while it runs.
-        let witness = if due { Some(self.witness_now()?) } else { None };
+        let witness = self.witness_now()?;
         self.db.flush().map_err(|e| self.sled(e))?;
-        if let Some(w) = witness {
-            w.write(&self.path).map_err(|error| self.io(error))?;
-            if let Ok(mut last) = self.witnessed.lock() {
-                *last = Some(std::time::Instant::now());
-            }
-        }
+        witness.write(&self.path).map_err(|error| self.io(error))?;
+        *last = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Flushes and rewrites the witness if the last one is a second old or more; otherwise
+    /// nothing (a relaxed run's periodic witness: sled flushes on its own every 500 ms).
+    pub fn witness_if_due(&self) -> Result<(), StoreError> {
+        let due = self
+            .witnessed
+            .lock()
+            .map(|last| last.is_none_or(|t| t.elapsed() >= WITNESS_EVERY))
+            .unwrap_or(true);
+        if due {
+            self.flush_and_witness(true)
+        } else {
+            Ok(())
+        }
     }
 
     fn witness_now(&self) -> Result<Witness, StoreError> {

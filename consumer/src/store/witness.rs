@@ -13,9 +13,12 @@
 //! `events_in` (the counter, which only grows: erasure does not lower it) and each
 //! partition's checkpoint offset (which only move forward, `--append` included). A store is
 //! damaged when its `events_in` is below the witness's, or a partition's checkpoint is
-//! missing or behind. The witness may lag the store (it is written at most once a second,
-//! and at the end of a run), never lead it, so a crash between a commit and the next witness
-//! costs nothing. A store with no witness is one written before witnesses existed, or a new
+//! missing or behind. The witness may lag the store, never lead it, so a crash between a
+//! commit and the next witness costs nothing. A durable run witnesses every batch it
+//! flushes (loss of any flushed batch is caught); a relaxed run flushes and witnesses at
+//! most once a second (a loss in the last second before a crash can go unnoticed, as the
+//! batches themselves were never promised durable); erasures and the end of a run witness
+//! too. A store with no witness is one written before witnesses existed, or a new
 //! one: it is trusted, and gets a witness at its next flush.
 //!
 //! The file is replaced atomically (written to a temporary file, synced, renamed, directory
@@ -51,12 +54,14 @@ impl Witness {
     /// the file exists but cannot be read or decoded.
     pub fn read(store: &Path) -> Result<Option<Witness>, String> {
         let path = Witness::path(store);
+        let remedy = "the witness is outside sled: if every other check passes, the store itself may be intact; delete the witness file and run `onramp check` again";
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| format!("{} does not decode: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("{} cannot be read: {e}", path.display())),
+                .map_err(|e| format!("{} does not decode ({e}); {remedy}", path.display())),
+            // A dangling symlink reads as "not found" but is not an absent witness.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::fs::symlink_metadata(&path).is_err() => Ok(None),
+            Err(e) => Err(format!("{} cannot be read ({e}); {remedy}", path.display())),
         }
     }
 
