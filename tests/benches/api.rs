@@ -4,11 +4,11 @@
 //!
 //! Starts the release `onramp run --generate` with the API on 127.0.0.1:0, lets it ingest,
 //! then for a fixed time `clients` threads look up random early users
-//! (`GET /v1/profiles/u_<n>`, n < `--lookup-range`), while the pipeline keeps ingesting. Prints lookups/s,
+//! (`GET /v1/profiles/u_<n>` or `a_<n>`, n < `--lookup-range`: a person lookup, which resolves the id and merges the profiles of its ids), while the pipeline keeps ingesting. Prints lookups/s,
 //! latency percentiles, and the ingest rate held during the load and before it.
 //!
 //! Then, for `--scan-seconds`, `--scanners` threads request full scans back to back
-//! (`GET /v1/profiles?step=nope`, which matches no profile) while one thread probes
+//! (`GET /v1/profiles?completed_step=nope`, which matches no profile) while one thread probes
 //! `/healthz` every 50 ms. Prints scans answered and refused as `busy` per second and the
 //! `/healthz` latency percentiles: the scan bound keeps the latter in milliseconds.
 
@@ -86,7 +86,10 @@ fn main() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    let url = format!("{base}/v1/profiles/u_{}", x % range);
+                    // Half by user id, half by the anonymous id of the visit before sign-up:
+                    // both resolve to the person and merge its ids' profiles.
+                    let kind = if x & 1 == 0 { "u" } else { "a" };
+                    let url = format!("{base}/v1/profiles/{kind}_{}", (x >> 1) % range);
                     let t = Instant::now();
                     let mut resp = agent.get(&url).call().unwrap();
                     let _ = resp.body_mut().read_to_string();
@@ -115,7 +118,7 @@ fn main() {
     drop(running); // killed
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
-    println!("read API load: {clients} client threads for {elapsed:.1}s on loopback, ids u_0..u_{lookup_range}, while ingesting generated traffic ({USERS} users)");
+    println!("read API load: {clients} client threads for {elapsed:.1}s on loopback, person lookups by u_n or a_n (n < {lookup_range}), while ingesting generated traffic ({USERS} users)");
     println!("| lookups | lookups/s | p50 ms | p99 ms | max ms | found / not yet | ingest updates/s during | ingest updates/s before |");
     println!("|---:|---:|---:|---:|---:|---|---:|---:|");
     println!(
@@ -133,7 +136,7 @@ fn main() {
     };
     println!();
     println!(
-        "full scans: {} threads for {:.1}s, `GET /v1/profiles?step=nope` over about {} profiles, while ingesting",
+        "full scans: {} threads for {:.1}s, `GET /v1/profiles?completed_step=nope` over about {} profiles, while ingesting",
         scans.scanners, scans.seconds, scans.profiles
     );
     println!("| scans answered/s | busy (503)/s | /healthz probes | p50 ms | p99 ms | max ms |");
@@ -174,7 +177,7 @@ fn scan_phase(base: &str, agent: &ureq::Agent, scanners: u64, seconds: u64) -> S
     let slow = onramp_tests::http_agent(Some(Duration::from_secs(120)));
     let handles: Vec<_> = (0..scanners)
         .map(|_| {
-            let url = format!("{base}/v1/profiles?step=nope&limit=10");
+            let url = format!("{base}/v1/profiles?completed_step=nope&limit=10");
             let agent = slow.clone();
             std::thread::spawn(move || {
                 let (mut answered, mut busy) = (0u64, 0u64);
