@@ -74,9 +74,12 @@ pub(super) fn render(rng: &mut Rng, v: &mut Visitor, action: Action, at: i64, ev
             flow: Some("self_serve".to_string()),
         }),
     };
-    // Sign-up links the two ids; before it a visitor is anonymous, after it known.
+    // Sign-up links the two ids; before it a visitor is anonymous, after it known. A person
+    // with a second device links it when they identify there; a sign-up on a shared
+    // computer carries the previous visitor's anonymous id (a link conflict).
     let (user_id, anonymous_id) = match action {
-        Action::SignUp => (Some(v.user_id()), Some(v.anonymous_id())),
+        Action::SignUp => (Some(v.user_id()), Some(v.sign_up_anonymous_id())),
+        Action::Identify if v.signed_up => (Some(v.user_id()), v.second_device_id()),
         _ if v.signed_up => (Some(v.user_id()), None),
         _ => (None, Some(v.anonymous_id())),
     };

@@ -213,6 +213,23 @@ impl Visitor {
         format!("{}a_{}", self.id_prefix(), self.n)
     }
 
+    /// The anonymous id of a second device, for about one person in seven: their identify
+    /// events after sign-up carry it, which links it to them.
+    pub(super) fn second_device_id(&self) -> Option<String> {
+        (self.n % 7 == 3).then(|| format!("{}a_{}_m", self.id_prefix(), self.n))
+    }
+
+    /// The anonymous id the sign-up carries: the visit's own, except for about one visitor
+    /// in 97, who signs up on a computer the previous visitor used, so that anonymous id is
+    /// claimed by two users (a link conflict, decided by the earliest claim).
+    pub(super) fn sign_up_anonymous_id(&self) -> String {
+        if self.n % 97 == 5 {
+            format!("{}a_{}", self.id_prefix(), self.n - 1)
+        } else {
+            self.anonymous_id()
+        }
+    }
+
     fn id_prefix(&self) -> &'static str {
         if self.class == Class::Test {
             "test_"

@@ -9,7 +9,11 @@
 //! `identify`, `invite_sent`, `feature_used`, `onboarding_completed`. Page views and clicks
 //! sit between the steps, with dwell times of seconds to minutes and now and then a break of
 //! more than 30 minutes (a new session). Before sign-up events carry `anonymous_id`
-//! (`a_<n>`), after it `user_id` (`u_<n>`) only.
+//! (`a_<n>`), after it `user_id` (`u_<n>`) only — except, as identity traffic has them, the
+//! `identify` events of one person in seven, who also uses a second device (`a_<n>_m`, linked
+//! to them by those events), and the sign-up of one visitor in 97, made on the computer the
+//! previous visitor used (it carries `a_<n-1>`: two users claim one anonymous id). Visitors
+//! who drop off before sign-up stay anonymous persons.
 //!
 //! Mixed into the stream, as real traffic has them:
 //! - hot users ([`GeneratorConfig::hot_user_share`]) who fire hundreds of `feature_used` and
@@ -425,6 +429,8 @@ mod tests {
                     assert!(e.anonymous_id.as_deref().is_some_and(|a| a.starts_with("a_")) || e.user_id.is_some());
                     if e.type_name() == "sign_up" {
                         assert!(e.user_id.is_some() && e.anonymous_id.is_some(), "{}", line.text);
+                    } else if e.type_name() == "identify" && e.anonymous_id.is_some() {
+                        assert!(e.user_id.is_some() && e.anonymous_id.as_deref().is_some_and(|a| a.ends_with("_m")));
                     } else if e.user_id.is_some() {
                         assert!(e.anonymous_id.is_none(), "{}", line.text);
                     }
@@ -478,6 +484,37 @@ mod tests {
         for kind in Malformed::ALL {
             assert!(count(&|l| l.kind == LineKind::Malformed(kind)) > 0, "no {kind:?} line");
         }
+    }
+
+    /// Proves the traffic has identity: some persons link a second device, some sign-ups
+    /// carry another visitor's anonymous id.
+    #[test]
+    fn identity_traffic_has_second_devices_and_shared_ids() {
+        let lines = default_run();
+        let events: Vec<onramp_schemas::Event> = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(&l.text).ok())
+            .collect();
+        let second_devices = events
+            .iter()
+            .filter(|e| e.user_id.is_some() && e.anonymous_id.as_deref().is_some_and(|a| a.ends_with("_m")))
+            .count();
+        let shared = events
+            .iter()
+            .filter(|e| e.type_name() == "sign_up")
+            .filter(|e| {
+                let (u, a) = (
+                    e.user_id.as_deref().unwrap_or(""),
+                    e.anonymous_id.as_deref().unwrap_or(""),
+                );
+                u.trim_start_matches("test_").trim_start_matches("u_")
+                    != a.trim_start_matches("test_").trim_start_matches("a_")
+            })
+            .count();
+        assert!(
+            second_devices > 0 && shared > 0,
+            "{second_devices} second-device links, {shared} shared sign-ups"
+        );
     }
 
     /// `max_events` stops the stream after exactly that many lines, a prefix of the full run.
