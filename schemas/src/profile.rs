@@ -562,18 +562,6 @@ mod tests {
 
     #[test]
     fn steps_keep_the_first_completion_and_derive_progress() {
-        let step = |name: &str, index: u32, next: Option<&str>| Changes {
-            step: Some(StepChange {
-                name: name.into(),
-                funnel: Some(FunnelStep {
-                    step: name.into(),
-                    index,
-                    total: 4,
-                    next: next.map(String::from),
-                }),
-            }),
-            ..Changes::default()
-        };
         let mut p = Profile::new("u");
         p.apply(&update("a", 0, 5_000, step("profile", 1, Some("workspace"))));
         p.apply(&update("b", 1, 4_000, step("profile", 1, Some("workspace"))));
