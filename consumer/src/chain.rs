@@ -99,6 +99,12 @@ pub struct OutputRecord {
     pub offset: i64,
 }
 
+/// The most linear memory one module of a chain may grow to: the engine's default, the
+/// same as in the SPU. A module that needs more fails the batch (the chain error names the
+/// partition and offsets). onramp's modules hold their fold state and one batch's input
+/// and output; they never keep what they emitted (`onramp_abi`).
+pub const WASM_MEMORY_LIMIT: usize = 1_000_000_000;
+
 /// One chain instance: some of the modules, in order, with their params.
 pub struct Chain {
     instance: SmartModuleChainInstance,
@@ -125,7 +131,20 @@ impl Chain {
         params: &ChainParams,
         initial_accumulator: Option<Vec<u8>>,
     ) -> Result<Self, ChainError> {
+        Chain::build_with_memory_limit(engine, modules, steps, params, initial_accumulator, WASM_MEMORY_LIMIT)
+    }
+
+    /// [`Chain::build`] with each module's linear memory capped at `memory_limit` bytes.
+    pub fn build_with_memory_limit(
+        engine: &SmartEngine,
+        modules: &WasmModules,
+        steps: &[Module],
+        params: &ChainParams,
+        initial_accumulator: Option<Vec<u8>>,
+        memory_limit: usize,
+    ) -> Result<Self, ChainError> {
         let mut builder = SmartModuleChainBuilder::default();
+        builder.set_store_memory_limit(memory_limit);
         for &m in steps {
             let mut config = SmartModuleConfig::builder();
             config.smartmodule_names(vec![m.crate_name().to_string()]);

@@ -29,19 +29,17 @@
 use std::sync::OnceLock;
 
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
-use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
+use fluvio_smartmodule::{eyre, RecordData, Result, SmartModuleRecord};
 use onramp_logic::enrich::{enrich, EnrichConfig};
 use onramp_logic::validate::parse_event;
 
 static CONFIG: OnceLock<EnrichConfig> = OnceLock::new();
 
-#[smartmodule(init)]
-fn init(params: SmartModuleExtraParams) -> Result<()> {
+pub fn init(params: SmartModuleExtraParams) -> Result<()> {
     let cfg = EnrichConfig::from_params(|k| params.get(k).cloned()).map_err(|e| eyre!("onramp-enrich: {e}"))?;
     CONFIG.set(cfg).map_err(|_| eyre!("onramp-enrich: init called twice"))
 }
 
-#[smartmodule(map)]
 pub fn map(record: &SmartModuleRecord) -> Result<(Option<RecordData>, RecordData)> {
     let cfg = CONFIG.get_or_init(EnrichConfig::default);
     let value = record.value.as_ref();
@@ -58,3 +56,5 @@ pub fn map(record: &SmartModuleRecord) -> Result<(Option<RecordData>, RecordData
         ),
     })
 }
+
+onramp_abi::exports!(init, map);

@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
-use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
+use fluvio_smartmodule::{eyre, RecordData, Result, SmartModuleRecord};
 use onramp_logic::fold::{FoldConfig, FoldState};
 use onramp_schemas::{ProfileUpdate, SkipKind};
 
@@ -40,13 +40,11 @@ thread_local! {
     static STATE: RefCell<Option<std::result::Result<FoldState, String>>> = const { RefCell::new(None) };
 }
 
-#[smartmodule(init)]
-fn init(params: SmartModuleExtraParams) -> Result<()> {
+pub fn init(params: SmartModuleExtraParams) -> Result<()> {
     let cfg = FoldConfig::from_params(|k| params.get(k).cloned()).map_err(|e| eyre!("onramp-profile: {e}"))?;
     CONFIG.set(cfg).map_err(|_| eyre!("onramp-profile: init called twice"))
 }
 
-#[smartmodule(aggregate)]
 pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result<RecordData> {
     let cfg = *CONFIG.get_or_init(FoldConfig::default);
     let offset = current.offset();
@@ -65,3 +63,5 @@ pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result
     });
     Ok(serde_json::to_vec(&update).unwrap_or_default().into())
 }
+
+onramp_abi::exports!(init, aggregate);

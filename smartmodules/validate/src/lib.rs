@@ -38,18 +38,16 @@
 use std::sync::OnceLock;
 
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
-use fluvio_smartmodule::{eyre, smartmodule, RecordData, Result, SmartModuleRecord};
+use fluvio_smartmodule::{eyre, RecordData, Result, SmartModuleRecord};
 use onramp_logic::validate::{validate, Mode, ValidateConfig};
 
 static CONFIG: OnceLock<ValidateConfig> = OnceLock::new();
 
-#[smartmodule(init)]
-fn init(params: SmartModuleExtraParams) -> Result<()> {
+pub fn init(params: SmartModuleExtraParams) -> Result<()> {
     let cfg = ValidateConfig::from_params(|k| params.get(k).cloned()).map_err(|e| eyre!("onramp-validate: {e}"))?;
     CONFIG.set(cfg).map_err(|_| eyre!("onramp-validate: init called twice"))
 }
 
-#[smartmodule(filter_map)]
 pub fn filter_map(record: &SmartModuleRecord) -> Result<Option<(Option<RecordData>, RecordData)>> {
     let cfg = CONFIG.get_or_init(ValidateConfig::default);
     let value = record.value.as_ref();
@@ -63,3 +61,5 @@ pub fn filter_map(record: &SmartModuleRecord) -> Result<Option<(Option<RecordDat
         _ => None,
     })
 }
+
+onramp_abi::exports!(init, filter_map);

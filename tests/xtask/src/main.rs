@@ -147,6 +147,23 @@ fn test() -> Result<(), String> {
     run(cargo()
         .current_dir(&ws)
         .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The modules' Wasm exports (`onramp-abi`) exist only on wasm32: lint them there too.
+    run(cargo().current_dir(&ws).args([
+        "clippy",
+        "--target",
+        "wasm32-wasip1",
+        "-p",
+        "onramp-abi",
+        "-p",
+        "onramp-validate",
+        "-p",
+        "onramp-enrich",
+        "-p",
+        "onramp-profile",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().current_dir(&ws).args(["test", "--workspace"]))?;
     if std::env::var("FLUVIO_E2E").ok().as_deref() == Some("1") {
         println!("xtask: cluster tests ran against the local Fluvio cluster (FLUVIO_E2E=1)");
