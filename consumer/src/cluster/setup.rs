@@ -163,6 +163,7 @@ pub async fn setup(cfg: &SetupConfig) -> anyhow::Result<SetupReport> {
                         .delete::<SmartModuleSpec>(e.name.clone())
                         .await
                         .map_err(|err| anyhow!("deleting SmartModule {fqdn}: {err:#}"))?;
+                    wait_until_deleted(&admin, &e.name, &fqdn).await?;
                     create_module(&admin, meta, bytes).await?;
                     Change::Replaced
                 } else {
@@ -187,6 +188,36 @@ pub async fn setup(cfg: &SetupConfig) -> anyhow::Result<SetupReport> {
         partitions: cfg.partitions,
         modules,
     })
+}
+
+/// How long a replaced SmartModule's deletion is given to reach the SPUs before the new
+/// one is created under the same name.
+const DELETE_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits until the SC no longer lists the SmartModule `name`, then [`DELETE_GRACE`] more.
+///
+/// The SC sends the SPUs the changes since their last sync; a deletion and a creation of
+/// the same name inside one sync reach the SPU as an update and then a delete, and the SPU
+/// ends up without the module (measured on Fluvio 0.50: every `setup --replace` that
+/// created at once left consumers failing with `SmartModuleNotFound`). Letting the
+/// deletion reach the SPUs first avoids it.
+async fn wait_until_deleted(admin: &fluvio::FluvioAdmin, name: &str, fqdn: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let listed = admin
+            .all::<SmartModuleSpec>()
+            .await
+            .map_err(|e| anyhow!("listing SmartModules: {e:#}"))?;
+        if !listed.iter().any(|s| s.name == name) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("SmartModule {fqdn} is still listed 30 s after it was deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(DELETE_GRACE).await;
+    Ok(())
 }
 
 async fn create_module(
