@@ -19,14 +19,27 @@
 //! session. The watermark is defined as the greatest lower median of the event times of
 //! the partition's last 15 events (duplicates included), once there are 3; an event more
 //! than `max_ahead` beyond the watermark before it is quarantined (not folded).
+//!
+//! # Persons
+//! [`reference_persons`] folds every partition and then assembles persons by their
+//! definition, without `Profile::merge` and without the store's links: an applied event
+//! carrying both `user_id` and `anonymous_id` is a claim of the anonymous id by the user at
+//! (event time, partition, offset); the user with the smallest claim owns it; a person is a
+//! user (or an anonymous id nobody claimed) with every anonymous id it owns. Its profile is
+//! computed once over the union of all its ids' events: a min, a max, a sum or "the value
+//! of the greatest (time, offset)" over all of them, ties between partitions broken by the
+//! value's JSON. Sessions and time spent are the one exception: the fold keeps them per id
+//! and partition (an id's sessions do not know about another id's), so they are walked per
+//! id and added.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use onramp_logic::enrich::{enrich, EnrichConfig};
 use onramp_logic::validate::{event_email, validate, ValidateConfig};
 use onramp_schemas::event::EventKind;
 use onramp_schemas::profile::{AsOf, FirstTouch, FunnelProgress, RecentEvent, StepProgress, RECENT_EVENTS};
 use onramp_schemas::{Acquisition, Counters, EnrichedEvent, Lww, Page, Profile};
+use serde::Serialize;
 
 /// Session and time-spent settings (the profile module's params).
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +76,93 @@ struct Seen {
 
 /// Folds one partition's records (`(offset, value)` in offset order) into profiles.
 pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTreeMap<String, Profile> {
+    applied_events(records, cfg)
+        .into_iter()
+        .map(|(user, events)| (user.clone(), profile_of(&user, &[events.as_slice()], cfg)))
+        .collect()
+}
+
+/// A person of the reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferencePerson {
+    /// The anonymous ids it owns, sorted.
+    pub anonymous_ids: Vec<String>,
+    /// Anonymous ids it claimed that more than one user claimed (owned by it or not).
+    pub conflicted_ids: BTreeSet<String>,
+    /// Its profile, over every event of every id (`user_id` is the person id).
+    pub profile: Profile,
+}
+
+/// Folds every partition (`partitions[p]`: partition `p`'s records in offset order) and
+/// assembles persons, keyed by person id.
+pub fn reference_persons(
+    partitions: &[Vec<(i64, Vec<u8>)>],
+    cfg: ReferenceConfig,
+) -> BTreeMap<String, ReferencePerson> {
+    let folded: Vec<BTreeMap<String, Vec<Seen>>> = partitions.iter().map(|r| applied_events(r, cfg)).collect();
+    // Each user's smallest claim on each anonymous id.
+    let mut claims: BTreeMap<&str, BTreeMap<&str, (i64, usize, i64)>> = BTreeMap::new();
+    for (partition, by_id) in folded.iter().enumerate() {
+        for seen in by_id.values().flatten() {
+            let e = &seen.ev.event;
+            let (Some(user), Some(anonymous)) = (e.user_id.as_deref(), e.anonymous_id.as_deref()) else {
+                continue;
+            };
+            if user.is_empty() || anonymous.is_empty() || user == anonymous {
+                continue;
+            }
+            let claim = (seen.t, partition, seen.offset);
+            let slot = claims.entry(anonymous).or_default().entry(user).or_insert(claim);
+            *slot = (*slot).min(claim);
+        }
+    }
+    let owner = |anonymous: &str| -> Option<&str> {
+        claims
+            .get(anonymous)?
+            .iter()
+            .min_by_key(|(user, claim)| (**claim, **user))
+            .map(|(user, _)| *user)
+    };
+    // Each person's ids, with their events per partition.
+    let mut persons: BTreeMap<String, Vec<(&str, &[Seen])>> = BTreeMap::new();
+    for by_id in &folded {
+        for (id, events) in by_id {
+            let person = owner(id).unwrap_or(id).to_string();
+            persons
+                .entry(person)
+                .or_default()
+                .push((id.as_str(), events.as_slice()));
+        }
+    }
+    persons
+        .into_iter()
+        .map(|(person, ids)| {
+            // Every anonymous id it owns, whether or not any event came with that id alone.
+            let anonymous_ids: BTreeSet<String> = claims
+                .keys()
+                .filter(|anonymous| owner(anonymous) == Some(person.as_str()))
+                .map(|anonymous| anonymous.to_string())
+                .collect();
+            let conflicted_ids = claims
+                .iter()
+                .filter(|(_, users)| users.len() > 1 && users.contains_key(person.as_str()))
+                .map(|(anonymous, _)| anonymous.to_string())
+                .collect();
+            let groups: Vec<&[Seen]> = ids.iter().map(|(_, events)| *events).collect();
+            let profile = profile_of(&person, &groups, cfg);
+            let person_view = ReferencePerson {
+                anonymous_ids: anonymous_ids.into_iter().collect(),
+                conflicted_ids,
+                profile,
+            };
+            (person, person_view)
+        })
+        .collect()
+}
+
+/// One partition's accepted, de-duplicated, not quarantined events per identity (the
+/// events the fold applies), each with whether it found its identity's state expired.
+fn applied_events(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTreeMap<String, Vec<Seen>> {
     let gate = ValidateConfig::default();
     let enrich_cfg = EnrichConfig::default();
     let mut by_user: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
@@ -106,27 +206,32 @@ pub fn reference_fold(records: &[(i64, Vec<u8>)], cfg: ReferenceConfig) -> BTree
         });
     }
     by_user
-        .into_iter()
-        .map(|(user, events)| (user.clone(), profile_of(&user, &events, cfg)))
-        .collect()
 }
 
-/// The latest (by event time, then offset) of the values `f` gives.
-fn latest<T>(events: &[Seen], f: impl Fn(&Seen) -> Option<T>) -> Option<Lww<T>> {
+/// The latest (by event time, then offset, then the value's JSON) of the values `f` gives.
+fn latest<T: Serialize>(events: &[&Seen], f: impl Fn(&Seen) -> Option<T>) -> Option<Lww<T>> {
     events
         .iter()
-        .filter_map(|s| f(s).map(|v| (s.t, s.offset, v)))
-        .max_by_key(|(t, o, _)| (*t, *o))
-        .map(|(at_ms, offset, value)| Lww { value, at_ms, offset })
+        .filter_map(|s| f(s).map(|v| (s.t, s.offset, json(&v), v)))
+        .max_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)))
+        .map(|(at_ms, offset, _, value)| Lww { value, at_ms, offset })
 }
 
-fn first_time(events: &[Seen], f: impl Fn(&Seen) -> bool) -> Option<i64> {
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("JSON")
+}
+
+fn first_time(events: &[&Seen], f: impl Fn(&Seen) -> bool) -> Option<i64> {
     events.iter().filter(|s| f(s)).map(|s| s.t).min()
 }
 
-fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
+/// The profile of `id` over `groups`: the applied events of each of its ids on one
+/// partition, in partition order.
+fn profile_of(id: &str, groups: &[&[Seen]], cfg: ReferenceConfig) -> Profile {
+    let events: Vec<&Seen> = groups.iter().flat_map(|g| g.iter()).collect();
+    let events = events.as_slice();
     let kind = |s: &Seen| s.ev.event.kind.clone();
-    let mut p = Profile::new(user);
+    let mut p = Profile::new(id);
     p.first_seen_ms = events.iter().map(|s| s.t).min().unwrap_or_default();
     p.last_seen_ms = events.iter().map(|s| s.t).max().unwrap_or_default();
     p.signed_up_ms = first_time(events, |s| matches!(kind(s), EventKind::SignUp(_)));
@@ -176,21 +281,24 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
         }),
         ..Counters::default()
     };
-    // Sessions, walking the user's events in partition order.
-    let mut latest_t: Option<i64> = None;
-    for s in events {
-        if s.expired {
-            latest_t = None;
+    // Sessions, walking each id's events in partition order.
+    for group in groups {
+        let mut latest_t: Option<i64> = None;
+        for s in group.iter() {
+            if s.expired {
+                latest_t = None;
+            }
+            match latest_t {
+                None => p.counters.sessions += 1,
+                Some(last) if s.t > last + cfg.session_timeout_ms => p.counters.sessions += 1,
+                Some(last) if s.t >= last => p.counters.time_spent_ms += (s.t - last).min(cfg.max_page_time_ms) as u64,
+                Some(_) => {}
+            }
+            latest_t = Some(latest_t.map_or(s.t, |l| l.max(s.t)));
         }
-        match latest_t {
-            None => p.counters.sessions += 1,
-            Some(last) if s.t > last + cfg.session_timeout_ms => p.counters.sessions += 1,
-            Some(last) if s.t >= last => p.counters.time_spent_ms += (s.t - last).min(cfg.max_page_time_ms) as u64,
-            Some(_) => {}
-        }
-        latest_t = Some(latest_t.map_or(s.t, |l| l.max(s.t)));
     }
-    // Steps: the step an event completes, with its first completion time.
+    // Steps: the step an event completes, with its first completion time and its funnel
+    // position (every event of a step gives the same one under one funnel; the smallest).
     for s in events {
         let name = match &s.ev.event.kind {
             EventKind::StepCompleted(sc) => Some(sc.step.clone()),
@@ -205,8 +313,10 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
         });
         entry.first_completed_ms = entry.first_completed_ms.min(s.t);
         if let Some(f) = funnel {
-            entry.index = Some(f.index);
-            entry.next = f.next.clone();
+            if entry.index.is_none() || (Some(f.index), f.next.as_deref()) < (entry.index, entry.next.as_deref()) {
+                entry.index = Some(f.index);
+                entry.next = f.next.clone();
+            }
         }
     }
     let total = events
@@ -229,7 +339,6 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
     p.acquisition = events
         .iter()
         .filter(|s| s.ev.enrichment.campaign.is_some() || s.ev.enrichment.referrer_host.is_some())
-        .min_by_key(|s| (s.t, s.offset))
         .map(|s| FirstTouch {
             acquisition: Acquisition {
                 campaign: s.ev.enrichment.campaign.clone(),
@@ -237,7 +346,8 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
             },
             at_ms: s.t,
             offset: s.offset,
-        });
+        })
+        .min_by_key(|touch| (touch.at_ms, touch.offset, json(&touch.acquisition)));
     p.last_device = latest(events, |s| {
         s.ev.event
             .context
@@ -246,11 +356,9 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
             .map(|_| s.ev.enrichment.device.clone())
     });
     p.locale = latest(events, |s| s.ev.enrichment.locale.clone());
-    let mut recent: Vec<&Seen> = events.iter().collect();
-    recent.sort_by_key(|s| std::cmp::Reverse((s.t, s.offset)));
-    p.recent_events = recent
-        .into_iter()
-        .take(RECENT_EVENTS)
+    // The newest events, by (time, offset, event id); one entry per such key.
+    let mut recent: Vec<RecentEvent> = events
+        .iter()
         .map(|s| RecentEvent {
             event_id: s.ev.event.event_id.clone(),
             event_type: s.ev.event.type_name().to_string(),
@@ -258,6 +366,14 @@ fn profile_of(user: &str, events: &[Seen], cfg: ReferenceConfig) -> Profile {
             offset: s.offset,
         })
         .collect();
+    recent.sort_by(|a, b| {
+        (b.at_ms, b.offset, &b.event_id, &b.event_type).cmp(&(a.at_ms, a.offset, &a.event_id, &a.event_type))
+    });
+    recent.dedup_by(|later, kept| {
+        (later.at_ms, later.offset, &later.event_id) == (kept.at_ms, kept.offset, &kept.event_id)
+    });
+    recent.truncate(RECENT_EVENTS);
+    p.recent_events = recent;
     p.as_of = AsOf {
         offset: events.iter().map(|s| s.offset).max().unwrap_or(-1),
         event_time_ms: p.last_seen_ms,

@@ -1,7 +1,7 @@
 //! The `onramp` binary end to end: generated traffic through `onramp run` against the
 //! reference fold, SIGKILL crash recovery, and refused bad input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use onramp::generator::{Generator, GeneratorConfig};
 use onramp::partition::{record_key, Partitioner};
 use onramp_schemas::Profile;
 use onramp_tests::cli::{command, export, json, ok, onramp, store_profiles};
-use onramp_tests::reference::{reference_fold, ReferenceConfig};
+use onramp_tests::reference::{reference_fold, reference_persons, ReferenceConfig};
 use onramp_tests::running::Running;
 
 /// Writes the generator's traffic for `seed` and `users` (other settings default).
@@ -25,8 +25,8 @@ fn write_traffic(dir: &Path, seed: u64, users: u64) -> (PathBuf, Vec<String>) {
     (path, lines)
 }
 
-/// The reference fold of `lines`, split into partitions as the Fluvio producer would.
-fn reference(lines: &[String], partitions: u32) -> BTreeMap<String, Profile> {
+/// `lines` split into partitions as the Fluvio producer would: `(offset, value)` each.
+fn partitioned(lines: &[String], partitions: u32) -> Vec<Vec<(i64, Vec<u8>)>> {
     let mut partitioner = Partitioner::new(partitions);
     let mut per_partition: Vec<Vec<(i64, Vec<u8>)>> = vec![Vec::new(); partitions as usize];
     for line in lines {
@@ -35,9 +35,58 @@ fn reference(lines: &[String], partitions: u32) -> BTreeMap<String, Profile> {
         per_partition[p].push((offset, line.clone().into_bytes()));
     }
     per_partition
+}
+
+/// The reference fold of `lines`, per id.
+fn reference(lines: &[String], partitions: u32) -> BTreeMap<String, Profile> {
+    partitioned(lines, partitions)
         .iter()
         .flat_map(|records| reference_fold(records, ReferenceConfig::default()))
         .collect()
+}
+
+/// Checks the store's persons (`onramp export`) against the reference's, person by
+/// person: profile, anonymous ids and which ids had link conflicts. Returns how many
+/// persons got their first touch from an anonymous id (the visit before sign-up), have two
+/// or more anonymous ids (devices), and have link conflicts.
+fn assert_persons_equal_the_reference(store: &Path, lines: &[String], partitions: u32) -> [usize; 3] {
+    let want = reference_persons(&partitioned(lines, partitions), ReferenceConfig::default());
+    let by_id = reference(lines, partitions);
+    let exported = export(store);
+    assert_eq!(exported.lines().count(), want.len(), "person count");
+    let mut first_touch_from_a_visit = 0;
+    let mut devices = 0;
+    let mut conflicts = 0;
+    for line in exported.lines() {
+        let got: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = got["user_id"].as_str().unwrap().to_string();
+        let want = want
+            .get(&id)
+            .unwrap_or_else(|| panic!("{id} is not a person of the reference"));
+        let profile: Profile = serde_json::from_value(got.clone()).unwrap();
+        assert_eq!(profile, want.profile, "profile of person {id}");
+        let anonymous_ids: Vec<String> = serde_json::from_value(got["anonymous_ids"].clone()).unwrap();
+        assert_eq!(anonymous_ids, want.anonymous_ids, "anonymous ids of person {id}");
+        let conflicted: BTreeSet<String> = got["link_conflicts"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .map(|c| c["anonymous_id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(conflicted, want.conflicted_ids, "link conflicts of person {id}");
+        devices += usize::from(want.anonymous_ids.len() >= 2);
+        conflicts += usize::from(!conflicted.is_empty());
+        let touch = want.profile.acquisition.as_ref();
+        if touch.is_some_and(|t| t.acquisition.campaign.is_some()) && !want.anonymous_ids.is_empty() {
+            let own = by_id.get(&id).and_then(|p| p.acquisition.as_ref());
+            if own != touch {
+                first_touch_from_a_visit += 1;
+            }
+        }
+    }
+    [first_touch_from_a_visit, devices, conflicts]
 }
 
 /// Proves generated traffic — late events, retries, bots, test users, malformed lines —
@@ -84,6 +133,13 @@ fn run_equals_the_reference_fold() {
     for (user, p) in &want {
         assert_eq!(got.get(user), Some(p), "profile of {user}");
     }
+    let [carried, devices, conflicts] = assert_persons_equal_the_reference(&store, &lines, 3);
+    assert!(
+        carried > 10,
+        "only {carried} persons got their campaign from the visit before sign-up"
+    );
+    assert!(devices > 5, "only {devices} persons with two anonymous ids");
+    assert!(conflicts > 0, "no link conflicts in the traffic");
 
     // Running again over the same input changes nothing.
     let before = export(&store);
