@@ -66,6 +66,7 @@ pub struct Metrics {
     inner: Mutex<Inner>,
     duplicates: AtomicU64,
     fold_evictions: AtomicU64,
+    link_conflicts: AtomicU64,
     updates_applied: AtomicU64,
     stream_clients: AtomicU64,
     streams_dropped: AtomicU64,
@@ -93,6 +94,10 @@ pub struct BatchFigures {
     pub applied: u64,
     /// Live users the profile aggregate evicted to stay within `max_users`.
     pub fold_evictions: u64,
+    /// Records dropped because they belong to an erased id.
+    pub suppressed: u64,
+    /// Link conflicts the batch added.
+    pub link_conflicts: u64,
     /// Seconds the store commit took.
     pub apply_seconds: f64,
     /// Apply time − event time of each applied update, seconds.
@@ -106,6 +111,7 @@ impl Metrics {
         *inner.events.entry(("accepted".into(), b.partition)).or_default() += b.accepted;
         let rejected: u64 = b.rejects.values().sum();
         *inner.events.entry(("rejected".into(), b.partition)).or_default() += rejected;
+        *inner.events.entry(("suppressed".into(), b.partition)).or_default() += b.suppressed;
         for (reason, n) in &b.rejects {
             *inner.rejects.entry(reason.clone()).or_default() += n;
         }
@@ -116,6 +122,7 @@ impl Metrics {
         }
         self.duplicates.fetch_add(b.duplicates, Ordering::Relaxed);
         self.fold_evictions.fetch_add(b.fold_evictions, Ordering::Relaxed);
+        self.link_conflicts.fetch_add(b.link_conflicts, Ordering::Relaxed);
         self.updates_applied.fetch_add(b.applied, Ordering::Relaxed);
     }
 
@@ -191,7 +198,7 @@ impl Metrics {
             &mut out,
             "onramp_events_total",
             "counter",
-            "Records processed, by outcome and partition.",
+            "Records processed, by outcome (accepted, rejected, or suppressed: an erased id's) and partition.",
         );
         for ((outcome, p), n) in &inner.events {
             let _ = writeln!(
@@ -221,6 +228,13 @@ impl Metrics {
             "counter",
             "Live users the profile aggregate evicted (least recently active first) to stay within its max_users; each loses its session and dedup window.",
             self.fold_evictions.load(Ordering::Relaxed),
+        );
+        single(
+            &mut out,
+            "onramp_link_conflicts_total",
+            "counter",
+            "Claims on an anonymous id that another user had already claimed (the earliest claim keeps owning it).",
+            self.link_conflicts.load(Ordering::Relaxed),
         );
         single(
             &mut out,

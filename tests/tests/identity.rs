@@ -436,6 +436,23 @@ fn an_erased_person_stays_erased_mid_run_and_across_a_rebuild() {
         !u5.contains("a_2"),
         "u_5 keeps its event but not the erased anonymous id: {u5}"
     );
+    // /metrics counts the dropped records and the one link conflict (u_3 claimed a_3 after
+    // u_2), once every partition committed them.
+    onramp_tests::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        "3 suppressed records and 1 link conflict on /metrics",
+        || {
+            let text = http(&base, "GET", "/metrics", None).1;
+            let sum = |prefix: &str| -> u64 {
+                text.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum()
+            };
+            sum("onramp_events_total{outcome=\"suppressed\"") == 3 && sum("onramp_link_conflicts_total ") == 1
+        },
+    );
     let (_, replay) = http(&base, "GET", "/v1/updates", Some(0));
     assert!(replay.contains("a_9"), "the replay works: {replay}");
     for id in ["\"u_1\"", "\"a_1\"", "\"a_2\"", "u_1@private-mail.net"] {

@@ -210,6 +210,8 @@ impl Observer for Hub {
             duplicates: committed.duplicates,
             applied: committed.applied,
             fold_evictions: committed.evicted,
+            suppressed: committed.suppressed,
+            link_conflicts: committed.link_conflicts,
             apply_seconds,
             ..BatchFigures::default()
         };

@@ -108,14 +108,14 @@ pub(super) struct ClaimSeen<'a> {
 }
 
 /// Records the claims a batch's applied updates made, inside the batch's transaction; adds
-/// the change in conflicts to the `link_conflicts` counter.
+/// the change in conflicts to the `link_conflicts` counter and returns it.
 pub(super) fn record_claims(
     links: &TransactionalTree,
     link_claims: &TransactionalTree,
     counters: &TransactionalTree,
     partition: u32,
     seen: &[ClaimSeen<'_>],
-) -> Result<(), ConflictableTransactionError<String>> {
+) -> Result<u64, ConflictableTransactionError<String>> {
     let mut changed: BTreeMap<&str, (u64, Link)> = BTreeMap::new();
     for u in seen {
         let anonymous_id = u.anonymous_id.as_str();
@@ -153,12 +153,9 @@ pub(super) fn record_claims(
         conflicts_after += link.conflicts();
         links.insert(anonymous_id.as_bytes(), serde_json::to_vec(link).map_err(abort)?)?;
     }
-    add(
-        counters,
-        "link_conflicts",
-        conflicts_after.saturating_sub(conflicts_before),
-    )?;
-    Ok(())
+    let added = conflicts_after.saturating_sub(conflicts_before);
+    add(counters, "link_conflicts", added)?;
+    Ok(added)
 }
 
 /// A link conflict as a person shows it: another user also claimed one of its anonymous ids.

@@ -312,6 +312,9 @@ pub struct Committed {
     /// Erased anonymous ids removed from other users' updates (the update stream must strip
     /// them too).
     pub stripped_anonymous_ids: std::collections::BTreeSet<String>,
+    /// Link conflicts the batch added: claims on an anonymous id another user already
+    /// claimed (see `store::identity`).
+    pub link_conflicts: u64,
 }
 
 impl Committed {
@@ -735,7 +738,8 @@ impl Store {
                     }
                 }
                 checkpoint.max_event_time_ms = checkpoint.clock.watermark_ms;
-                identity::record_claims(links, link_claims, counters, batch.partition, &claims)?;
+                committed.link_conflicts =
+                    identity::record_claims(links, link_claims, counters, batch.partition, &claims)?;
                 for (user, profile) in &touched {
                     profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
                 }

@@ -1,5 +1,5 @@
 //! The pure logic of onramp's three SmartModules, as plain functions over the types in
-//! `onramp-schemas`. The `#[smartmodule]` crates (`smartmodules/validate`, `enrich`,
+//! `onramp-schemas`. The SmartModule crates (`smartmodules/validate`, `enrich`,
 //! `profile`) are thin wrappers around it: decode, call, encode. Keeping it here, without
 //! the macro, lets the same unit tests run natively and compiled to
 //! `wasm32-unknown-unknown` under wasm-bindgen-test, and lets the benchmark run the very
