@@ -6,7 +6,21 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Makes glibc's malloc give freed memory back to the system once 1 MiB is free at the top
+/// of the heap. By default glibc raises that threshold every time a large block is freed
+/// (up to 32 MiB and more), and a run that moves batches of records through the chain and
+/// the store kept hundreds of MB it no longer used: max RSS grew with the run (806 MB after
+/// a million events, against 318 MB with this; BENCHMARKS.md, "Memory of a long run").
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    return_freed_memory();
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

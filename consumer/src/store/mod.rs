@@ -324,6 +324,11 @@ impl Committed {
     }
 }
 
+/// sled's page cache. Its default (1 GB) holds every page a run writes until it is full, so
+/// a run's memory grew with the store up to that; 256 MiB holds the hot profiles and fold
+/// state of a run with room to spare (BENCHMARKS.md, "Memory of a long run").
+pub const SLED_CACHE_BYTES: u64 = 256 << 20;
+
 /// The store.
 #[derive(Clone)]
 pub struct Store {
@@ -412,7 +417,10 @@ impl Store {
     }
 
     fn open_sled(path: &Path) -> Result<Store, StoreError> {
-        let config = sled::Config::new().path(path).flush_every_ms(Some(500));
+        let config = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .cache_capacity(SLED_CACHE_BYTES);
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
         let db = match opened {
             Ok(Ok(db)) => db,
