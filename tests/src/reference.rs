@@ -24,8 +24,10 @@
 //! [`reference_persons`] folds every partition and then assembles persons by their
 //! definition, without `Profile::merge` and without the store's links: an applied event
 //! carrying both `user_id` and `anonymous_id` is a claim of the anonymous id by the user at
-//! (event time, partition, offset); the user with the smallest claim owns it; a person is a
-//! user (or an anonymous id nobody claimed) with every anonymous id it owns. Its profile is
+//! (event time, partition, offset); the user with the smallest claim owns it; a user that
+//! made any claim is always its own person (even if another event named it as an anonymous
+//! id); a person is such a user, or any other id nobody claimed, with every id it owns that
+//! made no claim itself. Its profile is
 //! computed once over the union of all its ids' events: a min, a max, a sum or "the value
 //! of the greatest (time, offset)" over all of them, ties between partitions broken by the
 //! value's JSON. Sessions and time spent are the one exception: the fold keeps them per id
@@ -123,11 +125,18 @@ pub fn reference_persons(
             .min_by_key(|(user, claim)| (**claim, **user))
             .map(|(user, _)| *user)
     };
+    let claimants: BTreeSet<&str> = claims.values().flat_map(|users| users.keys().copied()).collect();
+    let person_of = |id: &str| -> String {
+        match owner(id) {
+            Some(owner) if !claimants.contains(id) => owner.to_string(),
+            _ => id.to_string(),
+        }
+    };
     // Each person's ids, with their events per partition.
     let mut persons: BTreeMap<String, Vec<(&str, &[Seen])>> = BTreeMap::new();
     for by_id in &folded {
         for (id, events) in by_id {
-            let person = owner(id).unwrap_or(id).to_string();
+            let person = person_of(id);
             persons
                 .entry(person)
                 .or_default()
@@ -140,7 +149,7 @@ pub fn reference_persons(
             // Every anonymous id it owns, whether or not any event came with that id alone.
             let anonymous_ids: BTreeSet<String> = claims
                 .keys()
-                .filter(|anonymous| owner(anonymous) == Some(person.as_str()))
+                .filter(|anonymous| !claimants.contains(*anonymous) && owner(anonymous) == Some(person.as_str()))
                 .map(|anonymous| anonymous.to_string())
                 .collect();
             let conflicted_ids = claims

@@ -508,3 +508,71 @@ fn an_erased_person_stays_erased_mid_run_and_across_a_rebuild() {
     let out = Onramp::Debug.output(&["erase", "nobody", "--store", s]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing of `nobody`"));
 }
+
+/// Proves ids that name each other stay in exactly one person each, in person-id order:
+/// two users that each give the other's id as their anonymous id (a cycle), and a chain
+/// `a_1 → u_3 → u_4` (u_3 claims a_1, then u_4 names u_3 as its anonymous id). A user that
+/// claimed an anonymous id is always its own person, so nothing drops out of export, list or
+/// stats, and erasing u_4 leaves u_3 and its visit alone.
+#[test]
+fn ids_that_name_each_other_stay_in_exactly_one_person() {
+    let lines = vec![
+        sign_up(0, "u_1", "u_2"),
+        sign_up(1, "u_2", "u_1"),
+        page_view(2, "a_1", "https://onramp.example/?utm_source=ads&utm_campaign=chain"),
+        sign_up(3, "u_3", "a_1"),
+        event(
+            4,
+            "identify",
+            Some("u_4"),
+            Some("u_3"),
+            json!({"properties": {"traits": {"plan": "pro"}}}),
+        ),
+        page_view(5, "b_1", "https://onramp.example/"),
+        page_view(6, "z_1", "https://onramp.example/"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_input(dir.path(), &lines);
+    let store = dir.path().join("store");
+    run_into(&input, "1", &store);
+    let persons = persons(&store);
+    let ids: Vec<&str> = persons.keys().map(String::as_str).collect();
+    assert_eq!(ids, ["b_1", "u_1", "u_2", "u_3", "u_4", "z_1"], "{persons:#?}");
+    assert_eq!(persons["u_3"]["anonymous_ids"], json!(["a_1"]));
+    assert_eq!(persons["u_3"]["acquisition"]["campaign"]["campaign"], "chain");
+    for id in ["u_1", "u_2", "u_4"] {
+        assert_eq!(persons[id]["anonymous_ids"], json!([]), "{id} owns no claimant");
+    }
+    // Every stored id is in exactly one person.
+    let mut covered: Vec<String> = persons
+        .values()
+        .flat_map(|p| {
+            let anonymous: Vec<String> = serde_json::from_value(p["anonymous_ids"].clone()).unwrap();
+            std::iter::once(p["user_id"].as_str().unwrap().to_string()).chain(anonymous)
+        })
+        .collect();
+    covered.sort();
+    let stored: Vec<String> = Onramp::Debug
+        .export_by_id(&store)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["user_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(covered, stored);
+    let s = store.to_str().unwrap();
+    assert_eq!(listed(s), ids);
+    for id in ["u_1", "u_2", "u_3", "a_1"] {
+        let got = json(&["profile", "get", id, "--store", s]);
+        let want = if id == "a_1" { "u_3" } else { id };
+        assert_eq!(got["user_id"], want, "the person of {id}");
+    }
+    ok(&["erase", "u_4", "--store", s]);
+    let after = Onramp::Debug.export(&store);
+    assert!(after.contains("\"u_3\"") && after.contains("\"a_1\""), "{after}");
+    assert!(!after.contains("\"u_4\""), "{after}");
+    assert_eq!(json(&["check", "--json", "--store", s])["healthy"], true);
+}

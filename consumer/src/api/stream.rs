@@ -155,6 +155,16 @@ impl Updates {
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
         let before = window.recent.len();
         window.recent.retain(|s| s.update.user_id != user);
+        // Other users' updates that named the erased id as their anonymous id keep the
+        // update, without the id (as the store keeps their profiles).
+        for s in window.recent.iter_mut() {
+            let names_it = s.update.changes.as_ref().and_then(|c| c.anonymous_id.as_deref()) == Some(user);
+            if names_it {
+                if let Some(c) = Arc::make_mut(s).update.changes.as_mut() {
+                    c.anonymous_id = None;
+                }
+            }
+        }
         let erasure = Erasure {
             last_seq: window.next_seq - 1,
             at: Instant::now(),

@@ -33,7 +33,29 @@ impl Erased {
     pub fn found_anything(&self) -> bool {
         self.profiles > 0 || !self.fold_state_partitions.is_empty() || self.rejects > 0 || self.links > 0
     }
+
+    /// Adds what a later pass over the same person removed.
+    fn absorb(&mut self, more: Erased) {
+        for id in more.ids {
+            if !self.ids.contains(&id) {
+                self.ids.push(id);
+            }
+        }
+        self.profiles += more.profiles;
+        for p in more.fold_state_partitions {
+            if !self.fold_state_partitions.contains(&p) {
+                self.fold_state_partitions.push(p);
+            }
+        }
+        self.fold_state_partitions.sort_unstable();
+        self.rejects += more.rejects;
+        self.links += more.links;
+    }
 }
+
+/// Most passes one erasure makes (see [`Store::erase`]); two suffice unless commits keep
+/// racing it, and each pass after the first only finds what a racing commit added.
+const MAX_ERASE_PASSES: usize = 4;
 
 impl Store {
     /// Erases the person `id` belongs to (any of its ids): every id's profile, fold state on
@@ -41,13 +63,38 @@ impl Store {
     /// anything was found, suppresses every id of it so later records are dropped at commit
     /// (see `suppress`). Returns what was removed; the chains of
     /// [`Erased::fold_state_partitions`] must be restarted from the store's snapshot.
+    ///
+    /// The person's ids and claims are read before the transaction, so a batch committed in
+    /// between can add a claim (or a reject) the transaction does not know of. Once the
+    /// first pass has committed, the person's ids are suppressed and gain nothing new, so
+    /// further passes over the same person remove whatever slipped in, until one finds
+    /// nothing.
     pub fn erase(&self, id: &str) -> Result<Erased, StoreError> {
-        let partitions = self.partitions()?.unwrap_or(0);
         let person = self.person_id(id)?;
+        let mut erased = self.erase_pass(&person)?;
+        if erased.found_anything() {
+            for _ in 1..MAX_ERASE_PASSES {
+                let more = self.erase_pass(&person)?;
+                if !more.found_anything() {
+                    break;
+                }
+                tracing::info!(person = %person, ids = ?more.ids, "erasure: a second pass removed what a racing commit added");
+                erased.absorb(more);
+            }
+        }
+        Ok(erased)
+    }
+
+    /// One erasure pass over `person` (a person id): see [`Store::erase`].
+    fn erase_pass(&self, person: &str) -> Result<Erased, StoreError> {
+        let partitions = self.partitions()?.unwrap_or(0);
+        let person = person.to_string();
+        // Owned anonymous ids go with the person; a claimant it "owns" (a user some event
+        // named as an anonymous id) is a person of its own and only loses this claim.
         let mut owned = Vec::new();
         let mut others = Vec::new();
         for (anonymous_id, link) in self.claims_of(&person)? {
-            if link.owner() == Some(person.as_str()) {
+            if link.owner() == Some(person.as_str()) && !self.is_claimant(&anonymous_id)? {
                 owned.push((anonymous_id, link));
             } else {
                 others.push((anonymous_id, link));
@@ -129,14 +176,30 @@ impl Store {
                     conflicts_removed += link.conflicts();
                     for c in &link.claims {
                         link_claims.remove(claim_key(&c.user, anonymous_id))?;
+                        // The users that lost this id to the person keep no trace of it.
+                        if c.user == person {
+                            continue;
+                        }
+                        if let Some(v) = profiles.get(c.user.as_bytes())? {
+                            let mut profile: Profile = serde_json::from_slice(&v).map_err(abort)?;
+                            if profile.anonymous_id.as_ref().is_some_and(|a| a.value == *anonymous_id) {
+                                profile.anonymous_id = None;
+                                profiles.insert(c.user.as_bytes(), serde_json::to_vec(&profile).map_err(abort)?)?;
+                            }
+                        }
                     }
                 }
                 for (anonymous_id, link) in &others {
                     let mut link = link.clone();
+                    let conflicts_before = link.conflicts();
                     if link.drop_user(&person) {
                         erased.links += 1;
-                        conflicts_removed += 1;
-                        links.insert(anonymous_id.as_bytes(), serde_json::to_vec(&link).map_err(abort)?)?;
+                        conflicts_removed += conflicts_before - link.conflicts();
+                        if link.claims.is_empty() {
+                            links.remove(anonymous_id.as_bytes())?;
+                        } else {
+                            links.insert(anonymous_id.as_bytes(), serde_json::to_vec(&link).map_err(abort)?)?;
+                        }
                     }
                     link_claims.remove(claim_key(&person, anonymous_id))?;
                 }
@@ -156,7 +219,7 @@ impl Store {
                 return Err(StoreError::Decode {
                     path: self.path.clone(),
                     tree: "profiles",
-                    key: id.into(),
+                    key: person.clone(),
                     reason,
                 })
             }
@@ -201,15 +264,19 @@ impl Store {
 /// are not letters, digits or any of `_-.@+:`). A record cut at the reject's head limit
 /// right after the term still names it: erasure errs towards removing.
 pub(crate) fn names(text: &str, term: &str) -> bool {
+    // `"term"` followed by `:` is an object key (`"user_id":`), which names nobody.
+    let is_key = |end: usize| text[end..].trim_start().starts_with(':');
     let quoted = serde_json::to_string(term).expect("a string serialises");
-    if text.contains(&quoted) {
+    if text.match_indices(&quoted).any(|(i, q)| !is_key(i + q.len())) {
         return true;
     }
     let part_of_id = |c: char| c.is_alphanumeric() || "_-.@+:".contains(c);
     text.match_indices(term).any(|(i, _)| {
+        let end = i + term.len();
         let before = text[..i].chars().next_back();
-        let after = text[i + term.len()..].chars().next();
-        !before.is_some_and(part_of_id) && !after.is_some_and(part_of_id)
+        let after = text[end..].chars().next();
+        let key = before == Some('"') && after == Some('"') && is_key(end + 1);
+        !before.is_some_and(part_of_id) && !after.is_some_and(part_of_id) && !key
     })
 }
 
@@ -294,6 +361,12 @@ mod tests {
         assert!(names("not json u_1 x", "u_1"));
         assert!(names(r#"{"user_id":"u_1"#, "u_1"), "cut right after the id");
         assert!(!names(r#"{"user_id":"u_12"}"#, "u_1"));
+        assert!(
+            !names(r#"{"user_id":"x", "type" : "click"}"#, "user_id"),
+            "a key names nobody"
+        );
+        assert!(!names(r#"{"type" : "click"}"#, "type"), "a key names nobody");
+        assert!(names(r#"{"a":"user_id"}"#, "user_id"), "a value does");
         assert!(!names("u_1@mail.example", "u_1"));
         assert!(!names("menu", "u"));
         assert!(names(r#"{"id":"a\"b"}"#, "a\"b"));

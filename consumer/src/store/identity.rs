@@ -14,9 +14,15 @@
 //! the person, and never change who owns the id.
 //!
 //! # Persons
-//! The person of an id is the owner of that id when it is a linked anonymous id, and the id
-//! itself otherwise (one hop: a user id is never resolved further). A person's ids are its
-//! person id and every anonymous id it owns. Profiles stay stored per id — the fold is per
+//! A **claimant** is an id that has made a claim: it was the `user_id` of an event that
+//! carried an anonymous id, so it is a user id. A claimant is always its own person, even
+//! when some other event named it as an anonymous id (a producer mixing up its ids, or an
+//! attacker): without that rule ids could resolve in chains (`a_1 → u_1 → u_2`) or cycles
+//! (`u_1 → u_2 → u_1`) and drop out of every person. Any other id's person is the owner of
+//! its link, when it has one whose owner has a profile, and the id itself otherwise; one
+//! hop, since an owner is a claimant. A person's ids are its person id and every anonymous
+//! id it owns that is not a claimant. All of it is decided by the final set of claims, so
+//! it does not depend on the order partitions committed in. Profiles stay stored per id — the fold is per
 //! key and per partition, and an anonymous id and its user usually live on different
 //! partitions — and the person's profile is assembled on read with [`Profile::merge`], which
 //! is order-free, so the person never depends on which partition committed first.
@@ -195,12 +201,24 @@ impl Store {
         }
     }
 
-    /// The person id of `id`: its owner when it is a linked anonymous id, else itself.
+    /// Whether `id` has made a claim (is a user id; see the module docs).
+    pub fn is_claimant(&self, id: &str) -> Result<bool, StoreError> {
+        match self.link_claims.scan_prefix(identity_prefix(id)).next() {
+            Some(item) => item.map(|_| true).map_err(|e| self.sled(e)),
+            None => Ok(false),
+        }
+    }
+
+    /// The person id of `id`: the owner of its link when `id` is not a claimant and the
+    /// owner has a profile, else `id` itself.
     pub fn person_id(&self, id: &str) -> Result<String, StoreError> {
-        Ok(self
-            .link(id)?
-            .and_then(|l| l.owner().map(str::to_string))
-            .unwrap_or_else(|| id.to_string()))
+        let Some(owner) = self.link(id)?.and_then(|l| l.owner().map(str::to_string)) else {
+            return Ok(id.to_string());
+        };
+        if owner == id || self.is_claimant(id)? || self.profile(&owner)?.is_none() {
+            return Ok(id.to_string());
+        }
+        Ok(owner)
     }
 
     /// The anonymous ids `user` claimed, with their links (owned by `user` or not).
@@ -231,7 +249,7 @@ impl Store {
                     owner: owner.clone(),
                 });
             }
-            if owner == person_id {
+            if owner == person_id && !self.is_claimant(&anonymous_id)? {
                 anonymous_ids.push(anonymous_id);
             }
         }
@@ -270,14 +288,13 @@ impl Store {
         }))
     }
 
-    /// Every person, in person-id order, starting after `after`: each profile's id that is
-    /// not an anonymous id owned by another user. A person's anonymous ids are listed under
-    /// it, never on their own.
+    /// Every person, in person-id order, starting after `after`: each profile whose id is
+    /// its own person id. A person's anonymous ids are listed under it, never on their own,
+    /// and every profile belongs to exactly one listed person.
     pub fn persons_after(&self, after: Option<&str>) -> impl Iterator<Item = Result<Person, StoreError>> + '_ {
         self.profiles_after(after).filter_map(move |item| {
             let own = item.and_then(|p| {
-                let person_id = self.person_id(&p.user_id)?;
-                if person_id != p.user_id && self.profile(&person_id)?.is_some() {
+                if self.person_id(&p.user_id)? != p.user_id {
                     return Ok(None); // listed under its owner
                 }
                 self.person(&p.user_id)

@@ -185,6 +185,24 @@ impl Store {
             }
         }
         let text = |e: StoreError| e.to_string();
+        // The list is for a store being rebuilt: one that already holds ids of it would keep
+        // serving their profiles, only freezing them. Refused before anything is written.
+        if !self.profiles.is_empty() {
+            let listed: std::collections::HashSet<&[u8]> = hashes.iter().map(Vec::as_slice).collect();
+            let mut held = 0u64;
+            for item in self.profiles.iter().keys() {
+                let id = item.map_err(|e| text(self.sled(e)))?;
+                if listed.contains(&keyed_hash(&key, &String::from_utf8_lossy(&id))[..]) {
+                    held += 1;
+                }
+            }
+            if held > 0 {
+                return Err(format!(
+                    "store {} holds {held} of the ids the suppression list erases: it would keep their profiles. Import the list into a new store (a rebuild), or erase those ids here with `onramp erase`",
+                    self.path.display()
+                ));
+            }
+        }
         match self.suppression_key().map_err(text)? {
             Some(own) if own != key && !self.suppressions.is_empty() => {
                 return Err(format!(
