@@ -121,7 +121,12 @@ pub struct Lines {
     label: String,
     /// The JSON-lines check is done (or not needed: the generator).
     checked: bool,
+    /// A UTF-8 byte-order mark at the start of the input was looked for (and skipped).
+    bom_skipped: bool,
 }
+
+/// The UTF-8 byte-order mark some editors and Windows tools put at the start of a file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 enum LinesInner {
     Reader(Box<dyn BufRead + Send>),
@@ -160,6 +165,7 @@ impl Lines {
                 read: 0,
                 label: "the generator".into(),
                 checked: true,
+                bom_skipped: true,
             }),
         }
     }
@@ -172,7 +178,29 @@ impl Lines {
             read: 0,
             label,
             checked: false,
+            bom_skipped: false,
         }
+    }
+
+    /// Skips a UTF-8 byte-order mark at the very start of the input (once, before the first
+    /// line is read), so that the first event is not rejected as `invalid_json` for it.
+    fn skip_bom(&mut self) -> std::io::Result<()> {
+        if std::mem::replace(&mut self.bom_skipped, true) {
+            return Ok(());
+        }
+        if let LinesInner::Reader(r) = &mut self.inner {
+            let buf = loop {
+                match r.fill_buf() {
+                    Ok(buf) => break buf,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if buf.starts_with(UTF8_BOM) {
+                r.consume(UTF8_BOM.len());
+            }
+        }
+        Ok(())
     }
 
     /// Reads up to [`SNIFF_LINES`] non-empty lines, keeping them for the caller, and fails
@@ -186,6 +214,7 @@ impl Lines {
             path: PathBuf::from(&label),
             source,
         };
+        self.skip_bom().map_err(unreadable)?;
         let LinesInner::Reader(reader) = &mut self.inner else {
             return Ok(());
         };
@@ -233,6 +262,9 @@ impl Iterator for Lines {
     fn next(&mut self) -> Option<Self::Item> {
         if let Err(e) = self.check_json_lines() {
             return Some(Err(e));
+        }
+        if let Err(source) = self.skip_bom() {
+            return Some(Err(SourceError::Read { lines: 0, source }));
         }
         let item = match self.prefetched.pop_front() {
             Some(line) => Some(Ok(line)),
@@ -355,6 +387,20 @@ mod tests {
             "stdin".into(),
         );
         assert!(matches!(few.next(), Some(Ok(_))), "blank lines alone are fine");
+    }
+
+    /// Proves a byte-order mark at the start of the input is skipped, and only there.
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let data = b"\xEF\xBB\xBF{\"a\":1}\n\xEF\xBB\xBF{\"b\":2}\n".to_vec();
+        let l = Lines::reader(Box::new(std::io::Cursor::new(data)), 1 << 20, "stdin".into());
+        let got: Vec<Vec<u8>> = l
+            .map(|line| match line.unwrap() {
+                Line::Whole(b) => b,
+                Line::Oversize(_) => panic!("oversize"),
+            })
+            .collect();
+        assert_eq!(got, vec![b"{\"a\":1}".to_vec(), b"\xEF\xBB\xBF{\"b\":2}".to_vec()]);
     }
 
     fn lines(data: &[u8], max: usize) -> Vec<Line> {
