@@ -223,6 +223,47 @@ fn check_first_line(store: &Store, segment: &mut InputSegment, fingerprint: u128
 /// Runs the embedded source until the input ends or `shutdown` is requested, telling
 /// `observer` about the store and every commit.
 pub fn run(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer) -> anyhow::Result<Summary> {
+    let path = &cfg.settings.store;
+    let existed = path.exists();
+    let was_empty = existed && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+    let result = run_source(cfg, shutdown, observer);
+    // A pipe or stdin is checked when its first line arrives, after the store is opened;
+    // nothing is committed before the check passes, so a store this run created for an
+    // input the check refused holds nothing: it is removed, as a refused file leaves none.
+    let refused = result.as_ref().err().is_some_and(|e| {
+        matches!(
+            e.downcast_ref::<crate::source::SourceError>(),
+            Some(crate::source::SourceError::NotJsonLines { .. })
+        )
+    });
+    if refused && (!existed || was_empty) {
+        let removed = if existed {
+            std::fs::read_dir(path).and_then(|entries| {
+                entries.into_iter().try_for_each(|e| {
+                    let e = e?;
+                    if e.file_type()?.is_dir() {
+                        std::fs::remove_dir_all(e.path())
+                    } else {
+                        std::fs::remove_file(e.path())
+                    }
+                })
+            })
+        } else {
+            std::fs::remove_dir_all(path)
+        };
+        match removed {
+            Ok(()) => {
+                tracing::info!(store = %path.display(), "the input was refused: the store this run created is removed")
+            }
+            Err(e) => {
+                tracing::warn!(store = %path.display(), "the input was refused; removing the empty store this run created failed: {e}")
+            }
+        }
+    }
+    result
+}
+
+fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let settings = &cfg.settings;
     // Everything that can be refused is checked before the store is touched.
