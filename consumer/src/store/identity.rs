@@ -215,7 +215,8 @@ impl Store {
         let Some(owner) = self.link(id)?.and_then(|l| l.owner().map(str::to_string)) else {
             return Ok(id.to_string());
         };
-        if owner == id || self.is_claimant(id)? || self.profile(&owner)?.is_none() {
+        let owner_has_profile = self.profiles.contains_key(owner.as_bytes()).map_err(|e| self.sled(e))?;
+        if owner == id || !owner_has_profile || self.is_claimant(id)? {
             return Ok(id.to_string());
         }
         Ok(owner)
