@@ -2,7 +2,10 @@
 //! a store.
 //!
 //! # Layout
-//! - [`api`]: the HTTP read API (profiles, funnel, update stream, erasure, health).
+//! - [`api`]: the HTTP read API (profiles, funnel, update stream, audiences, triggers,
+//!   decisions, erasure, health).
+//! - [`audience`]: the rules file, audience conditions, decisions and experiment variants
+//!   (memberships and transitions are kept by [`store::audience`]).
 //! - [`metrics`]: Prometheus metrics of a run.
 //! - [`wasm`]: finds, builds and loads the three `.wasm` SmartModules.
 //! - [`chain`]: runs them in-process through `fluvio-smartengine`, one chain per
@@ -27,6 +30,7 @@
 //!   JSON line at a time, for the embedded source, the tests and the benchmarks.
 
 pub mod api;
+pub mod audience;
 pub mod chain;
 pub mod cluster;
 pub mod generator;

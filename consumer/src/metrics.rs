@@ -13,6 +13,8 @@ use std::sync::Mutex;
 pub const APPLY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 /// Upper bounds of the `onramp_event_lag_seconds` buckets.
 pub const LAG_BUCKETS: [f64; 10] = [1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 604800.0];
+/// Upper bounds of the `onramp_decision_seconds` buckets.
+pub const DECISION_BUCKETS: [f64; 8] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0];
 
 #[derive(Debug, Default)]
 struct Histogram {
@@ -58,6 +60,7 @@ struct Inner {
     event_lag: Histogram,
     partition_lag: BTreeMap<u32, u64>,
     refused: BTreeMap<&'static str, u64>,
+    decision: Histogram,
 }
 
 /// The run's metrics.
@@ -75,6 +78,8 @@ pub struct Metrics {
     api_connections: AtomicU64,
     api_accept_errors: AtomicU64,
     api_connections_shed: AtomicU64,
+    entered: AtomicU64,
+    exited: AtomicU64,
 }
 
 /// One committed batch, as the metrics see it.
@@ -105,6 +110,18 @@ pub struct BatchFigures {
 }
 
 impl Metrics {
+    /// Audience transitions a commit wrote.
+    pub fn transitions(&self, entered: u64, exited: u64) {
+        self.entered.fetch_add(entered, Ordering::Relaxed);
+        self.exited.fetch_add(exited, Ordering::Relaxed);
+    }
+
+    /// A decision was answered in `seconds`.
+    pub fn decision(&self, seconds: f64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.decision.observe(&DECISION_BUCKETS, seconds);
+    }
+
     /// Records a committed batch.
     pub fn batch(&self, b: &BatchFigures) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -194,6 +211,31 @@ impl Metrics {
             head(out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         };
+        head(
+            &mut out,
+            "onramp_audience_transitions_total",
+            "counter",
+            "Audience transitions written to the outbox by this process, by kind (entered, exited).",
+        );
+        let _ = writeln!(
+            out,
+            "onramp_audience_transitions_total{{kind=\"entered\"}} {}",
+            self.entered.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "onramp_audience_transitions_total{{kind=\"exited\"}} {}",
+            self.exited.load(Ordering::Relaxed)
+        );
+        head(
+            &mut out,
+            "onramp_decision_seconds",
+            "histogram",
+            "Time to answer GET /v1/profiles/{id}/decision, seconds.",
+        );
+        inner
+            .decision
+            .render(&mut out, "onramp_decision_seconds", &DECISION_BUCKETS);
         head(
             &mut out,
             "onramp_events_total",

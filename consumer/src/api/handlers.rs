@@ -19,7 +19,7 @@ use crate::store::Store;
 
 /// A request's query parameters; a missing, unknown or malformed one is a 400 `bad_query`
 /// that says which, for every endpoint alike.
-pub(super) struct ValidQuery<T>(T);
+pub(super) struct ValidQuery<T>(pub(super) T);
 
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ValidQuery<T> {
     type Rejection = ApiError;
@@ -65,7 +65,9 @@ where
 }
 
 /// Runs `f` on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("a store task failed: {e}"))))

@@ -7,6 +7,10 @@
 //! | `GET /v1/profiles?step=&completed_step=&hint=&completed=&active_since=&limit=&cursor=` | filtered page, stable cursor |
 //! | `GET /v1/funnel` | users per step, conversion, median time between steps |
 //! | `GET /v1/updates?user=&step=&hint=` | Server-Sent Events: each applied update once its batch commits |
+//! | `GET /v1/audiences` | each audience of the rules: name, version, size |
+//! | `GET /v1/audiences/{name}/members?limit=&cursor=` | members in person-id order, paginated |
+//! | `GET /v1/triggers?audience=&kind=` | Server-Sent Events: transitions from the durable outbox, resumable (`Last-Event-ID`) |
+//! | `GET /v1/profiles/{id}/decision?surface=` | the surface's next action, the rule that matched, the variant |
 //! | `DELETE /v1/profiles/{user_id}` | erasure (needs the token) |
 //! | `GET /metrics`, `/healthz`, `/readyz` | Prometheus text, alive, caught up |
 //!
@@ -53,6 +57,7 @@
 //! most `--ready-max-lag`.
 
 pub mod access;
+mod audiences;
 mod handlers;
 pub mod server;
 pub mod stream;
@@ -113,6 +118,8 @@ pub struct Hub {
     read_only: bool,
     started: AtomicBool,
     erased_partitions: Mutex<BTreeSet<u32>>,
+    /// Bumped when a commit wrote audience transitions (wakes `/v1/triggers` streams).
+    transitions: tokio::sync::watch::Sender<u64>,
 }
 
 impl Hub {
@@ -128,7 +135,13 @@ impl Hub {
             read_only,
             started: AtomicBool::new(false),
             erased_partitions: Mutex::new(BTreeSet::new()),
+            transitions: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// A receiver that changes whenever a commit wrote audience transitions.
+    pub fn transitions_written(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.transitions.subscribe()
     }
 
     /// Serves `store` (for `onramp serve`).
@@ -257,6 +270,16 @@ impl Observer for Hub {
             );
         }
         self.metrics.batch(&figures);
+        if !committed.transitions.is_empty() {
+            let entered = committed
+                .transitions
+                .iter()
+                .filter(|t| t.kind == crate::store::audience::TransitionKind::Entered)
+                .count() as u64;
+            self.metrics
+                .transitions(entered, committed.transitions.len() as u64 - entered);
+            self.transitions.send_modify(|n| *n += 1);
+        }
         self.backlog.store(backlog, Ordering::SeqCst);
     }
 
@@ -423,6 +446,10 @@ fn router(state: AppState) -> Router {
         .route("/v1/profiles", get(handlers::list_profiles))
         .route("/v1/funnel", get(handlers::funnel))
         .route("/v1/updates", get(handlers::updates))
+        .route("/v1/profiles/{user_id}/decision", get(audiences::decision))
+        .route("/v1/audiences", get(audiences::list))
+        .route("/v1/audiences/{name}/members", get(audiences::members))
+        .route("/v1/triggers", get(audiences::triggers))
         .route("/metrics", get(handlers::metrics))
         .route("/readyz", get(handlers::readyz))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))

@@ -63,6 +63,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             durability: Durability::Durable,
             progress_bar: std::io::stderr().is_terminal(),
             suppressions: None,
+            rules: None,
+            watermark_ignore: Default::default(),
         },
         input: Input::Generate(gen),
         partitions,

@@ -1,6 +1,7 @@
 //! The `onramp` command line: one module per command, each with its flags (clap) and
 //! its handler; this module holds the command table and the flags several commands share.
 
+mod audience;
 mod check;
 mod demo;
 mod erase;
@@ -118,6 +119,18 @@ state, stored rejects, links. Each id is then suppressed (a keyed hash is stored
 for it that arrive later, or are replayed, are dropped at commit and counted as `suppressed`. While \
 `onramp run` is serving, use `DELETE /v1/profiles/{id}` instead (sled allows one process per store).")]
     Erase(erase::EraseArgs),
+    /// Audiences of the store's rules with their sizes (as of the event-time frontier).
+    #[command(
+        after_help = "Examples:\n  onramp audiences\n  onramp audience members stalled --limit 20\n  onramp decide u_42 --surface welcome_checklist\n  onramp triggers --after <cursor>"
+    )]
+    Audiences(audience::AudiencesArgs),
+    /// One audience: `onramp audience members NAME`.
+    #[command(subcommand)]
+    Audience(audience::AudienceCommand),
+    /// The next action for a person on a surface of the rules, with the rule that matched and the experiment variant.
+    Decide(audience::DecideArgs),
+    /// The audience transitions (entered / exited) in the store's outbox, as JSON lines, oldest first.
+    Triggers(audience::TriggersArgs),
     /// Export a store's suppressions (erased ids, hashed) for a rebuilt store: `onramp run --suppressions FILE`.
     #[command(subcommand)]
     Suppressions(erase::SuppressionsCommand),
@@ -138,6 +151,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::Erase(args) => erase::erase(args),
         Command::Suppressions(command) => erase::suppressions(command),
+        Command::Audiences(args) => audience::audiences(args),
+        Command::Audience(command) => audience::audience(command),
+        Command::Decide(args) => audience::decide(args),
+        Command::Triggers(args) => audience::triggers(args),
     }
 }
 
@@ -325,6 +342,16 @@ impl GeneratorArgs {
 }
 
 /// Parses a duration flag (`250ms`, `30s`, `5m`, `2h`, `7d`) as SmartModule params are parsed.
+/// Reads and checks a rules file (`--rules`) against the run's funnel steps.
+fn read_rules(path: &std::path::Path, steps: &[String]) -> anyhow::Result<onramp::audience::Rules> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read rules file {}", path.display()))?;
+    Ok(onramp::audience::Rules::parse(
+        &text,
+        &path.display().to_string(),
+        Some(steps),
+    )?)
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     onramp_logic::params::parse_duration_ms("duration", s)
         .map(|ms| std::time::Duration::from_millis(ms as u64))

@@ -85,6 +85,17 @@ pub struct RunArgs {
     /// records of those erased ids are dropped at commit and counted as suppressed.
     #[arg(long, value_name = "FILE")]
     suppressions: Option<std::path::PathBuf>,
+    /// Audience and decision rules (YAML; see rules.example.yaml and the README). Recorded
+    /// in the store: later runs and `onramp serve` use them until another --rules is given.
+    /// Without it, the store's rules, else the built-in `stalled` and `activated`.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// Partitions left out of the audience frontier (comma-separated), for partitions that
+    /// receive no events: the frontier is the smallest watermark over partitions, so an idle
+    /// one holds every audience transition back. Records of an ignored partition are judged
+    /// when the others' frontier passes them, possibly late (ARCHITECTURE.md).
+    #[arg(long, value_name = "P,P", value_delimiter = ',')]
+    watermark_ignore: Vec<u32>,
     /// Embedded source: what records are keyed, and so partitioned, by — as the producer
     /// of a topic would key them (`onramp produce` keys by identity; another producer may
     /// key by event id, spreading each user over the partitions).
@@ -102,7 +113,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     for p in &args.params {
         params.set_from_arg(p).map_err(anyhow::Error::msg)?;
     }
-    let settings = Settings {
+    let mut settings = Settings {
         store: args.store.store.clone(),
         params,
         batch_size: args.batch_size as usize,
@@ -113,8 +124,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .as_deref()
             .map(super::erase::read_suppressions)
             .transpose()?,
+        rules: None,
+        watermark_ignore: args.watermark_ignore.iter().copied().collect(),
     };
     let steps = settings.funnel_steps()?;
+    settings.rules = args
+        .rules
+        .as_deref()
+        .map(|f| super::read_rules(f, &steps))
+        .transpose()?;
     let hub = Hub::new(args.api.ready_max_lag, false);
     let runtime = onramp::runtime()?;
     let shutdown = super::shutdown();

@@ -47,7 +47,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{LinkConflict, Person, Store, StoreError};
 
+mod decision;
 mod funnel;
+pub use decision::{decision, DecisionError};
 pub use funnel::{format_duration_ms, funnel_stats, render_funnel, FunnelStats, StepStats};
 
 /// Most profiles one page may hold; larger limits are clamped to it.

@@ -65,6 +65,10 @@ pub struct Settings {
     /// Suppressions to take before consuming anything (`--suppressions`): the erased ids
     /// of the store this one rebuilds.
     pub suppressions: Option<crate::store::SuppressionList>,
+    /// The audience rules (`--rules`); `None` keeps the store's (or the built-in ones).
+    pub rules: Option<crate::audience::Rules>,
+    /// Partitions left out of the audience frontier (`--watermark-ignore`): idle ones.
+    pub watermark_ignore: std::collections::BTreeSet<u32>,
 }
 
 impl Settings {
@@ -226,6 +230,18 @@ impl<'a> Run<'a> {
                 suppressions = list.hashes.len(),
                 new = added,
                 "suppressions taken: records of those erased ids are dropped at commit"
+            );
+        }
+        if let Some(rules) = &settings.rules {
+            store.set_rules(rules.clone())?;
+        }
+        store.set_watermark_ignore(settings.watermark_ignore.clone());
+        // A crash between a commit and its drain left entries below the frontier.
+        let drained = store.drain_audiences()?;
+        if !drained.is_empty() {
+            tracing::info!(
+                transitions = drained.len(),
+                "audience entries left by the last run were judged"
             );
         }
         observer.store_opened(&store)?;

@@ -81,6 +81,8 @@ impl Store {
                 tracing::info!(person = %person, ids = ?more.ids, "erasure: a second pass removed what a racing commit added");
                 erased.absorb(more);
             }
+            let transitions = self.erase_audiences(&erased.ids)?;
+            tracing::info!(person = %person, transitions, "erasure: the person's memberships, timers and transitions removed");
         }
         Ok(erased)
     }

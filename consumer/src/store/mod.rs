@@ -13,7 +13,8 @@
 //! | `links` | anonymous id | [`Link`] JSON: each claiming user's smallest (event time, partition, offset), smallest first; the first owns the id |
 //! | `link_claims` | user id length (u32 BE) ++ user id ++ anonymous id | empty (index of `links` by user) |
 //! | `suppressions` | HMAC-SHA-256 of an erased id (32 bytes), and `!` once any exists | empty |
-//! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps |
+//! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps, audience rules |
+//! | `audience_queue`, `settled_*`, `person_audiences`, `audience_members`, `outbox`, `outbox_by_person` | see [`audience`] | audiences, timers and transitions |
 //!
 //! # Exactly once (ARCHITECTURE.md, "The fold rules")
 //! [`Store::commit`] applies a batch's updates with `Profile::apply`, records its rejects
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
+pub mod audience;
 mod check;
 mod erase;
 mod identity;
@@ -315,6 +317,8 @@ pub struct Committed {
     /// Link conflicts the batch added: claims on an anonymous id another user already
     /// claimed (see `store::identity`).
     pub link_conflicts: u64,
+    /// Audience transitions the commit's drain wrote (see [`audience`]).
+    pub transitions: Vec<audience::Transition>,
 }
 
 impl Committed {
@@ -348,6 +352,21 @@ pub struct Store {
     link_claims: sled::Tree,
     /// Keyed hashes of erased ids (see `suppress`).
     suppressions: sled::Tree,
+    /// Audiences (see [`audience`]).
+    audience_queue: sled::Tree,
+    settled_profiles: sled::Tree,
+    settled_links: sled::Tree,
+    settled_ids: sled::Tree,
+    person_audiences: sled::Tree,
+    audience_members: sled::Tree,
+    outbox: sled::Tree,
+    outbox_by_person: sled::Tree,
+    /// The rules evaluated (from the store's meta, else the built-in ones).
+    rules: std::sync::Arc<std::sync::RwLock<std::sync::Arc<crate::audience::Rules>>>,
+    /// Partitions left out of the audience frontier.
+    watermark_ignore: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<u32>>>,
+    /// One drain at a time.
+    draining: std::sync::Arc<std::sync::Mutex<()>>,
     /// When this process last wrote the store's [`Witness`] (at most once a second).
     witnessed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -361,6 +380,7 @@ const META_PARAMS: &[u8] = b"chain_params";
 const META_SOURCE: &[u8] = b"source";
 const META_INPUT_SEGMENT: &[u8] = b"input_segment";
 const META_FUNNEL_STEPS: &[u8] = b"funnel_steps";
+const META_RULES: &[u8] = b"audience_rules";
 
 impl Store {
     /// Opens (or creates) the store for a run, refusing one written with another layout
@@ -450,10 +470,41 @@ impl Store {
             links: tree("links")?,
             link_claims: tree("link_claims")?,
             suppressions: tree("suppressions")?,
+            audience_queue: tree("audience_queue")?,
+            settled_profiles: tree("settled_profiles")?,
+            settled_links: tree("settled_links")?,
+            settled_ids: tree("settled_ids")?,
+            person_audiences: tree("person_audiences")?,
+            audience_members: tree("audience_members")?,
+            outbox: tree("outbox")?,
+            outbox_by_person: tree("outbox_by_person")?,
+            rules: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+                crate::audience::Rules::builtin(),
+            ))),
+            watermark_ignore: Default::default(),
+            draining: Default::default(),
             db,
             witnessed: Default::default(),
         };
+        store.load_rules()?;
         Ok(store)
+    }
+
+    /// Takes the rules recorded in the store's meta (a run's `--rules`), if any.
+    fn load_rules(&self) -> Result<(), StoreError> {
+        if let Some(text) = self.meta.get(META_RULES).map_err(|e| self.sled(e))? {
+            let text = String::from_utf8_lossy(&text).into_owned();
+            let rules = crate::audience::Rules::parse(&text, "(recorded in the store)", None).map_err(|e| {
+                StoreError::Decode {
+                    path: self.path.clone(),
+                    tree: "meta",
+                    key: String::from_utf8_lossy(META_RULES).into_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+            *self.rules.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(rules);
+        }
+        Ok(())
     }
 
     /// Refuses a store of another layout version. A new store (nothing committed, no
@@ -621,6 +672,7 @@ impl Store {
     /// Commits one batch in one transaction (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
         let suppression_key = self.suppression_key()?;
+        let audiences_on = !self.rules().audiences.is_empty();
         let trees = (
             &self.profiles,
             &self.fold_state,
@@ -631,6 +683,7 @@ impl Store {
             &self.links,
             &self.link_claims,
             &self.suppressions,
+            &self.audience_queue,
         );
         let result = trees.transaction(
             |(
@@ -643,6 +696,7 @@ impl Store {
                 links,
                 link_claims,
                 suppressions,
+                audience_queue,
             )| {
                 let mut committed = Committed::default();
                 // Read in the transaction, so an erasure is either wholly before this batch
@@ -697,6 +751,17 @@ impl Store {
                     match (u.outcome, u.skip_kind) {
                         (Outcome::Applied, _) => {
                             committed.applied += 1;
+                            if audiences_on {
+                                // Judged once the store's frontier passes it (see `audience`).
+                                let k = checkpoint
+                                    .clock
+                                    .watermark_ms
+                                    .map_or(u.event_time_ms, |w| w.max(u.event_time_ms));
+                                audience_queue.insert(
+                                    audience::update_key(k, batch.partition, u.offset),
+                                    serde_json::to_vec(u).map_err(abort)?,
+                                )?;
+                            }
                             checkpoint.clock.observe(u.event_time_ms);
                         }
                         (Outcome::Duplicate, _) => {
@@ -799,7 +864,10 @@ impl Store {
             },
         );
         match result {
-            Ok(committed) => Ok(committed),
+            Ok(mut committed) => {
+                committed.transitions = self.drain_audiences()?;
+                Ok(committed)
+            }
             Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {
                 path: self.path.clone(),
                 tree: "profiles",

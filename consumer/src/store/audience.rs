@@ -1,0 +1,727 @@
+//! Audiences in the store: memberships, transitions (the outbox) and event-time timers,
+//! computed so that the same input gives the same transitions with the same ids after any
+//! crash, replay or interleaving of partitions (ARCHITECTURE.md, "Audiences and triggers").
+//!
+//! # How evaluation stays deterministic
+//! Partitions commit in whatever order they arrive, so judging a person right after the
+//! batch that touched it would depend on how far the *other* partitions (holding the
+//! person's other ids, or its other events) had got. Instead:
+//!
+//! 1. **Queue.** Each applied update is written, in its batch's transaction, to the
+//!    `audience_queue` under the key `(k, partition, offset)` with
+//!    `k = max(event time, the partition's watermark just before the update)`.
+//! 2. **Frontier.** The watermark of the whole store is the minimum over partitions of
+//!    their committed watermark (partitions left out by `--watermark-ignore` excepted).
+//!    A partition's watermark never goes down, so every update committed later has
+//!    `k ≥` the frontier at the time: every queue entry below the frontier is final.
+//! 3. **Drain.** After each commit, entries below the frontier are processed in key order,
+//!    in one transaction per chunk: each update is folded into a *settled* copy of its id's
+//!    profile, claims move *settled* links (same rule as `identity`: the smallest claim
+//!    owns the id; a claimant is its own person), and each person it touches is judged
+//!    against every audience at event time `k`. Timers (`inactive_for`,
+//!    `signed_up_within`) are queue entries too, keyed by their due time. So the sequence
+//!    of evaluations is a function of the input alone, whatever the batches and the
+//!    interleaving were; a crash between a batch and its drain is drained by the next
+//!    commit (or by the next run's first drain) with the same result.
+//!
+//! A change of membership writes an `entered` or `exited` [`Transition`] to the `outbox`
+//! under a key made of the cause's queue key, the person and the audience: its `cursor`
+//! (hex of that key) orders the outbox and resumes `/v1/triggers`; its `id` (a hash of
+//! the key) is what consumers dedupe by.
+//!
+//! # Trees
+//! | tree | key | value |
+//! |---|---|---|
+//! | `audience_queue` | time (8) ++ 0 ++ partition (4) ++ offset (8) / time ++ 1 ++ person | `ProfileUpdate` JSON / empty (a timer) |
+//! | `settled_profiles` | id | `Profile` JSON: the id's updates below the frontier |
+//! | `settled_links` | anonymous id | [`SettledLink`] JSON: the smallest claim drained |
+//! | `settled_ids` | claimant user id | JSON list of the anonymous ids it owns |
+//! | `person_audiences` | person id | [`PersonState`] JSON: memberships and the timer |
+//! | `audience_members` | audience ++ 0 ++ person | [`Member`] JSON (the index `members` lists) |
+//! | `outbox` | cause key ++ person length (4) ++ person ++ audience | [`Transition`] JSON |
+//! | `outbox_by_person` | person length (4) ++ person ++ outbox key | empty (for erasure) |
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use onramp_schemas::{Profile, ProfileUpdate};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::{abort, identity_prefix, suppress, Store, StoreError};
+use crate::audience::Rules;
+
+/// Queue entries processed per drain transaction (bounds a transaction's size).
+const DRAIN_CHUNK: usize = 2_000;
+
+/// Most anonymous ids one claimant's settled person holds (a producer that names a new
+/// anonymous id on every event would otherwise grow one value without bound).
+pub const MAX_SETTLED_IDS: usize = 64;
+
+const KIND_UPDATE: u8 = 0;
+const KIND_TIMER: u8 = 1;
+
+/// A membership change, as written to the outbox and streamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Deterministic id (32 hex): the same input gives the same ids; dedupe by it.
+    pub id: String,
+    /// Position in the outbox (hex): `/v1/triggers` resumes after it (`Last-Event-ID`).
+    pub cursor: String,
+    /// `entered` or `exited`.
+    pub kind: TransitionKind,
+    /// Audience name.
+    pub audience: String,
+    /// Audience version.
+    pub version: u32,
+    /// The person.
+    pub person_id: String,
+    /// The event time it happened at, ms (the update's, or the timer's due time).
+    pub at_ms: i64,
+    /// What caused it.
+    pub cause: Cause,
+}
+
+/// `entered` / `exited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionKind {
+    /// The person became a member.
+    Entered,
+    /// The person stopped being a member.
+    Exited,
+}
+
+/// What made a person's membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Cause {
+    /// An event (its partition and offset).
+    Event {
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: i64,
+    },
+    /// Event time passed a timer (`inactive_for`, `signed_up_within`).
+    Timer,
+}
+
+/// A person's memberships and pending timer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonState {
+    /// Audiences the person is in.
+    #[serde(default)]
+    pub audiences: BTreeMap<String, Member>,
+    /// When the next timer is due, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_ms: Option<i64>,
+}
+
+/// One membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The audience's version when the person entered.
+    pub version: u32,
+    /// Event time the person entered, ms.
+    pub since_ms: i64,
+}
+
+/// The smallest claim on an anonymous id drained so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettledLink {
+    /// The owner.
+    pub user: String,
+    /// (event time, partition, offset) of the claim.
+    pub at_ms: i64,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Order-preserving bytes of an event time.
+pub(super) fn time_key(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_of(key: &[u8]) -> i64 {
+    (u64::from_be_bytes(key[..8].try_into().unwrap_or_default()) ^ (1 << 63)) as i64
+}
+
+/// The queue key of an applied update.
+pub(super) fn update_key(k_ms: i64, partition: u32, offset: i64) -> Vec<u8> {
+    let mut key = time_key(k_ms).to_vec();
+    key.push(KIND_UPDATE);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key.extend_from_slice(&time_key(offset));
+    key
+}
+
+fn timer_key(due_ms: i64, person: &str) -> Vec<u8> {
+    let mut key = time_key(due_ms).to_vec();
+    key.push(KIND_TIMER);
+    key.extend_from_slice(person.as_bytes());
+    key
+}
+
+fn member_key(audience: &str, person: &str) -> Vec<u8> {
+    let mut key = audience.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(person.as_bytes());
+    key
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a transition cursor (hex); `None` when it is not one.
+pub fn parse_cursor(text: &str) -> Option<Vec<u8>> {
+    if text.is_empty() || !text.len().is_multiple_of(2) || text.len() > 2048 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
+
+fn get_json<T: serde::de::DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(abort)?)),
+        None => Ok(None),
+    }
+}
+
+fn put_json<T: Serialize>(tree: &TransactionalTree, key: &[u8], value: &T) -> TxResult<()> {
+    tree.insert(key, serde_json::to_vec(value).map_err(abort)?)?;
+    Ok(())
+}
+
+/// The trees of one drain transaction.
+struct Drain<'a> {
+    queue: &'a TransactionalTree,
+    profiles: &'a TransactionalTree,
+    links: &'a TransactionalTree,
+    ids: &'a TransactionalTree,
+    persons: &'a TransactionalTree,
+    members: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    outbox_by_person: &'a TransactionalTree,
+    rules: &'a Rules,
+    out: Vec<Transition>,
+}
+
+impl Drain<'_> {
+    /// The settled person of `id`: a claimant is its own person; another id belongs to the
+    /// owner of its settled link when the owner has a settled profile; else to itself.
+    fn person_of(&self, id: &str) -> TxResult<String> {
+        if self.ids.get(id.as_bytes())?.is_some() {
+            return Ok(id.to_string());
+        }
+        if let Some(link) = get_json::<SettledLink>(self.links, id.as_bytes())? {
+            if self.profiles.get(link.user.as_bytes())?.is_some() {
+                return Ok(link.user);
+            }
+        }
+        Ok(id.to_string())
+    }
+
+    fn owned(&self, user: &str) -> TxResult<Vec<String>> {
+        Ok(get_json(self.ids, user.as_bytes())?.unwrap_or_default())
+    }
+
+    /// Processes one queued update.
+    fn update(&mut self, key: &[u8], u: &ProfileUpdate) -> TxResult<()> {
+        let user = u.user_id.as_str();
+        let mut judge: Vec<String> = vec![self.person_of(user)?];
+        let claim = u
+            .changes
+            .as_ref()
+            .and_then(|c| c.anonymous_id.as_deref())
+            .filter(|a| *a != user);
+        if let Some(a) = claim {
+            judge.push(self.person_of(a)?);
+        }
+        let mut profile: Profile = get_json(self.profiles, user.as_bytes())?.unwrap_or_else(|| Profile::new(user));
+        profile.apply(u);
+        put_json(self.profiles, user.as_bytes(), &profile)?;
+        if let Some(a) = claim {
+            if self.ids.get(user.as_bytes())?.is_none() {
+                put_json(self.ids, user.as_bytes(), &Vec::<String>::new())?;
+            }
+            let mine = SettledLink {
+                user: user.to_string(),
+                at_ms: u.event_time_ms,
+                partition: partition_of(key),
+                offset: u.offset,
+            };
+            let cur: Option<SettledLink> = get_json(self.links, a.as_bytes())?;
+            let wins = cur.as_ref().is_none_or(|c| {
+                (mine.at_ms, mine.partition, mine.offset, &mine.user) < (c.at_ms, c.partition, c.offset, &c.user)
+            });
+            if wins {
+                if let Some(old) = cur.as_ref().filter(|c| c.user != user) {
+                    let mut list = self.owned(&old.user)?;
+                    list.retain(|x| x != a);
+                    put_json(self.ids, old.user.as_bytes(), &list)?;
+                    judge.push(old.user.clone());
+                }
+                let mut list = self.owned(user)?;
+                if !list.iter().any(|x| x == a) && list.len() < MAX_SETTLED_IDS {
+                    list.push(a.to_string());
+                    list.sort();
+                    put_json(self.ids, user.as_bytes(), &list)?;
+                }
+                put_json(self.links, a.as_bytes(), &mine)?;
+            }
+        }
+        judge.push(self.person_of(user)?);
+        let mut seen = BTreeSet::new();
+        for person in judge {
+            if seen.insert(person.clone()) {
+                self.judge(&person, time_of(key), key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges `person` against every audience at event time `now`; `cause` is the queue key
+    /// of what made it happen.
+    fn judge(&mut self, person: &str, now: i64, cause: &[u8]) -> TxResult<()> {
+        let state: PersonState = get_json(self.persons, person.as_bytes())?.unwrap_or_default();
+        let mut wanted: BTreeMap<String, Member> = BTreeMap::new();
+        let mut timer = None;
+        if self.person_of(person)? == person {
+            let mut merged: Option<Profile> = get_json(self.profiles, person.as_bytes())?;
+            for a in self.owned(person)? {
+                if self.person_of(&a)? != person {
+                    continue;
+                }
+                if let Some(p) = get_json::<Profile>(self.profiles, a.as_bytes())? {
+                    match merged.as_mut() {
+                        Some(m) => m.merge(&p),
+                        None => merged = Some(p),
+                    }
+                }
+            }
+            if let Some(profile) = merged {
+                let never = |_: &str| false;
+                for audience in &self.rules.audiences {
+                    if audience.when.holds(&profile, now, &never) {
+                        let since = match state.audiences.get(&audience.name) {
+                            Some(m) if m.version == audience.version => m.since_ms,
+                            _ => now,
+                        };
+                        wanted.insert(
+                            audience.name.clone(),
+                            Member {
+                                version: audience.version,
+                                since_ms: since,
+                            },
+                        );
+                    }
+                    timer = match (timer, audience.when.next_change(&profile, now)) {
+                        (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+            }
+        }
+        for (name, m) in &state.audiences {
+            if wanted.get(name).is_none_or(|w| w.version != m.version) {
+                self.members.remove(member_key(name, person))?;
+                self.transition(TransitionKind::Exited, name, m.version, person, now, cause)?;
+            }
+        }
+        for (name, m) in &wanted {
+            if state.audiences.get(name).is_none_or(|old| old.version != m.version) {
+                put_json(self.members, &member_key(name, person), m)?;
+                self.transition(TransitionKind::Entered, name, m.version, person, now, cause)?;
+            }
+        }
+        if state.timer_ms != timer {
+            if let Some(old) = state.timer_ms {
+                self.queue.remove(timer_key(old, person))?;
+            }
+            if let Some(due) = timer {
+                self.queue.insert(timer_key(due, person), &[])?;
+            }
+        }
+        let next = PersonState {
+            audiences: wanted,
+            timer_ms: timer,
+        };
+        if next == PersonState::default() {
+            self.persons.remove(person.as_bytes())?;
+        } else if next != state {
+            put_json(self.persons, person.as_bytes(), &next)?;
+        }
+        Ok(())
+    }
+
+    fn transition(
+        &mut self,
+        kind: TransitionKind,
+        audience: &str,
+        version: u32,
+        person: &str,
+        at_ms: i64,
+        cause: &[u8],
+    ) -> TxResult<()> {
+        let mut key = cause.to_vec();
+        key.extend_from_slice(&identity_prefix(person));
+        key.extend_from_slice(audience.as_bytes());
+        let id = hex(&Sha256::digest(&key)[..16]);
+        let t = Transition {
+            id,
+            cursor: hex(&key),
+            kind,
+            audience: audience.to_string(),
+            version,
+            person_id: person.to_string(),
+            at_ms,
+            cause: if cause.get(8) == Some(&KIND_TIMER) {
+                Cause::Timer
+            } else {
+                Cause::Event {
+                    partition: partition_of(cause),
+                    offset: offset_of(cause),
+                }
+            },
+        };
+        put_json(self.outbox, &key, &t)?;
+        let mut index = identity_prefix(person);
+        index.extend_from_slice(&key);
+        self.outbox_by_person.insert(index, &[])?;
+        self.out.push(t);
+        Ok(())
+    }
+}
+
+fn partition_of(key: &[u8]) -> u32 {
+    key.get(9..13)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
+fn offset_of(key: &[u8]) -> i64 {
+    key.get(13..21).map_or(0, time_of)
+}
+
+impl Store {
+    /// The rules the store evaluates.
+    pub fn rules(&self) -> std::sync::Arc<Rules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the rules (`onramp run --rules`), recording their text in the store's meta so
+    /// `onramp serve` and later runs use the same. A change is logged: persons are judged by
+    /// the new rules from their next evaluation on.
+    pub fn set_rules(&self, rules: Rules) -> Result<(), StoreError> {
+        let stored = self.meta.get(super::META_RULES).map_err(|e| self.sled(e))?;
+        if stored.as_deref() != Some(rules.text.as_bytes()) {
+            if stored.is_some() {
+                tracing::warn!("the rules differ from the ones this store was evaluated with: persons are judged by the new rules from their next event or timer on");
+            }
+            self.meta
+                .insert(super::META_RULES, rules.text.as_bytes())
+                .map_err(|e| self.sled(e))?;
+        }
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(rules);
+        Ok(())
+    }
+
+    /// Partitions left out of the audience frontier (`--watermark-ignore`).
+    pub fn set_watermark_ignore(&self, partitions: BTreeSet<u32>) {
+        *self.watermark_ignore.write().unwrap_or_else(|e| e.into_inner()) = partitions;
+    }
+
+    /// The audience frontier: the smallest committed watermark over the store's partitions
+    /// (but ignored ones); `None` while a partition has none.
+    pub fn audience_frontier(&self) -> Result<Option<i64>, StoreError> {
+        let Some(partitions) = self.partitions()? else {
+            return Ok(None);
+        };
+        let ignore = self.watermark_ignore.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let checkpoints = self.checkpoints()?;
+        let mut frontier: Option<i64> = None;
+        for p in (0..partitions).filter(|p| !ignore.contains(p)) {
+            let w = checkpoints.get(&p).and_then(|c| c.max_event_time_ms);
+            let Some(w) = w else {
+                return Ok(None);
+            };
+            frontier = Some(frontier.map_or(w, |f| f.min(w)));
+        }
+        Ok(frontier)
+    }
+
+    /// Processes every queue entry below the frontier (see the module docs); returns the
+    /// transitions written.
+    pub fn drain_audiences(&self) -> Result<Vec<Transition>, StoreError> {
+        let rules = self.rules();
+        let Some(frontier) = self.audience_frontier()? else {
+            return Ok(Vec::new());
+        };
+        let _one_drain = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        let suppression_key = self.suppression_key()?;
+        let mut all = Vec::new();
+        loop {
+            let keys: Vec<sled::IVec> = self
+                .audience_queue
+                .range(..time_key(frontier).to_vec())
+                .keys()
+                .take(DRAIN_CHUNK)
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.sled(e))?;
+            if keys.is_empty() {
+                break;
+            }
+            let trees = (
+                &self.audience_queue,
+                &self.settled_profiles,
+                &self.settled_links,
+                &self.settled_ids,
+                &self.person_audiences,
+                &self.audience_members,
+                &self.outbox,
+                &self.outbox_by_person,
+                &self.suppressions,
+            );
+            let result = trees.transaction(
+                |(queue, profiles, links, ids, persons, members, outbox, by_person, suppressions)| {
+                    let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
+                    let mut d = Drain {
+                        queue,
+                        profiles,
+                        links,
+                        ids,
+                        persons,
+                        members,
+                        outbox,
+                        outbox_by_person: by_person,
+                        rules: &rules,
+                        out: Vec::new(),
+                    };
+                    for key in &keys {
+                        let Some(value) = queue.remove(key)? else {
+                            continue; // an erasure took it
+                        };
+                        match key.get(8) {
+                            Some(&KIND_UPDATE) => {
+                                let mut u: ProfileUpdate = serde_json::from_slice(&value).map_err(abort)?;
+                                if erased.holds(&u.user_id)? {
+                                    continue;
+                                }
+                                let anonymous = u.changes.as_ref().and_then(|c| c.anonymous_id.clone());
+                                if let Some(a) = anonymous {
+                                    if erased.holds(&a)? {
+                                        if let Some(c) = u.changes.as_mut() {
+                                            c.anonymous_id = None;
+                                        }
+                                    }
+                                }
+                                d.update(key, &u)?;
+                            }
+                            Some(&KIND_TIMER) => {
+                                let person = String::from_utf8_lossy(&key[9..]).into_owned();
+                                let due = time_of(key);
+                                let state: Option<PersonState> = get_json(d.persons, person.as_bytes())?;
+                                // Re-inserted by `judge` if still wanted; a stale timer is dropped.
+                                if state.is_some_and(|s| s.timer_ms == Some(due)) {
+                                    let mut s: PersonState =
+                                        get_json(d.persons, person.as_bytes())?.unwrap_or_default();
+                                    s.timer_ms = None;
+                                    put_json(d.persons, person.as_bytes(), &s)?;
+                                    d.judge(&person, due, key)?;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(d.out)
+                },
+            );
+            let chunk = match result {
+                Ok(t) => t,
+                Err(TransactionError::Abort(reason)) => {
+                    return Err(StoreError::Decode {
+                        path: self.path.clone(),
+                        tree: "audience_queue",
+                        key: String::new(),
+                        reason,
+                    })
+                }
+                Err(TransactionError::Storage(e)) => return Err(self.sled(e)),
+            };
+            all.extend(chunk);
+            if keys.len() < DRAIN_CHUNK {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Each audience of the rules with its version and member count.
+    pub fn audience_sizes(&self) -> Result<Vec<(String, u32, u64)>, StoreError> {
+        let rules = self.rules();
+        let mut out = Vec::new();
+        for a in &rules.audiences {
+            let n = self.audience_members.scan_prefix(member_key(&a.name, "")).count() as u64;
+            out.push((a.name.clone(), a.version, n));
+        }
+        Ok(out)
+    }
+
+    /// Members of `audience` in person-id order after `after`, at most `limit`.
+    pub fn audience_members(
+        &self,
+        audience: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Member)>, StoreError> {
+        let prefix = member_key(audience, "");
+        let start = match after {
+            Some(a) => {
+                let mut k = member_key(audience, a);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for item in self.audience_members.range(start..) {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let person = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((person, self.decode("audience_members", &k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// The audiences `person` is in (as of the frontier).
+    pub fn memberships(&self, person: &str) -> Result<Vec<String>, StoreError> {
+        match self.person_audiences.get(person.as_bytes()).map_err(|e| self.sled(e))? {
+            Some(v) => {
+                let s: PersonState = self.decode("person_audiences", person.as_bytes(), &v)?;
+                Ok(s.audiences.into_keys().collect())
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Transitions after `cursor` (exclusive), oldest first, at most `limit`.
+    pub fn transitions_after(&self, cursor: Option<&[u8]>, limit: usize) -> Result<Vec<Transition>, StoreError> {
+        let iter = match cursor {
+            Some(c) => {
+                let mut start = c.to_vec();
+                start.push(0);
+                self.outbox.range(start..)
+            }
+            None => self.outbox.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (k, v) = item.map_err(|e| self.sled(e))?;
+            out.push(self.decode("outbox", &k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Removes everything the audiences hold of `ids` (an erased person): settled profiles
+    /// and links, memberships, the timer and the person's transitions in the outbox.
+    pub(super) fn erase_audiences(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut outbox_keys = Vec::new();
+        for id in ids {
+            for item in self.outbox_by_person.scan_prefix(identity_prefix(id)) {
+                let (k, _) = item.map_err(|e| self.sled(e))?;
+                let plen = identity_prefix(id).len();
+                outbox_keys.push((k.clone(), sled::IVec::from(&k[plen..])));
+            }
+        }
+        let trees = (
+            &self.audience_queue,
+            &self.settled_profiles,
+            &self.settled_links,
+            &self.settled_ids,
+            &self.person_audiences,
+            &self.audience_members,
+            &self.outbox,
+            &self.outbox_by_person,
+        );
+        let result = trees.transaction(
+            |(queue, profiles, links, settled_ids, persons, members, outbox, by_person)| {
+                let mut removed = 0u64;
+                for (index, key) in &outbox_keys {
+                    by_person.remove(index.as_ref())?;
+                    removed += u64::from(outbox.remove(key.as_ref())?.is_some());
+                }
+                for id in ids {
+                    if let Some(state) = get_json::<PersonState>(persons, id.as_bytes())? {
+                        for name in state.audiences.keys() {
+                            members.remove(member_key(name, id))?;
+                        }
+                        if let Some(due) = state.timer_ms {
+                            queue.remove(timer_key(due, id))?;
+                        }
+                        persons.remove(id.as_bytes())?;
+                    }
+                    profiles.remove(id.as_bytes())?;
+                    if let Some(link) = get_json::<SettledLink>(links, id.as_bytes())? {
+                        let mut list: Vec<String> = get_json(settled_ids, link.user.as_bytes())?.unwrap_or_default();
+                        if list.iter().any(|x| x == id) {
+                            list.retain(|x| x != id);
+                            put_json(settled_ids, link.user.as_bytes(), &list)?;
+                        }
+                        links.remove(id.as_bytes())?;
+                    }
+                    if let Some(list) = get_json::<Vec<String>>(settled_ids, id.as_bytes())? {
+                        for a in list {
+                            if get_json::<SettledLink>(links, a.as_bytes())?.is_some_and(|l| &l.user == id) {
+                                links.remove(a.as_bytes())?;
+                            }
+                        }
+                        settled_ids.remove(id.as_bytes())?;
+                    }
+                }
+                Ok(removed)
+            },
+        );
+        match result {
+            Ok(n) => Ok(n),
+            Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {
+                path: self.path.clone(),
+                tree: "person_audiences",
+                key: String::new(),
+                reason,
+            }),
+            Err(TransactionError::Storage(e)) => Err(self.sled(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves time keys sort like the times, negative ones included, and cursors round-trip.
+    #[test]
+    fn keys_sort_by_time() {
+        let times = [i64::MIN, -5, 0, 7, 1_700_000_000_000, i64::MAX];
+        for w in times.windows(2) {
+            assert!(time_key(w[0]) < time_key(w[1]));
+            assert_eq!(time_of(&time_key(w[0])), w[0]);
+        }
+        let k = update_key(1_000, 3, 42);
+        assert_eq!((time_of(&k), partition_of(&k), offset_of(&k)), (1_000, 3, 42));
+        assert_eq!(parse_cursor(&hex(&k)), Some(k));
+        assert_eq!(parse_cursor("zz"), None);
+        assert_eq!(parse_cursor("abc"), None);
+    }
+}
