@@ -243,6 +243,24 @@ fn sigkill_and_restart_equals_an_uninterrupted_run() {
         got == expected,
         "the crashed-and-restarted store differs from the clean one after {kills} kills"
     );
+    // Audiences too: the outbox (ids and cursors included) and the memberships.
+    let audience_state = |store: &Path| {
+        let s = store.to_str().unwrap();
+        let mut out = ok(&["triggers", "--store", s]);
+        for name in ["stalled", "activated"] {
+            out += &ok(&["audience", "members", name, "--store", s, "--limit", "1000000"]);
+        }
+        out
+    };
+    let clean_audiences = audience_state(&clean);
+    assert!(
+        clean_audiences.lines().count() > 20,
+        "the traffic gives transitions: {clean_audiences}"
+    );
+    assert!(
+        audience_state(&crashed) == clean_audiences,
+        "the crashed store's transitions or memberships differ from the clean one's after {kills} kills"
+    );
 }
 
 /// Proves each kind of bad input is a clear error with a non-zero exit, and leaves no

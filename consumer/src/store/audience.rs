@@ -214,6 +214,11 @@ struct Drain<'a> {
     outbox_by_person: &'a TransactionalTree,
     rules: &'a Rules,
     out: Vec<Transition>,
+    /// The frontier's key: entries below it are processed.
+    frontier: Vec<u8>,
+    /// Timers this transaction set below the frontier, not yet fired: they are fired in key
+    /// order between the entries read before the transaction.
+    fresh: BTreeSet<Vec<u8>>,
 }
 
 impl Drain<'_> {
@@ -346,10 +351,16 @@ impl Drain<'_> {
         }
         if state.timer_ms != timer {
             if let Some(old) = state.timer_ms {
-                self.queue.remove(timer_key(old, person))?;
+                let key = timer_key(old, person);
+                self.fresh.remove(&key);
+                self.queue.remove(key)?;
             }
             if let Some(due) = timer {
-                self.queue.insert(timer_key(due, person), &[])?;
+                let key = timer_key(due, person);
+                self.queue.insert(key.as_slice(), &[])?;
+                if key < self.frontier {
+                    self.fresh.insert(key);
+                }
             }
         }
         let next = PersonState {
@@ -360,6 +371,57 @@ impl Drain<'_> {
             self.persons.remove(person.as_bytes())?;
         } else if next != state {
             put_json(self.persons, person.as_bytes(), &next)?;
+        }
+        Ok(())
+    }
+
+    /// Processes the queue entry `key` (an update or a timer), if it is still there.
+    fn process(&mut self, key: &[u8], erased: &mut suppress::Check<'_>) -> TxResult<()> {
+        let Some(value) = self.queue.remove(key)? else {
+            return Ok(()); // an erasure took it, or a timer was moved
+        };
+        match key.get(8) {
+            Some(&KIND_UPDATE) => {
+                let mut u: ProfileUpdate = serde_json::from_slice(&value).map_err(abort)?;
+                if erased.holds(&u.user_id)? {
+                    return Ok(());
+                }
+                let anonymous = u.changes.as_ref().and_then(|c| c.anonymous_id.clone());
+                if let Some(a) = anonymous {
+                    if erased.holds(&a)? {
+                        if let Some(c) = u.changes.as_mut() {
+                            c.anonymous_id = None;
+                        }
+                    }
+                }
+                self.update(key, &u)
+            }
+            Some(&KIND_TIMER) => {
+                let person = String::from_utf8_lossy(&key[9..]).into_owned();
+                let due = time_of(key);
+                let Some(mut state) = get_json::<PersonState>(self.persons, person.as_bytes())? else {
+                    return Ok(());
+                };
+                // A timer the person's state no longer names is stale; `judge` sets the next.
+                if state.timer_ms == Some(due) {
+                    state.timer_ms = None;
+                    put_json(self.persons, person.as_bytes(), &state)?;
+                    self.judge(&person, due, key)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Fires the timers this transaction set below `before` (all, without one), in key order.
+    fn fire_fresh(&mut self, before: Option<&[u8]>, erased: &mut suppress::Check<'_>) -> TxResult<()> {
+        while let Some(first) = self.fresh.first().cloned() {
+            if before.is_some_and(|b| first.as_slice() >= b) {
+                break;
+            }
+            self.fresh.remove(&first);
+            self.process(&first, erased)?;
         }
         Ok(())
     }
@@ -481,6 +543,8 @@ impl Store {
             if keys.is_empty() {
                 break;
             }
+            // A full chunk may have left entries below the frontier for the next one.
+            let truncated = keys.len() == DRAIN_CHUNK;
             let trees = (
                 &self.audience_queue,
                 &self.settled_profiles,
@@ -506,42 +570,16 @@ impl Store {
                         outbox_by_person: by_person,
                         rules: &rules,
                         out: Vec::new(),
+                        frontier: time_key(frontier).to_vec(),
+                        fresh: BTreeSet::new(),
                     };
                     for key in &keys {
-                        let Some(value) = queue.remove(key)? else {
-                            continue; // an erasure took it
-                        };
-                        match key.get(8) {
-                            Some(&KIND_UPDATE) => {
-                                let mut u: ProfileUpdate = serde_json::from_slice(&value).map_err(abort)?;
-                                if erased.holds(&u.user_id)? {
-                                    continue;
-                                }
-                                let anonymous = u.changes.as_ref().and_then(|c| c.anonymous_id.clone());
-                                if let Some(a) = anonymous {
-                                    if erased.holds(&a)? {
-                                        if let Some(c) = u.changes.as_mut() {
-                                            c.anonymous_id = None;
-                                        }
-                                    }
-                                }
-                                d.update(key, &u)?;
-                            }
-                            Some(&KIND_TIMER) => {
-                                let person = String::from_utf8_lossy(&key[9..]).into_owned();
-                                let due = time_of(key);
-                                let state: Option<PersonState> = get_json(d.persons, person.as_bytes())?;
-                                // Re-inserted by `judge` if still wanted; a stale timer is dropped.
-                                if state.is_some_and(|s| s.timer_ms == Some(due)) {
-                                    let mut s: PersonState =
-                                        get_json(d.persons, person.as_bytes())?.unwrap_or_default();
-                                    s.timer_ms = None;
-                                    put_json(d.persons, person.as_bytes(), &s)?;
-                                    d.judge(&person, due, key)?;
-                                }
-                            }
-                            _ => {}
-                        }
+                        d.fire_fresh(Some(key), &mut erased)?;
+                        d.process(key, &mut erased)?;
+                    }
+                    if !truncated {
+                        // Everything below the frontier was read: the timers set since are due.
+                        d.fire_fresh(None, &mut erased)?;
                     }
                     Ok(d.out)
                 },
@@ -559,7 +597,7 @@ impl Store {
                 Err(TransactionError::Storage(e)) => return Err(self.sled(e)),
             };
             all.extend(chunk);
-            if keys.len() < DRAIN_CHUNK {
+            if !truncated {
                 break;
             }
         }
