@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use failing_enrich::FAILING_EVENT_ID;
 use onramp_tests::cli::{command, export, json, ok, onramp, stats};
-use onramp_tests::cluster::{checkpoints, partition_lags, skipped, LocalCluster, Needs};
+use onramp_tests::cluster::{checkpoints, fluvio, partition_lags, skipped, LocalCluster, Needs};
 use onramp_tests::running::Running;
 
 /// Events produced (plus a few hostile lines).
@@ -69,7 +69,26 @@ fn assert_same_store(cluster: &Path, embedded: &Path, what: &str) {
         stats(embedded),
         "{what}: funnel and reject counts differ"
     );
-    eprintln!("{what}: {cn} profiles, equal to the embedded run");
+    let (ca, ea) = (audience_state(cluster), audience_state(embedded));
+    assert!(ea.lines().count() > 100, "the embedded run gave few transitions: {ea}");
+    assert!(
+        ca == ea,
+        "{what}: the transitions or memberships differ from the embedded run's"
+    );
+    eprintln!(
+        "{what}: {cn} profiles and {} transitions and memberships, equal to the embedded run",
+        ea.lines().count()
+    );
+}
+
+/// The outbox (ids and cursors included) and every audience's members.
+fn audience_state(store: &Path) -> String {
+    let s = store.to_str().unwrap();
+    let mut out = ok(&["triggers", "--store", s]);
+    for name in ["stalled", "activated"] {
+        out += &ok(&["audience", "members", name, "--store", s, "--limit", "1000000"]);
+    }
+    out
 }
 
 fn run_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -230,11 +249,44 @@ fn cluster_mode_matches_the_embedded_run() {
     ]);
 
     // 3. run: the store equals the embedded run, profile by profile.
+    //    The transitions are produced to a triggers topic, read back with the fluvio CLI.
     let plain = d("cluster-plain");
-    let summary = json(&run_args(&topic, &plain, &[]));
+    let triggers_topic = cluster.topic("triggers");
+    let summary = json(&run_args(&topic, &plain, &["--triggers-topic", &triggers_topic]));
     assert_eq!(summary["events_in"], lines, "{summary}");
     assert_eq!(summary["smartmodule_errors"], 0);
     assert_same_store(Path::new(&plain), Path::new(&embedded), "loaded modules");
+    let consumed = fluvio(&["consume", &triggers_topic, "-B", "-d"]);
+    assert!(
+        consumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
+    let mut relayed: Vec<String> = String::from_utf8_lossy(&consumed.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    relayed.sort();
+    relayed.dedup();
+    let mut expected: Vec<String> = ok(&["triggers", "--store", &embedded])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(
+        relayed, expected,
+        "the triggers topic holds every transition of the outbox (deduped by id)"
+    );
+    eprintln!(
+        "triggers topic: {} transitions read back with `fluvio consume`",
+        relayed.len()
+    );
 
     // --adhoc sends the local .wasm instead of using the loaded modules: same store.
     let adhoc = d("cluster-adhoc");

@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// aggregate has folded the cut records, which then come back as duplicates.
     #[arg(long, default_value_t = cluster::consume::DEFAULT_MAX_BYTES)]
     max_bytes: i32,
+    /// With --source fluvio: produce the audience transitions to this topic, keyed by person
+    /// id (created with one partition if missing). At least once: consumers dedupe by the
+    /// transition's `id`.
+    #[arg(long, value_name = "TOPIC")]
+    triggers_topic: Option<String>,
     /// With --source fluvio: exit once every partition reached the end offset it had at start
     /// (backfills, scripts, tests); without it, follow the topic until ctrl-c.
     #[arg(long)]
@@ -160,6 +165,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 chain,
                 max_bytes: args.max_bytes,
                 stop_at_end: args.stop_at_end,
+                triggers_topic: args.triggers_topic.clone(),
             };
             tracing::info!(store = %cfg.settings.store.display(), topic = %cfg.topic, "starting run (source: fluvio)");
             // The API takes the partition count from the store, which records the topic's.
@@ -170,8 +176,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let input = args
                 .input
                 .input("give --input FILE (or - for stdin) or --generate (or --source fluvio)")?;
-            if args.stop_at_end || args.adhoc {
-                bail!("--stop-at-end and --adhoc apply to --source fluvio");
+            if args.stop_at_end || args.adhoc || args.triggers_topic.is_some() {
+                bail!("--stop-at-end, --adhoc and --triggers-topic apply to --source fluvio (embedded runs serve transitions on /v1/triggers and `onramp triggers`)");
             }
             let cfg = EmbeddedConfig {
                 settings,

@@ -110,6 +110,8 @@ pub struct ClusterRunConfig {
     pub max_bytes: i32,
     /// Stop once every partition reached the end offset it had at start.
     pub stop_at_end: bool,
+    /// Produce the audience transitions to this topic (see [`super::relay`]).
+    pub triggers_topic: Option<String>,
 }
 
 /// The invocations of both streams, without the aggregate's accumulator.
@@ -198,6 +200,9 @@ struct Shared {
     resync: Vec<AtomicBool>,
 }
 
+/// How long the end of a run waits for the triggers relay to send what the outbox holds.
+const RELAY_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs until `shutdown` is requested, or with `stop_at_end` until every partition reached
 /// its start-time end.
 pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Observer) -> anyhow::Result<Summary> {
@@ -265,6 +270,18 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
         ends_tx,
     ));
 
+    let woken = Arc::new(tokio::sync::Notify::new());
+    let relay = cfg.triggers_topic.as_ref().map(|topic| {
+        let relay = super::relay::Relay {
+            target: cfg.target.clone(),
+            topic: topic.clone(),
+            store: run.store().clone(),
+            woken: woken.clone(),
+        };
+        tracing::info!(topic = %topic, "relaying audience transitions to the triggers topic");
+        tokio::spawn(relay.run(stop_rx.clone()))
+    });
+
     // Erasures are noticed between messages; this bounds how long one waits when idle.
     let mut erasure_check = tokio::time::interval(Duration::from_millis(100));
     let stop_requested = shutdown.requested();
@@ -275,7 +292,9 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
                 None => break,
                 Some(ToSink::Batch(batch)) => {
                     run.read(batch.events_in);
-                    run.commit(&batch)?;
+                    if !run.commit(&batch)?.transitions.is_empty() {
+                        woken.notify_one();
+                    }
                     if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
                         observer.lag(batch.partition, records);
                     }
@@ -311,6 +330,15 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
     poller.abort();
     for t in tasks {
         t.await.map_err(|e| anyhow!("a partition task panicked: {e}"))?;
+    }
+    if let Some(relay) = relay {
+        // The relay sends what the outbox holds, then stops.
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(RELAY_DRAIN_TIMEOUT, relay).await.is_err() {
+            tracing::warn!(
+                "the triggers relay did not finish within {RELAY_DRAIN_TIMEOUT:?}; the next run sends the rest"
+            );
+        }
     }
     run.finish()
 }

@@ -10,10 +10,13 @@
 //!   it reports each partition's lag from the end offsets its leader reports.
 //! - [`merge`] — the offset merger behind it: two streams in, the store's batches out;
 //!   synchronous and free of I/O (tested without a cluster).
+//! - [`relay`] — `--triggers-topic`: the store's audience transitions, produced to a topic
+//!   keyed by person id, at least once.
 
 pub mod consume;
 pub mod merge;
 pub mod produce;
+pub mod relay;
 pub mod setup;
 
 use std::path::{Path, PathBuf};

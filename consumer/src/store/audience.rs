@@ -498,6 +498,20 @@ impl Store {
         Ok(())
     }
 
+    /// How far the `--triggers-topic` relay to `topic` has produced: the cursor of the last
+    /// transition it sent and flushed.
+    pub fn relay_position(&self, topic: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = format!("triggers_relay.{topic}");
+        Ok(self.meta.get(key).map_err(|e| self.sled(e))?.map(|v| v.to_vec()))
+    }
+
+    /// Records that the relay to `topic` has produced everything up to `cursor`.
+    pub fn set_relay_position(&self, topic: &str, cursor: &[u8]) -> Result<(), StoreError> {
+        let key = format!("triggers_relay.{topic}");
+        self.meta.insert(key, cursor).map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+
     /// Partitions left out of the audience frontier (`--watermark-ignore`).
     pub fn set_watermark_ignore(&self, partitions: BTreeSet<u32>) {
         *self.watermark_ignore.write().unwrap_or_else(|e| e.into_inner()) = partitions;
