@@ -113,3 +113,64 @@ fn same(got: &serde_json::Value, want: &serde_json::Value) -> bool {
         _ => got == want,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audience::Rules;
+    use onramp_schemas::{Changes, ProfileUpdate};
+
+    const H: i64 = 3_600_000;
+
+    fn profile(traits: &[(&str, TraitValue)], locale: Option<&str>) -> Profile {
+        let mut p = Profile::new("u");
+        let changes = Changes {
+            traits: traits.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            signed_up: true,
+            locale: locale.map(str::to_string),
+            ..Changes::default()
+        };
+        p.apply(&ProfileUpdate::applied("u", 0, "e0", "identify", 10 * H, Some(changes)));
+        p
+    }
+
+    fn when(yaml: &str) -> Condition {
+        let text = format!("audiences:\n  - name: x\n    version: 1\n    when: {yaml}\n");
+        Rules::parse(&text, "test", None).unwrap().audiences[0].when.clone()
+    }
+
+    /// Proves traits compare numbers as numbers and text exactly, and locales by language.
+    #[test]
+    fn traits_and_locales_match_as_documented() {
+        let p = profile(
+            &[("seats", TraitValue::Int(5)), ("plan", TraitValue::Text("pro".into()))],
+            Some("fr-CA"),
+        );
+        let no = |_: &str| false;
+        assert!(when("{trait: {name: seats, equals: 5.0}}").holds(&p, 0, &no));
+        assert!(!when("{trait: {name: seats, equals: \"5\"}}").holds(&p, 0, &no));
+        assert!(when("{trait: {name: plan, in: [team, pro]}}").holds(&p, 0, &no));
+        assert!(!when("{trait: {name: missing, equals: 1}}").holds(&p, 0, &no));
+        assert!(when("{locale: fr}").holds(&p, 0, &no));
+        assert!(when("{locale: FR-ca}").holds(&p, 0, &no));
+        assert!(!when("{locale: f}").holds(&p, 0, &no));
+    }
+
+    /// Proves the time conditions flip exactly at their due times, and `next_change` names
+    /// those times.
+    #[test]
+    fn time_conditions_flip_at_their_timer() {
+        let p = profile(&[], None);
+        let no = |_: &str| false;
+        let idle = when("{all: [{signed_up: true}, {inactive_for: 2h}]}");
+        assert!(!idle.holds(&p, 12 * H - 1, &no));
+        assert!(idle.holds(&p, 12 * H, &no));
+        assert_eq!(idle.next_change(&p, 10 * H), Some(12 * H));
+        assert_eq!(idle.next_change(&p, 12 * H), None, "nothing changes after it is due");
+        let fresh = when("{signed_up_within: 1h}");
+        assert!(fresh.holds(&p, 11 * H, &no));
+        assert!(!fresh.holds(&p, 11 * H + 1, &no));
+        assert_eq!(fresh.next_change(&p, 10 * H), Some(11 * H + 1));
+        assert_eq!(when("{not: {inactive_for: 2h}}").next_change(&p, 10 * H), Some(12 * H));
+    }
+}
