@@ -150,9 +150,7 @@ fn delivery(probes: u64) {
     let updates = follow(format!("{base}/v1/updates?user=filler"));
     let triggers = follow(format!("{base}/v1/triggers"));
     std::thread::sleep(Duration::from_millis(300));
-    let mut n = 0u64;
-    let mut line = |user: &str, kind: &str, at: i64| {
-        n += 1;
+    let line = |n: i64, user: &str, kind: &str, at: i64| {
         format!(
             r#"{{"event_id":"e{n}","type":"{kind}","user_id":"{user}","timestamp":"{}","properties":{{"path":"/"}}}}"#,
             ts(at)
@@ -161,10 +159,11 @@ fn delivery(probes: u64) {
     let (mut to_commit, mut to_trigger) = (Vec::new(), Vec::new());
     for i in 0..probes as i64 {
         let at = T0 + i * 60_000;
-        let mut lines = vec![line(&format!("u_{i}"), "click", at)];
+        let mut lines = vec![line(i * 9, &format!("u_{i}"), "click", at)];
         for f in 0..8 {
-            lines.push(line("filler", "page_view", at + 1_000 + f));
+            lines.push(line(i * 9 + 1 + f, "filler", "page_view", at + 1_000 + f));
         }
+        let last_id = format!("e{}", i * 9 + 8);
         // Drain what an earlier probe left.
         while updates.try_recv().is_ok() {}
         let sent = Instant::now();
@@ -176,7 +175,7 @@ fn delivery(probes: u64) {
         while (committed.is_none() || entered.is_none()) && Instant::now() < limit {
             if committed.is_none() {
                 if let Ok((t, v)) = updates.recv_timeout(Duration::from_millis(1)) {
-                    if v["update"]["event_id"] == format!("e{}", n) {
+                    if v["update"]["event_id"] == last_id.as_str() {
                         committed = Some(t);
                     }
                 }
