@@ -22,6 +22,9 @@ pub const DEFAULT_RULES: &str = include_str!("../../../rules.example.yaml");
 /// and in the store's keys).
 pub const MAX_NAME_LEN: usize = 64;
 
+/// Largest rules file read.
+pub const MAX_RULES_BYTES: u64 = 1 << 20;
+
 /// Most audiences, and most surfaces, one file may define.
 pub const MAX_RULES: usize = 256;
 

@@ -80,6 +80,16 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let steps = EnrichConfig::default().steps;
     let stats = query::funnel_stats(&db, &steps)?;
     println!("== funnel\n{}", query::render_funnel(&stats));
+    println!("== audiences (rules: {})", if db.rules().text == onramp::audience::DEFAULT_RULES { "built-in, rules.example.yaml" } else { "recorded in the store" });
+    for (name, version, size) in db.audience_sizes()? {
+        println!("{name:<24} v{version:<4} {size:>7} persons");
+    }
+    let transitions = db.transitions_after(None, usize::MAX)?;
+    println!("{} transitions in the outbox; the first few:", transitions.len());
+    for t in transitions.iter().take(5) {
+        let at = chrono::DateTime::from_timestamp_millis(t.at_ms).map_or(t.at_ms.to_string(), |d| d.to_rfc3339());
+        println!("  {at}  {:<8} {:<12} {}", format!("{:?}", t.kind).to_lowercase(), t.audience, t.person_id);
+    }
     let example = db
         .profiles_after(None)
         .filter_map(Result::ok)
@@ -91,9 +101,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         store.display()
     );
     println!(
-        "stalled users:       onramp profile list --hint stalled --store {}",
+        "stalled persons:     onramp audience members stalled --store {}",
         store.display()
     );
+    println!(
+        "what to show them:   onramp decide {shown} --surface welcome_checklist --store {}",
+        store.display()
+    );
+    println!("the transitions:     onramp triggers --store {}", store.display());
     println!("the funnel again:    onramp stats --store {}", store.display());
     println!("every profile:       onramp export --store {}", store.display());
     Ok(())

@@ -344,6 +344,16 @@ impl GeneratorArgs {
 /// Parses a duration flag (`250ms`, `30s`, `5m`, `2h`, `7d`) as SmartModule params are parsed.
 /// Reads and checks a rules file (`--rules`) against the run's funnel steps.
 fn read_rules(path: &std::path::Path, steps: &[String]) -> anyhow::Result<onramp::audience::Rules> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read rules file {}", path.display()))?
+        .len();
+    if size > onramp::audience::rules::MAX_RULES_BYTES {
+        bail!(
+            "rules file {} is {size} bytes; at most {} are read (a rules file is a few hundred lines)",
+            path.display(),
+            onramp::audience::rules::MAX_RULES_BYTES
+        );
+    }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read rules file {}", path.display()))?;
     Ok(onramp::audience::Rules::parse(
         &text,

@@ -41,7 +41,7 @@
 //! | `outbox` | cause key ++ person length (4) ++ person ++ audience | [`Transition`] JSON |
 //! | `outbox_by_person` | person length (4) ++ person ++ outbox key | empty (for erasure) |
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use onramp_schemas::{Profile, ProfileUpdate};
 use serde::{Deserialize, Serialize};
@@ -219,17 +219,71 @@ struct Drain<'a> {
     /// Timers this transaction set below the frontier, not yet fired: they are fired in key
     /// order between the entries read before the transaction.
     fresh: BTreeSet<Vec<u8>>,
+    /// Settled profiles read or written in this transaction (`None`: none stored); the
+    /// changed ones are written once, at its end.
+    profile_cache: HashMap<String, Option<Profile>>,
+    dirty_profiles: BTreeSet<String>,
+    /// Persons' states read or written in this transaction; the changed ones are written
+    /// (or removed, when empty) at its end.
+    state_cache: HashMap<String, PersonState>,
+    dirty_states: BTreeSet<String>,
 }
 
 impl Drain<'_> {
+    fn load_profile(&mut self, id: &str) -> TxResult<()> {
+        if !self.profile_cache.contains_key(id) {
+            let p: Option<Profile> = get_json(self.profiles, id.as_bytes())?;
+            self.profile_cache.insert(id.to_string(), p);
+        }
+        Ok(())
+    }
+
+    /// The settled profile of `id`, if any.
+    fn profile(&mut self, id: &str) -> TxResult<Option<&Profile>> {
+        self.load_profile(id)?;
+        Ok(self.profile_cache.get(id).and_then(Option::as_ref))
+    }
+
+    fn state(&mut self, person: &str) -> TxResult<PersonState> {
+        if let Some(s) = self.state_cache.get(person) {
+            return Ok(s.clone());
+        }
+        let s: PersonState = get_json(self.persons, person.as_bytes())?.unwrap_or_default();
+        self.state_cache.insert(person.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn set_state(&mut self, person: &str, state: PersonState) {
+        self.state_cache.insert(person.to_string(), state);
+        self.dirty_states.insert(person.to_string());
+    }
+
+    /// Writes what the transaction changed in the caches.
+    fn write_back(&mut self) -> TxResult<()> {
+        for id in std::mem::take(&mut self.dirty_profiles) {
+            if let Some(Some(p)) = self.profile_cache.get(&id) {
+                put_json(self.profiles, id.as_bytes(), p)?;
+            }
+        }
+        for person in std::mem::take(&mut self.dirty_states) {
+            match self.state_cache.get(&person) {
+                Some(s) if *s != PersonState::default() => put_json(self.persons, person.as_bytes(), s)?,
+                _ => {
+                    self.persons.remove(person.as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The settled person of `id`: a claimant is its own person; another id belongs to the
     /// owner of its settled link when the owner has a settled profile; else to itself.
-    fn person_of(&self, id: &str) -> TxResult<String> {
+    fn person_of(&mut self, id: &str) -> TxResult<String> {
         if self.ids.get(id.as_bytes())?.is_some() {
             return Ok(id.to_string());
         }
         if let Some(link) = get_json::<SettledLink>(self.links, id.as_bytes())? {
-            if self.profiles.get(link.user.as_bytes())?.is_some() {
+            if self.profile(&link.user)?.is_some() {
                 return Ok(link.user);
             }
         }
@@ -252,9 +306,11 @@ impl Drain<'_> {
         if let Some(a) = claim {
             judge.push(self.person_of(a)?);
         }
-        let mut profile: Profile = get_json(self.profiles, user.as_bytes())?.unwrap_or_else(|| Profile::new(user));
-        profile.apply(u);
-        put_json(self.profiles, user.as_bytes(), &profile)?;
+        self.load_profile(user)?;
+        if let Some(slot) = self.profile_cache.get_mut(user) {
+            slot.get_or_insert_with(|| Profile::new(user)).apply(u);
+        }
+        self.dirty_profiles.insert(user.to_string());
         if let Some(a) = claim {
             if self.ids.get(user.as_bytes())?.is_none() {
                 put_json(self.ids, user.as_bytes(), &Vec::<String>::new())?;
@@ -298,19 +354,19 @@ impl Drain<'_> {
     /// Judges `person` against every audience at event time `now`; `cause` is the queue key
     /// of what made it happen.
     fn judge(&mut self, person: &str, now: i64, cause: &[u8]) -> TxResult<()> {
-        let state: PersonState = get_json(self.persons, person.as_bytes())?.unwrap_or_default();
+        let state = self.state(person)?;
         let mut wanted: BTreeMap<String, Member> = BTreeMap::new();
         let mut timer = None;
         if self.person_of(person)? == person {
-            let mut merged: Option<Profile> = get_json(self.profiles, person.as_bytes())?;
+            let mut merged: Option<Profile> = self.profile(person)?.cloned();
             for a in self.owned(person)? {
                 if self.person_of(&a)? != person {
                     continue;
                 }
-                if let Some(p) = get_json::<Profile>(self.profiles, a.as_bytes())? {
+                if let Some(p) = self.profile(&a)? {
                     match merged.as_mut() {
-                        Some(m) => m.merge(&p),
-                        None => merged = Some(p),
+                        Some(m) => m.merge(p),
+                        None => merged = Some(p.clone()),
                     }
                 }
             }
@@ -349,6 +405,14 @@ impl Drain<'_> {
                 self.transition(TransitionKind::Entered, name, m.version, person, now, cause)?;
             }
         }
+        // A pending timer no later than the one wanted is kept: when it fires, the person is
+        // judged again (with no change, as nothing flips before the wanted time) and the
+        // timer moves on. So an active person's timer is not moved on every event.
+        let timer = match (state.timer_ms, timer) {
+            (Some(pending), Some(wanted)) if pending > now && pending <= wanted => Some(pending),
+            (Some(pending), None) if pending > now => Some(pending),
+            (_, wanted) => wanted,
+        };
         if state.timer_ms != timer {
             if let Some(old) = state.timer_ms {
                 let key = timer_key(old, person);
@@ -367,10 +431,8 @@ impl Drain<'_> {
             audiences: wanted,
             timer_ms: timer,
         };
-        if next == PersonState::default() {
-            self.persons.remove(person.as_bytes())?;
-        } else if next != state {
-            put_json(self.persons, person.as_bytes(), &next)?;
+        if next != state {
+            self.set_state(person, next);
         }
         Ok(())
     }
@@ -399,13 +461,11 @@ impl Drain<'_> {
             Some(&KIND_TIMER) => {
                 let person = String::from_utf8_lossy(&key[9..]).into_owned();
                 let due = time_of(key);
-                let Some(mut state) = get_json::<PersonState>(self.persons, person.as_bytes())? else {
-                    return Ok(());
-                };
+                let mut state = self.state(&person)?;
                 // A timer the person's state no longer names is stale; `judge` sets the next.
                 if state.timer_ms == Some(due) {
                     state.timer_ms = None;
-                    put_json(self.persons, person.as_bytes(), &state)?;
+                    self.set_state(&person, state);
                     self.judge(&person, due, key)?;
                 }
                 Ok(())
@@ -586,6 +646,10 @@ impl Store {
                         out: Vec::new(),
                         frontier: time_key(frontier).to_vec(),
                         fresh: BTreeSet::new(),
+                        profile_cache: HashMap::new(),
+                        dirty_profiles: BTreeSet::new(),
+                        state_cache: HashMap::new(),
+                        dirty_states: BTreeSet::new(),
                     };
                     for key in &keys {
                         d.fire_fresh(Some(key), &mut erased)?;
@@ -595,6 +659,7 @@ impl Store {
                         // Everything below the frontier was read: the timers set since are due.
                         d.fire_fresh(None, &mut erased)?;
                     }
+                    d.write_back()?;
                     Ok(d.out)
                 },
             );
