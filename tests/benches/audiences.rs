@@ -147,12 +147,34 @@ fn delivery(probes: u64) {
     ]);
     let mut running = Running::serving(cmd, dir.path().join("onramp.log"));
     let base = running.base().to_string();
+    // The store opens with the first line read from stdin: a warm-up line, then subscribe.
+    running.send(&[format!(
+        r#"{{"event_id":"warm-up","type":"page_view","user_id":"filler","timestamp":"{}","properties":{{"path":"/"}}}}"#,
+        ts(T0 - 60_000)
+    )]);
+    let agent = onramp_tests::http_agent(Some(Duration::from_secs(5)));
+    onramp_tests::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        "the store open",
+        || {
+            agent
+                .get(&format!("{base}/v1/audiences"))
+                .call()
+                .is_ok_and(|r| r.status().as_u16() == 200)
+        },
+    );
     let updates = follow(format!("{base}/v1/updates?user=filler"));
     let triggers = follow(format!("{base}/v1/triggers"));
     std::thread::sleep(Duration::from_millis(300));
     let line = |n: i64, user: &str, kind: &str, at: i64| {
+        let props = if kind == "click" {
+            r#"{"target":"next"}"#
+        } else {
+            r#"{"path":"/"}"#
+        };
         format!(
-            r#"{{"event_id":"e{n}","type":"{kind}","user_id":"{user}","timestamp":"{}","properties":{{"path":"/"}}}}"#,
+            r#"{{"event_id":"e{n}","type":"{kind}","user_id":"{user}","timestamp":"{}","properties":{props}}}"#,
             ts(at)
         )
     };

@@ -80,7 +80,14 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let steps = EnrichConfig::default().steps;
     let stats = query::funnel_stats(&db, &steps)?;
     println!("== funnel\n{}", query::render_funnel(&stats));
-    println!("== audiences (rules: {})", if db.rules().text == onramp::audience::DEFAULT_RULES { "built-in, rules.example.yaml" } else { "recorded in the store" });
+    println!(
+        "== audiences (rules: {})",
+        if db.rules().text == onramp::audience::DEFAULT_RULES {
+            "built-in, rules.example.yaml"
+        } else {
+            "recorded in the store"
+        }
+    );
     for (name, version, size) in db.audience_sizes()? {
         println!("{name:<24} v{version:<4} {size:>7} persons");
     }
@@ -88,7 +95,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("{} transitions in the outbox; the first few:", transitions.len());
     for t in transitions.iter().take(5) {
         let at = chrono::DateTime::from_timestamp_millis(t.at_ms).map_or(t.at_ms.to_string(), |d| d.to_rfc3339());
-        println!("  {at}  {:<8} {:<12} {}", format!("{:?}", t.kind).to_lowercase(), t.audience, t.person_id);
+        println!(
+            "  {at}  {:<8} {:<12} {}",
+            format!("{:?}", t.kind).to_lowercase(),
+            t.audience,
+            t.person_id
+        );
     }
     let example = db
         .profiles_after(None)
