@@ -378,6 +378,8 @@ fn a_bad_rules_file_starts_nothing() {
         ("weight 0", &format!("{good}surfaces:\n  - name: s\n    experiment: {{name: e, variants: [{{name: a, weight: 0}}]}}\n    actions: [{{action: a}}]\n"), &["surface `s`", "experiment.variants[0].weight"]),
         ("unknown variant", &format!("{good}surfaces:\n  - name: s\n    experiment: {{name: e, variants: [{{name: a, weight: 1}}]}}\n    actions: [{{action: a, variants: [b]}}]\n"), &["actions[0].variants", "unknown variant `b`"]),
         ("no actions", &format!("{good}surfaces:\n  - name: s\n    actions: []\n"), &["surface `s`", "at least one action"]),
+        ("empty file", "# nothing yet\n", &["it is empty", "audiences: []"]),
+        ("two actions answering with one rule", &format!("{good}surfaces:\n  - name: s\n    actions:\n      - {{action: a, rule: r}}\n      - {{action: b, rule: r}}\n"), &["surface `s`", "actions[1].rule", "rule `r`"]),
         ("trait without a value", "audiences:\n  - name: x\n    version: 1\n    when: {trait: {name: plan}}\n", &["when.trait", "equals or in"]),
     ];
     for (what, text, expect) in cases {
@@ -398,6 +400,22 @@ fn a_bad_rules_file_starts_nothing() {
         }
         assert!(err.contains("rules.yaml"), "{what}: names the file: {err}");
         assert!(!store.exists(), "{what}: no store was created");
+    }
+    for (flag, expect) in [("5", "there is no partition 5"), ("0,1", "names every partition")] {
+        let err = fails(&[
+            "run",
+            "--generate",
+            "--users",
+            "5",
+            "--partitions",
+            "2",
+            "--store",
+            store.to_str().unwrap(),
+            "--watermark-ignore",
+            flag,
+        ]);
+        assert!(err.contains(expect), "--watermark-ignore {flag}: {err}");
+        assert!(!store.exists(), "--watermark-ignore {flag}: no store was created");
     }
     let missing = fails(&[
         "run",

@@ -252,7 +252,15 @@ impl Rules {
             place,
             problem,
         };
-        let raw: RulesFile = serde_yaml::from_str(text).map_err(|e| err("the file".into(), e.to_string()))?;
+        let parsed: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| err("the file".into(), e.to_string()))?;
+        if parsed.is_null() {
+            return Err(err(
+                "the file".into(),
+                "it is empty; to judge no audiences, write `audiences: []`".into(),
+            ));
+        }
+        let raw: RulesFile = serde_yaml::from_value(parsed).map_err(|e| err("the file".into(), e.to_string()))?;
         if raw.audiences.len() > MAX_RULES || raw.surfaces.len() > MAX_RULES {
             return Err(err(
                 "the file".into(),
@@ -315,8 +323,18 @@ impl Rules {
                 }
                 None => None,
             };
+            let mut rule_names = BTreeSet::new();
             for (j, action) in surface.actions.iter().enumerate() {
                 let field = format!("actions[{j}]");
+                let rule = action.rule.as_deref().unwrap_or(&action.action);
+                if !rule_names.insert(rule) {
+                    return Err(err(
+                        place(&format!("{field}.rule")),
+                        format!(
+                            "a second action answering with rule `{rule}` (answers name their rule: give each its own)"
+                        ),
+                    ));
+                }
                 check_name(&action.action).map_err(|p| err(place(&format!("{field}.action")), p))?;
                 if let Some(when) = &action.when {
                     check_condition(when, steps, Some(&names))

@@ -31,7 +31,7 @@ pub enum AudienceCommand {
         /// Start after this person id (the last one of the previous page).
         #[arg(long)]
         after: Option<String>,
-        /// Most persons to print.
+        /// Most persons to print (0: all).
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -87,7 +87,18 @@ pub fn audiences(args: AudiencesArgs) -> anyhow::Result<()> {
                 "(as of event time {})\n",
                 chrono::DateTime::from_timestamp_millis(ms).map_or(ms.to_string(), |t| t.to_rfc3339())
             ),
-            None => "(no frontier yet: a partition has no watermark; see --watermark-ignore)\n".into(),
+            None => {
+                let ignored = store.watermark_ignored();
+                let waiting: Vec<String> = (0..store.partitions().ok().flatten().unwrap_or(0))
+                    .filter(|p| !ignored.contains(p))
+                    .filter(|p| store.checkpoint(*p).ok().flatten().and_then(|c| c.max_event_time_ms).is_none())
+                    .map(|p| p.to_string())
+                    .collect();
+                format!(
+                    "(no frontier yet: partition(s) {} have no watermark — fewer than 3 events — so nothing is judged; an empty partition can be left out with `onramp run --watermark-ignore`)\n",
+                    waiting.join(", ")
+                )
+            }
         });
         out
     })
@@ -110,6 +121,7 @@ pub fn audience(command: AudienceCommand) -> anyhow::Result<()> {
                 );
             }
             let mut out = std::io::stdout().lock();
+            let limit = if limit == 0 { usize::MAX } else { limit };
             for (person, member) in store.audience_members(&name, after.as_deref(), limit)? {
                 let line =
                     serde_json::json!({"person_id": person, "version": member.version, "since_ms": member.since_ms});

@@ -215,6 +215,15 @@ impl<'a> Run<'a> {
         observer: &'a dyn Observer,
         started: Instant,
     ) -> anyhow::Result<Self> {
+        if let Some(p) = settings.watermark_ignore.iter().find(|p| **p >= partitions) {
+            anyhow::bail!(
+                "--watermark-ignore {p}: there is no partition {p} (partitions 0 to {})",
+                partitions - 1
+            );
+        }
+        if settings.watermark_ignore.len() as u32 >= partitions {
+            anyhow::bail!("--watermark-ignore names every partition: the audiences would have no frontier and judge nothing; leave at least one out");
+        }
         let store = Store::open(
             &settings.store,
             &StoreSettings {
@@ -235,7 +244,7 @@ impl<'a> Run<'a> {
         if let Some(rules) = &settings.rules {
             store.set_rules(rules.clone())?;
         }
-        store.set_watermark_ignore(settings.watermark_ignore.clone());
+        store.set_watermark_ignore(settings.watermark_ignore.clone())?;
         // A crash between a commit and its drain left entries below the frontier.
         let drained = store.drain_audiences()?;
         if !drained.is_empty() {

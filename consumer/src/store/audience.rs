@@ -573,8 +573,20 @@ impl Store {
     }
 
     /// Partitions left out of the audience frontier (`--watermark-ignore`).
-    pub fn set_watermark_ignore(&self, partitions: BTreeSet<u32>) {
+    /// Recorded in the store's meta (each run records its own, none when the flag is not
+    /// given), so read-only commands judge the frontier as the last run did.
+    pub fn set_watermark_ignore(&self, partitions: BTreeSet<u32>) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(&partitions).unwrap_or_default();
+        self.meta
+            .insert(super::META_WATERMARK_IGNORE, value)
+            .map_err(|e| self.sled(e))?;
         *self.watermark_ignore.write().unwrap_or_else(|e| e.into_inner()) = partitions;
+        Ok(())
+    }
+
+    /// The partitions left out of the audience frontier.
+    pub fn watermark_ignored(&self) -> BTreeSet<u32> {
+        self.watermark_ignore.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The audience frontier: the smallest committed watermark over the store's partitions

@@ -381,6 +381,7 @@ const META_SOURCE: &[u8] = b"source";
 const META_INPUT_SEGMENT: &[u8] = b"input_segment";
 const META_FUNNEL_STEPS: &[u8] = b"funnel_steps";
 const META_RULES: &[u8] = b"audience_rules";
+const META_WATERMARK_IGNORE: &[u8] = b"watermark_ignore";
 
 impl Store {
     /// Opens (or creates) the store for a run, refusing one written with another layout
@@ -441,7 +442,12 @@ impl Store {
             .path(path)
             .flush_every_ms(Some(500))
             .cache_capacity(SLED_CACHE_BYTES);
+        // sled panics on some damaged files (an index out of bounds while it reads its
+        // segments): caught below and reported as damage, so its panic message is not printed.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()));
+        std::panic::set_hook(hook);
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(source)) => return Err(StoreError::from_sled(path, source)),
@@ -503,6 +509,10 @@ impl Store {
                 }
             })?;
             *self.rules.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(rules);
+        }
+        if let Some(v) = self.meta.get(META_WATERMARK_IGNORE).map_err(|e| self.sled(e))? {
+            let ignore = self.decode("meta", META_WATERMARK_IGNORE, &v)?;
+            *self.watermark_ignore.write().unwrap_or_else(|e| e.into_inner()) = ignore;
         }
         Ok(())
     }
