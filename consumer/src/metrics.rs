@@ -391,3 +391,45 @@ impl Metrics {
         out
     }
 }
+
+/// Hot keys shown per partition on `/metrics` (`onramp stats` shows the same).
+pub const HOT_KEYS_SHOWN: usize = 5;
+
+/// The skew section of `/metrics`, read from the store ([`crate::store::Store::skew`]): events
+/// per partition, and each partition's heaviest keys, named by `pseudonym`
+/// ([`crate::store::Store::key_pseudonyms`]), with their estimated events.
+pub fn render_skew(
+    skew: &BTreeMap<u32, crate::store::skew::PartitionSkew>,
+    pseudonym: impl Fn(&str) -> String,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP onramp_partition_events_total Records per partition that reached the aggregate or were rejected (committed; erased ids excluded).\n# TYPE onramp_partition_events_total counter"
+    );
+    for (p, s) in skew {
+        let _ = writeln!(out, "onramp_partition_events_total{{partition=\"{p}\"}} {}", s.events);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP onramp_hot_key_events Estimated events of each partition's heaviest keys, top {HOT_KEYS_SHOWN}, by pseudonym (onramp stats --json maps them to ids); a space-saving sketch of {} keys, at most the key's overcount too high.\n# TYPE onramp_hot_key_events gauge",
+        crate::store::skew::HOT_KEYS_KEPT
+    );
+    for (p, s) in skew {
+        for (rank, k) in s.top(HOT_KEYS_SHOWN).iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "onramp_hot_key_events{{partition=\"{p}\",rank=\"{}\",key=\"{}\"}} {}",
+                rank + 1,
+                label_value(&pseudonym(&k.key)),
+                k.events
+            );
+        }
+    }
+    out
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -309,12 +309,21 @@ impl Drop for ClientGuard {
 }
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    let size = state.hub.store().ok().map(|s| s.size_on_disk());
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.hub.metrics.render(size),
-    )
-        .into_response()
+    let store = state.hub.store().ok();
+    let size = store.as_ref().map(|s| s.size_on_disk());
+    let mut text = state.hub.metrics.render(size);
+    if let Some(store) = store {
+        // A store read: off the async workers.
+        let skew = blocking(move || {
+            let pseudonym = store.key_pseudonyms()?;
+            Ok(crate::metrics::render_skew(&store.skew()?, pseudonym))
+        });
+        match skew.await {
+            Ok(section) => text.push_str(&section),
+            Err(e) => tracing::warn!("/metrics: the skew section was left out: {}", e.message),
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -1,5 +1,6 @@
 //! Funnel statistics of a store: users per step, step-to-step conversion, median time
-//! between steps, reject reasons; and their text rendering (`onramp stats`, `/v1/funnel`).
+//! between steps, reject reasons, and per partition its events and heaviest keys (skew);
+//! and their text rendering (`onramp stats`, `/v1/funnel`).
 
 use std::collections::BTreeMap;
 
@@ -50,6 +51,36 @@ pub struct FunnelStats {
     pub counters: BTreeMap<String, u64>,
     /// Rejected events by reason (the `rejected.<reason>` counters).
     pub reject_reasons: BTreeMap<String, u64>,
+    /// Per partition: its checkpoint, events and heaviest keys.
+    pub partitions: Vec<PartitionStats>,
+}
+
+/// One partition's share of the work (see `store::skew`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartitionStats {
+    /// The partition.
+    pub partition: u32,
+    /// Its committed checkpoint (the last offset consumed; -1: none).
+    pub checkpoint: i64,
+    /// Records counted on it: reached the aggregate or rejected (erased ids excluded).
+    pub events: u64,
+    /// `events` over all partitions' events (a fraction).
+    pub share: f64,
+    /// Its heaviest keys, heaviest first (at most [`crate::metrics::HOT_KEYS_SHOWN`]).
+    pub hot_keys: Vec<HotKeyStats>,
+}
+
+/// A heavy key of a partition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HotKeyStats {
+    /// The key (a user id).
+    pub key: String,
+    /// How `/metrics` names it (`Store::key_pseudonyms`).
+    pub pseudonym: String,
+    /// Estimated events: the true count plus at most `overcount`.
+    pub events: u64,
+    /// How much of `events` may be another key's.
+    pub overcount: u64,
 }
 
 /// Computes [`FunnelStats`] for the funnel `steps` (in order — e.g.
@@ -70,6 +101,7 @@ pub fn funnel_stats(store: &Store, steps: &[String]) -> Result<FunnelStats, Stor
         steps: Vec::new(),
         counters: BTreeMap::new(),
         reject_reasons: BTreeMap::new(),
+        partitions: Vec::new(),
     };
     let mut users = vec![0u64; steps.len()];
     let mut deltas: Vec<Vec<i64>> = vec![Vec::new(); steps.len()];
@@ -101,6 +133,33 @@ pub fn funnel_stats(store: &Store, steps: &[String]) -> Result<FunnelStats, Stor
             users: users[i],
             conversion_from_previous: previous_users.filter(|&p| p > 0).map(|p| users[i] as f64 / p as f64),
             median_ms_from_previous: median(&mut deltas[i]),
+        });
+    }
+    let skew = store.skew()?;
+    let checkpoints = store.checkpoints()?;
+    let total: u64 = skew.values().map(|s| s.events).sum();
+    let pseudonym = store.key_pseudonyms()?;
+    for p in 0..store.partitions()?.unwrap_or(0) {
+        let s = skew.get(&p).cloned().unwrap_or_default();
+        stats.partitions.push(PartitionStats {
+            partition: p,
+            checkpoint: checkpoints.get(&p).map_or(-1, |c| c.offset),
+            events: s.events,
+            share: if total == 0 {
+                0.0
+            } else {
+                s.events as f64 / total as f64
+            },
+            hot_keys: s
+                .top(crate::metrics::HOT_KEYS_SHOWN)
+                .into_iter()
+                .map(|k| HotKeyStats {
+                    key: k.key.clone(),
+                    pseudonym: pseudonym(&k.key),
+                    events: k.events,
+                    overcount: k.overcount,
+                })
+                .collect(),
         });
     }
     stats.counters = store.counters()?;
@@ -212,6 +271,29 @@ pub fn render_funnel(stats: &FunnelStats) -> String {
         counter("skipped"),
         counter("rejected"),
     );
+
+    if !stats.partitions.is_empty() {
+        out.push_str("\npartition  checkpoint  events  share  heaviest keys (events, or the range they are in)\n");
+        for p in &stats.partitions {
+            let keys: Vec<String> = p
+                .hot_keys
+                .iter()
+                .map(|k| match k.overcount {
+                    0 => format!("{} {}", k.key, k.events),
+                    over => format!("{} {}-{}", k.key, k.events - over, k.events),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:>9}  {:>10}  {:>6}  {:>4.1}%  {}",
+                p.partition,
+                p.checkpoint,
+                p.events,
+                p.share * 100.0,
+                keys.join(", ")
+            );
+        }
+    }
 
     if !stats.reject_reasons.is_empty() {
         let mut reasons: Vec<(&String, &u64)> = stats.reject_reasons.iter().collect();

@@ -46,8 +46,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use onramp_schemas::{Profile, ProfileUpdate};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::staged::{self, Staged};
 
 use super::{abort, identity_prefix, suppress, Store, StoreError};
 use crate::audience::Rules;
@@ -190,28 +191,28 @@ pub fn parse_cursor(text: &str) -> Option<Vec<u8>> {
 
 type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
-fn get_json<T: serde::de::DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+fn get_json<T: serde::de::DeserializeOwned>(tree: &Staged<'_>, key: &[u8]) -> TxResult<Option<T>> {
     match tree.get(key)? {
         Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(abort)?)),
         None => Ok(None),
     }
 }
 
-fn put_json<T: Serialize>(tree: &TransactionalTree, key: &[u8], value: &T) -> TxResult<()> {
+fn put_json<T: Serialize>(tree: &Staged<'_>, key: &[u8], value: &T) -> TxResult<()> {
     tree.insert(key, serde_json::to_vec(value).map_err(abort)?)?;
     Ok(())
 }
 
 /// The trees of one drain transaction.
 struct Drain<'a> {
-    queue: &'a TransactionalTree,
-    profiles: &'a TransactionalTree,
-    links: &'a TransactionalTree,
-    ids: &'a TransactionalTree,
-    persons: &'a TransactionalTree,
-    members: &'a TransactionalTree,
-    outbox: &'a TransactionalTree,
-    outbox_by_person: &'a TransactionalTree,
+    queue: &'a Staged<'a>,
+    profiles: &'a Staged<'a>,
+    links: &'a Staged<'a>,
+    ids: &'a Staged<'a>,
+    persons: &'a Staged<'a>,
+    members: &'a Staged<'a>,
+    outbox: &'a Staged<'a>,
+    outbox_by_person: &'a Staged<'a>,
     rules: &'a Rules,
     out: Vec<Transition>,
     /// The frontier's key: entries below it are processed.
@@ -615,7 +616,7 @@ impl Store {
         let Some(frontier) = self.audience_frontier()? else {
             return Ok(Vec::new());
         };
-        let _one_drain = self.draining.lock().unwrap_or_else(|e| e.into_inner());
+        let writer = self.write_lock();
         let suppression_key = self.suppression_key()?;
         let mut all = Vec::new();
         loop {
@@ -631,19 +632,33 @@ impl Store {
             }
             // A full chunk may have left entries below the frontier for the next one.
             let truncated = keys.len() == DRAIN_CHUNK;
-            let trees = (
-                &self.audience_queue,
-                &self.settled_profiles,
-                &self.settled_links,
-                &self.settled_ids,
-                &self.person_audiences,
-                &self.audience_members,
-                &self.outbox,
-                &self.outbox_by_person,
-                &self.suppressions,
+            let (queue, profiles, links, ids, persons) = (
+                &Staged::new(&self.audience_queue),
+                &Staged::new(&self.settled_profiles),
+                &Staged::new(&self.settled_links),
+                &Staged::new(&self.settled_ids),
+                &Staged::new(&self.person_audiences),
             );
-            let result = trees.transaction(
-                |(queue, profiles, links, ids, persons, members, outbox, by_person, suppressions)| {
+            let (members, outbox, by_person, suppressions) = (
+                &Staged::new(&self.audience_members),
+                &Staged::new(&self.outbox),
+                &Staged::new(&self.outbox_by_person),
+                &Staged::new(&self.suppressions),
+            );
+            let result = staged::run(
+                &writer,
+                &[
+                    queue,
+                    profiles,
+                    links,
+                    ids,
+                    persons,
+                    members,
+                    outbox,
+                    by_person,
+                    suppressions,
+                ],
+                || {
                     let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
                     let mut d = Drain {
                         queue,
@@ -764,8 +779,13 @@ impl Store {
     }
 
     /// Removes everything the audiences hold of `ids` (an erased person): settled profiles
-    /// and links, memberships, the timer and the person's transitions in the outbox.
-    pub(super) fn erase_audiences(&self, ids: &[String]) -> Result<u64, StoreError> {
+    /// and links, memberships, the timer and the person's transitions in the outbox, under
+    /// the erasure's writer lock.
+    pub(super) fn erase_audiences(
+        &self,
+        writer: &std::sync::MutexGuard<'_, ()>,
+        ids: &[String],
+    ) -> Result<u64, StoreError> {
         let mut outbox_keys = Vec::new();
         for id in ids {
             for item in self.outbox_by_person.scan_prefix(identity_prefix(id)) {
@@ -774,18 +794,22 @@ impl Store {
                 outbox_keys.push((k.clone(), sled::IVec::from(&k[plen..])));
             }
         }
-        let trees = (
-            &self.audience_queue,
-            &self.settled_profiles,
-            &self.settled_links,
-            &self.settled_ids,
-            &self.person_audiences,
-            &self.audience_members,
-            &self.outbox,
-            &self.outbox_by_person,
+        let (queue, profiles, links, settled_ids) = (
+            &Staged::new(&self.audience_queue),
+            &Staged::new(&self.settled_profiles),
+            &Staged::new(&self.settled_links),
+            &Staged::new(&self.settled_ids),
         );
-        let result = trees.transaction(
-            |(queue, profiles, links, settled_ids, persons, members, outbox, by_person)| {
+        let (persons, members, outbox, by_person) = (
+            &Staged::new(&self.person_audiences),
+            &Staged::new(&self.audience_members),
+            &Staged::new(&self.outbox),
+            &Staged::new(&self.outbox_by_person),
+        );
+        let result = staged::run(
+            writer,
+            &[queue, profiles, links, settled_ids, persons, members, outbox, by_person],
+            || {
                 let mut removed = 0u64;
                 for (index, key) in &outbox_keys {
                     by_person.remove(index.as_ref())?;

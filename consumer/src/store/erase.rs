@@ -3,9 +3,9 @@
 use onramp_schemas::{Profile, RejectedEvent};
 use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::identity::claim_key;
+use super::staged::{self, Staged};
 use super::suppress::{keyed_hash, ANY_SUPPRESSED};
 use super::{abort, add, fold_key, identity_prefix, Store, StoreError};
 
@@ -26,12 +26,18 @@ pub struct Erased {
     pub rejects: u64,
     /// Links removed: the anonymous ids it owned, and its claims on ids others own.
     pub links: u64,
+    /// Its ids removed from the partitions' heaviest keys (see `skew`).
+    pub hot_keys: u64,
 }
 
 impl Erased {
     /// True when anything of the person was found (and removed).
     pub fn found_anything(&self) -> bool {
-        self.profiles > 0 || !self.fold_state_partitions.is_empty() || self.rejects > 0 || self.links > 0
+        self.profiles > 0
+            || !self.fold_state_partitions.is_empty()
+            || self.rejects > 0
+            || self.links > 0
+            || self.hot_keys > 0
     }
 
     /// Adds what a later pass over the same person removed.
@@ -50,11 +56,12 @@ impl Erased {
         self.fold_state_partitions.sort_unstable();
         self.rejects += more.rejects;
         self.links += more.links;
+        self.hot_keys += more.hot_keys;
     }
 }
 
-/// Most passes one erasure makes (see [`Store::erase`]); two suffice unless commits keep
-/// racing it, and each pass after the first only finds what a racing commit added.
+/// Most passes one erasure makes (see [`Store::erase`]). Under the writer lock the second
+/// pass finds nothing; more would mean a write got past the lock.
 const MAX_ERASE_PASSES: usize = 4;
 
 impl Store {
@@ -64,31 +71,31 @@ impl Store {
     /// (see `suppress`). Returns what was removed; the chains of
     /// [`Erased::fold_state_partitions`] must be restarted from the store's snapshot.
     ///
-    /// The person's ids and claims are read before the transaction, so a batch committed in
-    /// between can add a claim (or a reject) the transaction does not know of. Once the
-    /// first pass has committed, the person's ids are suppressed and gain nothing new, so
-    /// further passes over the same person remove whatever slipped in, until one finds
+    /// The whole erasure holds the store's writer lock, so no batch commits while it reads
+    /// the person's ids and claims and removes them. A second pass checks that nothing was
+    /// left (it finds nothing unless a bug let a write in); passes repeat until one finds
     /// nothing.
     pub fn erase(&self, id: &str) -> Result<Erased, StoreError> {
+        let writer = self.write_lock();
         let person = self.person_id(id)?;
-        let mut erased = self.erase_pass(&person)?;
+        let mut erased = self.erase_pass(&writer, &person)?;
         if erased.found_anything() {
             for _ in 1..MAX_ERASE_PASSES {
-                let more = self.erase_pass(&person)?;
+                let more = self.erase_pass(&writer, &person)?;
                 if !more.found_anything() {
                     break;
                 }
-                tracing::info!(person = %person, ids = ?more.ids, "erasure: a second pass removed what a racing commit added");
+                tracing::warn!(person = %person, ids = ?more.ids, "erasure: a second pass found more of the person, which the writer lock should make impossible; removed");
                 erased.absorb(more);
             }
-            let transitions = self.erase_audiences(&erased.ids)?;
+            let transitions = self.erase_audiences(&writer, &erased.ids)?;
             tracing::info!(person = %person, transitions, "erasure: the person's memberships, timers and transitions removed");
         }
         Ok(erased)
     }
 
     /// One erasure pass over `person` (a person id): see [`Store::erase`].
-    fn erase_pass(&self, person: &str) -> Result<Erased, StoreError> {
+    fn erase_pass(&self, writer: &std::sync::MutexGuard<'_, ()>, person: &str) -> Result<Erased, StoreError> {
         let partitions = self.partitions()?.unwrap_or(0);
         let person = person.to_string();
         // Owned anonymous ids go with the person; a claimant it "owns" (a user some event
@@ -123,18 +130,33 @@ impl Store {
         }
         let unidentified = self.unidentified_rejects_naming(&terms)?;
         let key = self.suppression_key_or_new()?;
-        let trees = (
-            &self.profiles,
-            &self.fold_state,
-            &self.rejects,
-            &self.rejects_by_identity,
-            &self.counters,
-            &self.links,
-            &self.link_claims,
-            &self.suppressions,
+        let (profiles, fold_state, rejects, rejects_by_identity) = (
+            &Staged::new(&self.profiles),
+            &Staged::new(&self.fold_state),
+            &Staged::new(&self.rejects),
+            &Staged::new(&self.rejects_by_identity),
         );
-        let result = trees.transaction(
-            |(profiles, fold_state, rejects, rejects_by_identity, counters, links, link_claims, suppressions)| {
+        let (counters, links, link_claims, suppressions, skew) = (
+            &Staged::new(&self.counters),
+            &Staged::new(&self.links),
+            &Staged::new(&self.link_claims),
+            &Staged::new(&self.suppressions),
+            &Staged::new(&self.skew),
+        );
+        let result = staged::run(
+            writer,
+            &[
+                profiles,
+                fold_state,
+                rejects,
+                rejects_by_identity,
+                counters,
+                links,
+                link_claims,
+                suppressions,
+                skew,
+            ],
+            || {
                 let mut erased = Erased {
                     person: person.clone(),
                     ids: ids.clone(),
@@ -156,6 +178,17 @@ impl Store {
                     }
                 }
                 erased.fold_state_partitions.sort_unstable();
+                // The person's ids leave the partitions' heaviest keys (their events stay counted).
+                for p in 0..partitions {
+                    if let Some(v) = skew.get(p.to_be_bytes())? {
+                        let mut sketch: super::skew::PartitionSkew = serde_json::from_slice(&v).map_err(abort)?;
+                        let forgotten = sketch.forget(&ids);
+                        if forgotten > 0 {
+                            erased.hot_keys += forgotten;
+                            skew.insert(p.to_be_bytes(), serde_json::to_vec(&sketch).map_err(abort)?)?;
+                        }
+                    }
+                }
                 for (index, prefix_len) in &reject_index {
                     rejects_by_identity.remove(index.as_ref())?;
                     if rejects.remove(&index[*prefix_len..])?.is_some() {

@@ -31,7 +31,9 @@ use std::collections::BTreeMap;
 
 use onramp_schemas::Profile;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::ConflictableTransactionError;
+
+use super::staged::Staged;
 
 use super::check::{show_key, Findings};
 use super::{abort, add, fold_key, identity_prefix, ProblemKind, Store, StoreError};
@@ -116,9 +118,9 @@ pub(super) struct ClaimSeen<'a> {
 /// Records the claims a batch's applied updates made, inside the batch's transaction; adds
 /// the change in conflicts to the `link_conflicts` counter and returns it.
 pub(super) fn record_claims(
-    links: &TransactionalTree,
-    link_claims: &TransactionalTree,
-    counters: &TransactionalTree,
+    links: &Staged<'_>,
+    link_claims: &Staged<'_>,
+    counters: &Staged<'_>,
     partition: u32,
     seen: &[ClaimSeen<'_>],
 ) -> Result<u64, ConflictableTransactionError<String>> {

@@ -13,6 +13,7 @@
 //! | `links` | anonymous id | [`Link`] JSON: each claiming user's smallest (event time, partition, offset), smallest first; the first owns the id |
 //! | `link_claims` | user id length (u32 BE) ++ user id ++ anonymous id | empty (index of `links` by user) |
 //! | `suppressions` | HMAC-SHA-256 of an erased id (32 bytes), and `!` once any exists | empty |
+//! | `skew` | partition (u32 BE) | [`skew::PartitionSkew`] JSON: the partition's events and heaviest keys |
 //! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps, audience rules |
 //! | `audience_queue`, `settled_*`, `person_audiences`, `audience_members`, `outbox`, `outbox_by_person` | see [`audience`] | audiences, timers and transitions |
 //!
@@ -30,16 +31,18 @@ use onramp_schemas::{
     UserFoldState,
 };
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use staged::Staged;
 
 pub mod audience;
 mod check;
 mod erase;
 mod identity;
+mod staged;
 mod suppress;
 
 mod report;
+pub mod skew;
 mod witness;
 
 pub use check::{EXAMPLES_PER_KIND, REBUILD_HELP};
@@ -361,12 +364,14 @@ pub struct Store {
     audience_members: sled::Tree,
     outbox: sled::Tree,
     outbox_by_person: sled::Tree,
+    /// Events and heaviest keys per partition (see [`skew`]).
+    skew: sled::Tree,
     /// The rules evaluated (from the store's meta, else the built-in ones).
     rules: std::sync::Arc<std::sync::RwLock<std::sync::Arc<crate::audience::Rules>>>,
     /// Partitions left out of the audience frontier.
     watermark_ignore: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<u32>>>,
-    /// One drain at a time.
-    draining: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The store's one writer at a time ([`Store::write_lock`]).
+    writer: std::sync::Arc<std::sync::Mutex<()>>,
     /// When this process last wrote the store's [`Witness`] (at most once a second).
     witnessed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -484,11 +489,12 @@ impl Store {
             audience_members: tree("audience_members")?,
             outbox: tree("outbox")?,
             outbox_by_person: tree("outbox_by_person")?,
+            skew: tree("skew")?,
             rules: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
                 crate::audience::Rules::builtin(),
             ))),
             watermark_ignore: Default::default(),
-            draining: Default::default(),
+            writer: Default::default(),
             db,
             witnessed: Default::default(),
         };
@@ -653,11 +659,25 @@ impl Store {
 
     /// Every partition's checkpoint.
     pub fn checkpoints(&self) -> Result<BTreeMap<u32, Checkpoint>, StoreError> {
+        self.per_partition(&self.checkpoints, "checkpoints")
+    }
+
+    /// Per partition, its events and heaviest keys (see [`skew`]).
+    pub fn skew(&self) -> Result<BTreeMap<u32, skew::PartitionSkew>, StoreError> {
+        self.per_partition(&self.skew, "skew")
+    }
+
+    /// Every value of a tree keyed by partition (u32 BE), decoded.
+    fn per_partition<T: serde::de::DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &'static str,
+    ) -> Result<BTreeMap<u32, T>, StoreError> {
         let mut out = BTreeMap::new();
-        for item in self.checkpoints.iter() {
+        for item in tree.iter() {
             let (k, v) = item.map_err(|e| self.sled(e))?;
             let p = u32::from_be_bytes(k.as_ref().try_into().unwrap_or_default());
-            out.insert(p, self.decode("checkpoints", &k, &v)?);
+            out.insert(p, self.decode(name, &k, &v)?);
         }
         Ok(out)
     }
@@ -681,198 +701,220 @@ impl Store {
 
     /// Commits one batch in one transaction (see the module docs).
     pub fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+        let writer = self.write_lock();
         let suppression_key = self.suppression_key()?;
         let audiences_on = !self.rules().audiences.is_empty();
-        let trees = (
-            &self.profiles,
-            &self.fold_state,
-            &self.checkpoints,
-            &self.rejects,
-            &self.rejects_by_identity,
-            &self.counters,
-            &self.links,
-            &self.link_claims,
-            &self.suppressions,
-            &self.audience_queue,
+        let (profiles, fold_state, checkpoints, rejects, rejects_by_identity) = (
+            &Staged::new(&self.profiles),
+            &Staged::new(&self.fold_state),
+            &Staged::new(&self.checkpoints),
+            &Staged::new(&self.rejects),
+            &Staged::new(&self.rejects_by_identity),
         );
-        let result = trees.transaction(
-            |(
-                profiles,
-                fold_state,
-                checkpoints,
-                rejects,
-                rejects_by_identity,
-                counters,
-                links,
-                link_claims,
-                suppressions,
-                audience_queue,
-            )| {
-                let mut committed = Committed::default();
-                // Read in the transaction, so an erasure is either wholly before this batch
-                // (and its ids are dropped here) or wholly after it.
-                let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
-                let part = batch.partition.to_be_bytes();
-                let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
-                // The aggregate's state per (partition, user): what this partition's stream
-                // saw of the user, whatever other partitions saw (a user spread over several).
-                let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
-                let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
-                    Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                    None => Checkpoint {
-                        offset: -1,
-                        max_event_time_ms: None,
-                        clock: PartitionClock::default(),
-                        input: None,
-                    },
-                };
-                if batch.input.is_some() {
-                    checkpoint.input = batch.input.clone();
+        let (counters, links, link_claims, suppressions, audience_queue, skew_tree) = (
+            &Staged::new(&self.counters),
+            &Staged::new(&self.links),
+            &Staged::new(&self.link_claims),
+            &Staged::new(&self.suppressions),
+            &Staged::new(&self.audience_queue),
+            &Staged::new(&self.skew),
+        );
+        let all = [
+            profiles,
+            fold_state,
+            checkpoints,
+            rejects,
+            rejects_by_identity,
+            counters,
+            links,
+            link_claims,
+            suppressions,
+            audience_queue,
+            skew_tree,
+        ];
+        let result = staged::run(&writer, &all, || {
+            let mut committed = Committed::default();
+            // Read under the writer lock, so an erasure is either wholly before this
+            // batch (and its ids are dropped here) or wholly after it.
+            let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
+            let part = batch.partition.to_be_bytes();
+            let mut touched: BTreeMap<&str, Profile> = BTreeMap::new();
+            // The aggregate's state per (partition, user): what this partition's stream
+            // saw of the user, whatever other partitions saw (a user spread over several).
+            let mut folds: BTreeMap<&str, UserFoldState> = BTreeMap::new();
+            let mut checkpoint: Checkpoint = match checkpoints.get(part)? {
+                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                None => Checkpoint {
+                    offset: -1,
+                    max_event_time_ms: None,
+                    clock: PartitionClock::default(),
+                    input: None,
+                },
+            };
+            if batch.input.is_some() {
+                checkpoint.input = batch.input.clone();
+            }
+            let mut skew: skew::PartitionSkew = match skew_tree.get(part)? {
+                Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                None => skew::PartitionSkew::default(),
+            };
+            let mut quarantined = Vec::new();
+            let mut claims = Vec::new();
+            // The records the skew sketch counts, by offset: updates and rejects interleave
+            // in the partition, and the sketch takes them in that order.
+            let mut keyed: Vec<(i64, Option<&str>)> = Vec::with_capacity(batch.updates.len() + batch.rejects.len());
+            for original in &batch.updates {
+                committed.evicted += u64::from(original.evicted_users);
+                if erased.holds(&original.user_id)? {
+                    // The aggregate's clock saw it all the same.
+                    if original.outcome != Outcome::Skipped || original.skip_kind == Some(SkipKind::EventTimeAhead) {
+                        checkpoint.clock.observe(original.event_time_ms);
+                    }
+                    committed.suppressed += 1;
+                    committed.suppressed_users.insert(original.user_id.clone());
+                    continue;
                 }
-                let mut quarantined = Vec::new();
-                let mut claims = Vec::new();
-                for original in &batch.updates {
-                    committed.evicted += u64::from(original.evicted_users);
-                    if erased.holds(&original.user_id)? {
-                        // The aggregate's clock saw it all the same.
-                        if original.outcome != Outcome::Skipped || original.skip_kind == Some(SkipKind::EventTimeAhead)
-                        {
-                            checkpoint.clock.observe(original.event_time_ms);
+                keyed.push((original.offset, Some(original.user_id.as_str())));
+                let anonymous_id = original.changes.as_ref().and_then(|c| c.anonymous_id.as_deref());
+                let stripped;
+                let u = match anonymous_id {
+                    Some(a) if erased.holds(a)? => {
+                        // Another user's event naming an erased anonymous id: kept, without it.
+                        let mut copy = original.clone();
+                        if let Some(c) = copy.changes.as_mut() {
+                            c.anonymous_id = None;
                         }
-                        committed.suppressed += 1;
-                        committed.suppressed_users.insert(original.user_id.clone());
+                        committed.stripped_anonymous_ids.insert(a.to_string());
+                        stripped = copy;
+                        &stripped
+                    }
+                    _ => original,
+                };
+                match (u.outcome, u.skip_kind) {
+                    (Outcome::Applied, _) => {
+                        committed.applied += 1;
+                        if audiences_on {
+                            // Judged once the store's frontier passes it (see `audience`).
+                            let k = checkpoint
+                                .clock
+                                .watermark_ms
+                                .map_or(u.event_time_ms, |w| w.max(u.event_time_ms));
+                            audience_queue.insert(
+                                audience::update_key(k, batch.partition, u.offset),
+                                serde_json::to_vec(u).map_err(abort)?,
+                            )?;
+                        }
+                        checkpoint.clock.observe(u.event_time_ms);
+                    }
+                    (Outcome::Duplicate, _) => {
+                        committed.duplicates += 1;
+                        checkpoint.clock.observe(u.event_time_ms);
                         continue;
                     }
-                    let anonymous_id = original.changes.as_ref().and_then(|c| c.anonymous_id.as_deref());
-                    let stripped;
-                    let u = match anonymous_id {
-                        Some(a) if erased.holds(a)? => {
-                            // Another user's event naming an erased anonymous id: kept, without it.
-                            let mut copy = original.clone();
-                            if let Some(c) = copy.changes.as_mut() {
-                                c.anonymous_id = None;
-                            }
-                            committed.stripped_anonymous_ids.insert(a.to_string());
-                            stripped = copy;
-                            &stripped
-                        }
-                        _ => original,
+                    (Outcome::Skipped, Some(SkipKind::EventTimeAhead)) => {
+                        // The aggregate's clock saw it; it is a reject, not an update.
+                        checkpoint.clock.observe(u.event_time_ms);
+                        quarantined.push((u.offset, quarantined_reject(u)));
+                        continue;
+                    }
+                    (Outcome::Skipped, _) => {
+                        committed.skipped += 1;
+                        continue;
+                    }
+                }
+                if !touched.contains_key(u.user_id.as_str()) {
+                    let profile = match profiles.get(u.user_id.as_bytes())? {
+                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                        None => Profile::new(&u.user_id),
                     };
-                    match (u.outcome, u.skip_kind) {
-                        (Outcome::Applied, _) => {
-                            committed.applied += 1;
-                            if audiences_on {
-                                // Judged once the store's frontier passes it (see `audience`).
-                                let k = checkpoint
-                                    .clock
-                                    .watermark_ms
-                                    .map_or(u.event_time_ms, |w| w.max(u.event_time_ms));
-                                audience_queue.insert(
-                                    audience::update_key(k, batch.partition, u.offset),
-                                    serde_json::to_vec(u).map_err(abort)?,
-                                )?;
-                            }
-                            checkpoint.clock.observe(u.event_time_ms);
-                        }
-                        (Outcome::Duplicate, _) => {
-                            committed.duplicates += 1;
-                            checkpoint.clock.observe(u.event_time_ms);
-                            continue;
-                        }
-                        (Outcome::Skipped, Some(SkipKind::EventTimeAhead)) => {
-                            // The aggregate's clock saw it; it is a reject, not an update.
-                            checkpoint.clock.observe(u.event_time_ms);
-                            quarantined.push((u.offset, quarantined_reject(u)));
-                            continue;
-                        }
-                        (Outcome::Skipped, _) => {
-                            committed.skipped += 1;
-                            continue;
-                        }
+                    touched.insert(&original.user_id, profile);
+                    let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
+                        Some(v) => serde_json::from_slice(&v).map_err(abort)?,
+                        None => UserFoldState::default(),
+                    };
+                    folds.insert(&original.user_id, fold);
+                }
+                if let Some(p) = touched.get_mut(u.user_id.as_str()) {
+                    p.apply(u);
+                }
+                if let Some(a) = u.changes.as_ref().and_then(|c| c.anonymous_id.as_deref()) {
+                    claims.push(identity::ClaimSeen {
+                        user: &original.user_id,
+                        anonymous_id: a.to_string(),
+                        at_ms: u.event_time_ms,
+                        offset: u.offset,
+                    });
+                }
+                if let Some(f) = folds.get_mut(u.user_id.as_str()) {
+                    if u.changes.as_ref().is_some_and(|c| c.state_reset) {
+                        *f = UserFoldState::default();
                     }
-                    if !touched.contains_key(u.user_id.as_str()) {
-                        let profile = match profiles.get(u.user_id.as_bytes())? {
-                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                            None => Profile::new(&u.user_id),
-                        };
-                        touched.insert(&original.user_id, profile);
-                        let fold = match fold_state.get(fold_key(batch.partition, &u.user_id))? {
-                            Some(v) => serde_json::from_slice(&v).map_err(abort)?,
-                            None => UserFoldState::default(),
-                        };
-                        folds.insert(&original.user_id, fold);
-                    }
-                    if let Some(p) = touched.get_mut(u.user_id.as_str()) {
-                        p.apply(u);
-                    }
-                    if let Some(a) = u.changes.as_ref().and_then(|c| c.anonymous_id.as_deref()) {
-                        claims.push(identity::ClaimSeen {
-                            user: &original.user_id,
-                            anonymous_id: a.to_string(),
-                            at_ms: u.event_time_ms,
-                            offset: u.offset,
-                        });
-                    }
-                    if let Some(f) = folds.get_mut(u.user_id.as_str()) {
-                        if u.changes.as_ref().is_some_and(|c| c.state_reset) {
-                            *f = UserFoldState::default();
-                        }
-                        f.observe(&u.event_id, u.event_time_ms);
+                    f.observe(&u.event_id, u.event_time_ms);
+                }
+            }
+            checkpoint.max_event_time_ms = checkpoint.clock.watermark_ms;
+            committed.link_conflicts = identity::record_claims(links, link_claims, counters, batch.partition, &claims)?;
+            for (user, profile) in &touched {
+                profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
+            }
+            for (user, fold) in &folds {
+                fold_state.insert(
+                    fold_key(batch.partition, user),
+                    serde_json::to_vec(fold).map_err(abort)?,
+                )?;
+            }
+            committed.quarantined = quarantined.len() as u64;
+            for (offset, rejected) in &batch.rejects {
+                let identity = rejected.identity.as_deref();
+                if !matches!(identity, Some(id) if erased.holds(id)?) {
+                    keyed.push((*offset, identity));
+                }
+            }
+            keyed.sort_by_key(|(offset, _)| *offset);
+            for (_, key) in keyed {
+                skew.observe(key);
+            }
+            skew_tree.insert(part, serde_json::to_vec(&skew).map_err(abort)?)?;
+            let mut rejects_kept = 0u64;
+            for (offset, rejected) in batch.rejects.iter().chain(&quarantined) {
+                if let Some(id) = rejected.identity.as_deref() {
+                    if erased.holds(id)? {
+                        committed.suppressed += 1;
+                        continue;
                     }
                 }
-                checkpoint.max_event_time_ms = checkpoint.clock.watermark_ms;
-                committed.link_conflicts =
-                    identity::record_claims(links, link_claims, counters, batch.partition, &claims)?;
-                for (user, profile) in &touched {
-                    profiles.insert(user.as_bytes(), serde_json::to_vec(profile).map_err(abort)?)?;
+                rejects_kept += 1;
+                let key = reject_key(batch.partition, *offset);
+                rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
+                if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
+                    let mut index = identity_prefix(id);
+                    index.extend_from_slice(&key);
+                    rejects_by_identity.insert(index, &[])?;
                 }
-                for (user, fold) in &folds {
-                    fold_state.insert(
-                        fold_key(batch.partition, user),
-                        serde_json::to_vec(fold).map_err(abort)?,
-                    )?;
-                }
-                committed.quarantined = quarantined.len() as u64;
-                let mut rejects_kept = 0u64;
-                for (offset, rejected) in batch.rejects.iter().chain(&quarantined) {
-                    if let Some(id) = rejected.identity.as_deref() {
-                        if erased.holds(id)? {
-                            committed.suppressed += 1;
-                            continue;
-                        }
-                    }
-                    rejects_kept += 1;
-                    let key = reject_key(batch.partition, *offset);
-                    rejects.insert(key.as_slice(), serde_json::to_vec(rejected).map_err(abort)?)?;
-                    if let Some(id) = rejected.identity.as_deref().filter(|id| !id.is_empty()) {
-                        let mut index = identity_prefix(id);
-                        index.extend_from_slice(&key);
-                        rejects_by_identity.insert(index, &[])?;
-                    }
-                    *committed.rejected.entry(rejected.reason.to_string()).or_default() += 1;
-                }
-                checkpoint.offset = checkpoint.offset.max(batch.last_offset);
-                checkpoints.insert(&part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
-                add(counters, "events_in", batch.events_in)?;
-                add(counters, "accepted", committed.accepted())?;
-                add(counters, "applied", committed.applied)?;
-                add(counters, "duplicates", committed.duplicates)?;
-                add(counters, "skipped", committed.skipped)?;
-                add(counters, "rejected", rejects_kept)?;
-                add(counters, "suppressed", committed.suppressed)?;
-                add(counters, "fold_evictions", committed.evicted)?;
-                for (reason, n) in &committed.rejected {
-                    add(counters, &format!("rejected.{reason}"), *n)?;
-                }
-                committed.profiles_touched = touched.len() as u64;
-                let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
-                committed.hints = touched
-                    .iter()
-                    .map(|(u, p)| (u.to_string(), p.hints(reference)))
-                    .collect();
-                Ok(committed)
-            },
-        );
+                *committed.rejected.entry(rejected.reason.to_string()).or_default() += 1;
+            }
+            checkpoint.offset = checkpoint.offset.max(batch.last_offset);
+            checkpoints.insert(part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
+            add(counters, "events_in", batch.events_in)?;
+            add(counters, "accepted", committed.accepted())?;
+            add(counters, "applied", committed.applied)?;
+            add(counters, "duplicates", committed.duplicates)?;
+            add(counters, "skipped", committed.skipped)?;
+            add(counters, "rejected", rejects_kept)?;
+            add(counters, "suppressed", committed.suppressed)?;
+            add(counters, "fold_evictions", committed.evicted)?;
+            for (reason, n) in &committed.rejected {
+                add(counters, &format!("rejected.{reason}"), *n)?;
+            }
+            committed.profiles_touched = touched.len() as u64;
+            let reference = checkpoint.max_event_time_ms.unwrap_or(i64::MIN);
+            committed.hints = touched
+                .iter()
+                .map(|(u, p)| (u.to_string(), p.hints(reference)))
+                .collect();
+            Ok(committed)
+        });
+        drop(writer);
         match result {
             Ok(mut committed) => {
                 committed.transitions = self.drain_audiences()?;
@@ -886,6 +928,13 @@ impl Store {
             }),
             Err(TransactionError::Storage(e)) => Err(self.sled(e)),
         }
+    }
+
+    /// Held by whatever writes the store's trees (a commit, a drain, an erasure) from its
+    /// first read to its last write: the work is staged outside sled's transaction lock
+    /// (see `staged`), which is only safe with one writer at a time.
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes everything committed so far durable (fsync), and rewrites the store's
@@ -1075,7 +1124,7 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-fn add(tree: &TransactionalTree, name: &str, n: u64) -> Result<(), ConflictableTransactionError<String>> {
+fn add(tree: &Staged<'_>, name: &str, n: u64) -> Result<(), ConflictableTransactionError<String>> {
     if n == 0 {
         return Ok(());
     }

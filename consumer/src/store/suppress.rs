@@ -19,8 +19,9 @@ use std::collections::HashMap;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::ConflictableTransactionError;
 
+use super::staged::Staged;
 use super::{Store, StoreError};
 
 /// Meta key of the suppression key (hex).
@@ -45,7 +46,7 @@ pub(super) const ANY_SUPPRESSED: &[u8] = b"!";
 
 /// A commit's view of the suppressions: whether an id is erased, each id looked up once.
 pub(super) struct Check<'t> {
-    tree: &'t TransactionalTree,
+    tree: &'t Staged<'t>,
     key: Option<&'t [u8]>,
     seen: HashMap<String, bool>,
 }
@@ -53,7 +54,7 @@ pub(super) struct Check<'t> {
 impl<'t> Check<'t> {
     /// Reads the marker in the transaction: with no suppression, [`Check::holds`] costs nothing.
     pub(super) fn new(
-        tree: &'t TransactionalTree,
+        tree: &'t Staged<'t>,
         key: Option<&'t [u8]>,
     ) -> Result<Self, ConflictableTransactionError<String>> {
         let key = match key {
@@ -112,6 +113,15 @@ impl Store {
             .map(|v| v.to_vec()))
     }
 
+    /// What names a key where an id must not be kept for good (a `/metrics` label, which a
+    /// scraper stores out of erasure's reach): `k_` and 12 hex digits of the id's keyed
+    /// hash under this store's suppression key, so it cannot be reversed by hashing guesses
+    /// without the store. `onramp stats --json` shows each hot key with its pseudonym.
+    pub fn key_pseudonyms(&self) -> Result<impl Fn(&str) -> String, StoreError> {
+        let key = self.suppression_key()?.unwrap_or_default();
+        Ok(move |id: &str| format!("k_{}", hex(&keyed_hash(&key, id)[..6])))
+    }
+
     /// The suppression key, made (32 random bytes) if the store has none yet.
     pub(super) fn suppression_key_or_new(&self) -> Result<Vec<u8>, StoreError> {
         if let Some(key) = self.suppression_key()? {
@@ -165,6 +175,8 @@ impl Store {
     /// refuses, since its hashes and the list's could not be compared. Returns how many
     /// suppressions were new.
     pub fn import_suppressions(&self, list: &SuppressionList) -> Result<u64, String> {
+        // It writes the suppressions a staged commit reads (see `staged`).
+        let _writer = self.write_lock();
         if list.version != SUPPRESSIONS_VERSION {
             return Err(format!(
                 "the suppression list has version {}, this onramp reads version {SUPPRESSIONS_VERSION}",
