@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use failing_enrich::FAILING_EVENT_ID;
-use onramp_tests::cli::{command, export, json, ok, onramp, stats};
+use onramp_tests::cli::{command, export, json, ok, onramp, stats_comparable};
 use onramp_tests::cluster::{checkpoints, fluvio, partition_lags, skipped, LocalCluster, Needs};
 use onramp_tests::running::Running;
 
@@ -65,8 +65,8 @@ fn assert_same_store(cluster: &Path, embedded: &Path, what: &str) {
         panic!("{what}: the cluster store differs from the embedded one ({cn} vs {en} profiles; first differing line {first:?})");
     }
     assert_eq!(
-        stats(cluster),
-        stats(embedded),
+        stats_comparable(cluster),
+        stats_comparable(embedded),
         "{what}: funnel and reject counts differ"
     );
     let (ca, ea) = (audience_state(cluster), audience_state(embedded));
