@@ -116,6 +116,10 @@ pub enum SkipKind {
     /// The event time is too far ahead of the partition's reference time; the event is
     /// quarantined (stored as a `timestamp_out_of_range` reject) and moves no watermark.
     EventTimeAhead,
+    /// The SPU fed the record a second time (after cutting a fetch at `max_bytes`) and the
+    /// aggregate no longer holds the update it gave the first time: the consumer must
+    /// reopen the stream from its checkpoint instead of committing it.
+    ReplayEvicted,
 }
 
 /// What the aggregate did with a record.

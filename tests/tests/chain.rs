@@ -308,27 +308,38 @@ fn stream(n: usize, users: u64, seed: u64) -> Vec<Vec<u8>> {
     synthetic::stream(n, users, n as i64 * 20_000, seed)
 }
 
-/// Proves no module keeps what it emitted: with each module's memory capped at 12 MiB, the
-/// full chain passes 100,000 events (tens of MB of output per module) and the reject pass
-/// 100,000 rejects, batch after batch. The exports `#[smartmodule]` generates leak every
-/// call's output, and the engine never frees it, so modules built with them fail here
-/// within the first 12 MiB of output; a long run would stop at the engine's 1 GB.
+/// Proves no module keeps what it emitted beyond its bounds: with each module's memory
+/// capped at 12 MiB plus the profile aggregate's replay cache (`REPLAY_BYTES`, the one
+/// output kept on purpose), the full chain passes 100,000 events (tens of MB of output per
+/// module) and the reject pass 100,000 rejects, batch after batch. The exports
+/// `#[smartmodule]` generates leak every call's output, and the engine never frees it, so
+/// modules built with them fail here once their output passes the cap; a long run would
+/// stop at the engine's 1 GB.
 #[test]
 fn modules_do_not_keep_their_output() {
     const LIMIT: usize = 12 << 20;
-    let build = |steps: &[Module], params: &ChainParams| {
-        Chain::build_with_memory_limit(engine(), modules(), steps, params, None, LIMIT)
-            .unwrap_or_else(|e| panic!("{e}"))
-    };
     let events = synthetic::stream(100_000, 500, 100_000 * 20_000, 3);
     let junk: Vec<Vec<u8>> = (0..100_000)
         .map(|i| format!("not json {i} {}", "x".repeat(200)).into_bytes())
         .collect();
-    for (what, steps, params, values) in [
-        ("the full chain", &Module::ALL[..], ChainParams::default(), &events),
-        ("the reject pass", &[Module::Validate][..], rejected_mode(), &junk),
+    for (what, steps, params, values, limit) in [
+        (
+            "the full chain",
+            &Module::ALL[..],
+            ChainParams::default(),
+            &events,
+            LIMIT + onramp_logic::replay::REPLAY_BYTES,
+        ),
+        (
+            "the reject pass",
+            &[Module::Validate][..],
+            rejected_mode(),
+            &junk,
+            LIMIT,
+        ),
     ] {
-        let mut chain = build(steps, &params);
+        let mut chain = Chain::build_with_memory_limit(engine(), modules(), steps, &params, None, limit)
+            .unwrap_or_else(|e| panic!("{e}"));
         let input = records(values);
         let mut out_bytes = 0;
         for (i, batch) in input.chunks(1_000).enumerate() {
@@ -338,7 +349,8 @@ fn modules_do_not_keep_their_output() {
             assert_eq!(out.len(), batch.len(), "{what}: one output per record");
             out_bytes += out.iter().map(|r| r.value.len()).sum::<usize>();
         }
-        assert!(out_bytes > 2 * LIMIT, "{what}: only {out_bytes} bytes went out");
+        // More than the cap plus 12 MiB: a module keeping its output would have failed.
+        assert!(out_bytes > limit + LIMIT, "{what}: only {out_bytes} bytes went out");
     }
 }
 
@@ -492,4 +504,68 @@ fn validate_passes_accepted_records_unchanged() {
     for (i, o) in input.iter().zip(&out) {
         assert_eq!((&i.key, &i.value, i.offset), (&o.key, &o.value, o.offset));
     }
+}
+
+/// Proves a producer batch the SPU feeds a second time (after it cut a fetch at
+/// `max_bytes`, it resumes at that batch's first offset, with the same aggregate) gives
+/// byte for byte the updates it gave the first time and folds nothing again: with a
+/// re-feed after every third batch, the updates of the first feeds equal an unbroken run.
+#[test]
+fn refed_batches_give_the_same_updates() {
+    let mut values = stream(3_000, 40, 13);
+    for i in (5..values.len()).step_by(37) {
+        values[i] = format!("junk {i}").into_bytes(); // rejected: no update, a gap in the offsets
+    }
+    let input = records(&values);
+    let unbroken = run(&Module::ALL, &ChainParams::default(), &input);
+    let mut chain = Chain::full(engine(), modules(), &ChainParams::default(), None).unwrap();
+    let mut out = Vec::new();
+    let (mut at, mut refeeds, mut size) = (0, 0, 1);
+    while at < input.len() {
+        let batch = &input[at..(at + size).min(input.len())];
+        let first = chain.process(batch).unwrap();
+        if (at / 7) % 3 == 0 {
+            let again = chain.process(batch).unwrap();
+            assert_eq!(again, first, "the re-fed batch at offset {at}");
+            refeeds += 1;
+        }
+        out.extend(first);
+        at += batch.len();
+        size = size % 97 + 13;
+    }
+    assert!(refeeds > 10, "only {refeeds} re-feeds");
+    assert_eq!(out, unbroken, "re-feeds changed the stream's updates");
+}
+
+/// Proves the replay cache's bound: one input batch whose updates exceed it (8 MiB) is
+/// answered, when fed again, with its newest updates byte for byte and a `replay_evicted`
+/// skip for the oldest (never a second fold), so the consumer reopens instead of
+/// committing a wrong update.
+#[test]
+fn a_refed_batch_beyond_the_replay_bound_is_flagged_not_refolded() {
+    use onramp_logic::replay::REPLAY_BYTES;
+    use onramp_schemas::SkipKind;
+    let values = stream(40_000, 2_000, 17);
+    let input = records(&values);
+    let mut chain = Chain::full(engine(), modules(), &ChainParams::default(), None).unwrap();
+    let first = chain.process(&input).unwrap();
+    let first_bytes: usize = first.iter().map(|r| r.value.len()).sum();
+    assert!(
+        first_bytes > REPLAY_BYTES,
+        "the batch's updates ({first_bytes} bytes) fit the cache"
+    );
+    let again = chain.process(&input).unwrap();
+    assert_eq!(again.len(), first.len());
+    let held = again.iter().zip(&first).filter(|(a, f)| a == f).count();
+    let held_bytes: usize = first[first.len() - held..].iter().map(|r| r.value.len()).sum();
+    assert!(
+        held_bytes <= REPLAY_BYTES && held_bytes > REPLAY_BYTES - 4096,
+        "{held_bytes} bytes held"
+    );
+    for (a, f) in again.iter().zip(&first).take(first.len() - held) {
+        let u: ProfileUpdate = serde_json::from_slice(&a.value).unwrap();
+        assert_eq!(u.skip_kind, Some(SkipKind::ReplayEvicted), "offset {}", f.offset);
+        assert_eq!(u.offset, f.offset);
+    }
+    assert_eq!(again[first.len() - held..], first[first.len() - held..]);
 }

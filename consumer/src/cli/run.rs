@@ -46,9 +46,11 @@ pub struct RunArgs {
     /// With --source fluvio: directory holding <module>/SmartModule.toml (names of the loaded modules).
     #[arg(long, default_value_os_t = cluster::default_smartmodules_dir())]
     smartmodules_dir: PathBuf,
-    /// With --source fluvio: most bytes of chain output one fetch returns. The default (the
-    /// maximum) is deliberate: the SPU cuts the chain's output at this size after the profile
-    /// aggregate has folded the cut records, which then come back as duplicates.
+    /// With --source fluvio: most bytes of chain output one fetch returns, so a backlog
+    /// arrives in fetches of about this size and memory in the SPU and here stays bounded.
+    /// The SPU feeds the producer batch it cut again; the profile aggregate answers it from
+    /// its replay cache. A partition whose stream stalls (one producer batch's output alone
+    /// is larger) is reopened with twice the size, and the log says so.
     #[arg(long, default_value_t = cluster::consume::DEFAULT_MAX_BYTES)]
     max_bytes: i32,
     /// With --source fluvio: produce the audience transitions to this topic, keyed by person

@@ -35,7 +35,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,23 +51,28 @@ use futures_util::StreamExt;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::merge::{LagBook, OffsetMerger};
+use super::merge::{LagBook, OffsetMerger, Pushed};
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::run::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
 use crate::shutdown::Shutdown;
 use crate::store::{Batch, Store};
 use crate::wasm::{Module, WasmModules};
 
-/// Default `max_bytes` of a fetch: as large as the protocol allows.
+/// Default `max_bytes` of a fetch: the most chain output one fetch returns.
 ///
-/// With a SmartModule chain the SPU reads every record available from the fetch offset,
-/// runs them all through the chain, and cuts the chain's *output* at `max_bytes`. The cut
-/// records were already folded by the stateful profile aggregate, so when they are sent
-/// again the aggregate sees them twice (they come out as duplicates and their changes are
-/// lost), and against fluvio 0.50.2 the stream also stalled after a cut (measured: an
-/// update stream from offset 0 with 1 MiB stopped at the first cut, ~1,700 updates in).
-/// A smaller value is only safe when one fetch's updates always fit.
-pub const DEFAULT_MAX_BYTES: i32 = i32::MAX;
+/// With a SmartModule chain the SPU runs the chain one producer batch at a time from the
+/// fetch offset and stops once the output passes `max_bytes`; the batch that crossed the
+/// limit is dropped from the response and fed again on the next fetch (the profile
+/// aggregate answers it from its replay cache, `onramp_logic::replay`). So a backlog
+/// arrives as a series of fetches of about this size, and the SPU's and the consumer's
+/// memory stay bounded by it instead of growing with the backlog.
+pub const DEFAULT_MAX_BYTES: i32 = 4 << 20;
+/// A stream that sends nothing for this long (plus a second per MiB of `max_bytes`, the
+/// time the SPU may take to fill a fetch) while the partition holds records after the
+/// merged ones is stalled: see [`PartitionTask::stalled`].
+pub const STALL_AFTER: Duration = Duration::from_secs(5);
+/// How a store fed by a topic names its source (then the topic's name).
+pub const FLUVIO_SOURCE: &str = "fluvio topic ";
 /// A partial batch is committed after this long without new records.
 pub const BATCH_LINGER: Duration = Duration::from_millis(20);
 /// First reconnect delay; doubles up to [`MAX_BACKOFF`].
@@ -195,9 +200,10 @@ struct Shared {
     target: ClusterTarget,
     topic: String,
     invocations: Invocations,
-    max_bytes: i32,
     /// Per partition: restart the streams from the store (set after an erasure).
     resync: Vec<AtomicBool>,
+    /// Per partition: the end offset last polled from its leader (-1: not known yet).
+    ends: Vec<AtomicI64>,
 }
 
 /// How long the end of a run waits for the triggers relay to send what the outbox holds.
@@ -223,7 +229,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
     drop(admin);
     drop(fluvio);
 
-    let source = format!("fluvio topic {}", cfg.topic);
+    let source = format!("{FLUVIO_SOURCE}{}", cfg.topic);
     let mut run = Run::open(
         &cfg.settings,
         partition_count,
@@ -238,8 +244,8 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
         target: cfg.target.clone(),
         topic: cfg.topic.clone(),
         invocations,
-        max_bytes: cfg.max_bytes,
         resync: (0..partition_count).map(|_| AtomicBool::new(false)).collect(),
+        ends: ends.iter().map(|e| AtomicI64::new(e.unwrap_or(-1))).collect(),
     });
     let mut checkpoints = Vec::with_capacity(partition_count as usize);
     for p in 0..partition_count {
@@ -256,6 +262,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
             stop: stop_rx.clone(),
             merger: OffsetMerger::new(p, checkpoints[p as usize], cfg.settings.batch_size, ends[p as usize]),
             missing_since: None,
+            max_bytes: cfg.max_bytes,
         };
         tasks.push(tokio::spawn(task.run()));
     }
@@ -310,6 +317,9 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
                 Some(ToSink::Fatal(e)) => return Err(e),
             },
             Some((partition, end)) = ends_rx.recv() => {
+                if let Some(known) = shared.ends.get(partition as usize) {
+                    known.fetch_max(end, Ordering::SeqCst);
+                }
                 if let Some(records) = lag.end_polled(partition, end) {
                     observer.lag(partition, records);
                 }
@@ -341,6 +351,17 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
         }
     }
     run.finish()
+}
+
+/// Each partition's end offset, asked of its leader, for `onramp stats`.
+pub async fn end_offsets(target: &ClusterTarget, topic: &str) -> anyhow::Result<Vec<i64>> {
+    let fluvio = target.connect().await?;
+    let partitions = existing_topic_partitions(&fluvio.admin().await, topic).await?;
+    let mut ends = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        ends.push(end_offset(&fluvio, topic, p).await?);
+    }
+    Ok(ends)
 }
 
 /// A partition's end offset (the offset its next record will get), asked of its leader:
@@ -427,8 +448,11 @@ fn resume_point(store: &Store, partition: u32, state_ttl_ms: i64) -> anyhow::Res
 enum Closed {
     /// ctrl-c, or the end offset of `--stop-at-end` was reached.
     Done,
-    /// Reopen from the checkpoint at once (after an erasure).
+    /// Reopen from the checkpoint at once (after an erasure, a replay the aggregate could
+    /// not answer).
     Reopen(&'static str),
+    /// The SPU sent nothing while records wait: reopen at once with a larger `max_bytes`.
+    Stalled(String),
     /// Reopen after a backoff (connection lost, SPU gone…).
     Lost(String),
 }
@@ -443,6 +467,8 @@ struct PartitionTask {
     /// Since when the loaded modules are reported missing (a module just loaded takes a
     /// moment to reach the SPU); fatal after [`MISSING_MODULE_GRACE`].
     missing_since: Option<Instant>,
+    /// `max_bytes` of this partition's fetches: `--max-bytes`, doubled after each stall.
+    max_bytes: i32,
 }
 
 /// A stream of the chain's output batches. Batches, not the client's record stream: the
@@ -505,6 +531,15 @@ impl PartitionTask {
                 Closed::Reopen(why) => {
                     tracing::info!(partition = p, "reopening the streams: {why}");
                 }
+                Closed::Stalled(why) => {
+                    let grown = self.max_bytes.saturating_mul(2);
+                    tracing::warn!(
+                        partition = p,
+                        "{why}; reopening from the checkpoint with max_bytes {grown} (was {})",
+                        self.max_bytes
+                    );
+                    self.max_bytes = grown;
+                }
                 Closed::Lost(why) => {
                     tracing::warn!(partition = p, "streams lost ({why}); reconnecting in {backoff:?}");
                     let _ = self.tx.send(ToSink::Reconnect { partition: p }).await;
@@ -537,7 +572,7 @@ impl PartitionTask {
         let config = |chain: Vec<SmartModuleInvocation>| {
             ConsumerConfig::builder()
                 .smartmodule(chain)
-                .max_bytes(self.shared.max_bytes)
+                .max_bytes(self.max_bytes)
                 .build()
         };
         let updates = consumer
@@ -571,10 +606,15 @@ impl PartitionTask {
         let mut not_an_update: Option<String> = None;
         let mut stop = self.stop.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        // Time spent waiting on the streams since the merged offsets last moved (time spent
+        // handing batches to a busy committing loop does not count).
+        let mut idle = Duration::ZERO;
+        let mut merged_to = self.merger.next_offset();
         loop {
             let linger =
                 tokio::time::sleep_until(flush_at.unwrap_or_else(|| tokio::time::Instant::now() + MAX_BACKOFF));
             let mut lost: Option<String> = None;
+            let waiting_since = Instant::now();
             tokio::select! {
                 _ = stop.changed() => {
                     self.flush().await;
@@ -590,13 +630,19 @@ impl PartitionTask {
                         }
                         for record in out.records() {
                             match serde_json::from_slice::<ProfileUpdate>(record.value().as_ref()) {
-                                Ok(update) => {
-                                    if let Err(refused) = self.merger.push_update(update) {
+                                Ok(update) => match self.merger.push_update(update) {
+                                    Ok(Pushed::Taken) => {}
+                                    Ok(Pushed::ReplayEvicted(offset)) => {
+                                        tracing::warn!(partition = p, offset, "the profile aggregate no longer held the update of a record the SPU fed it again");
+                                        self.flush().await;
+                                        return Ok(Closed::Reopen("a re-fed record could not be replayed"));
+                                    }
+                                    Err(refused) => {
                                         // What precedes the refused record is committed; nothing after.
                                         self.flush().await;
                                         return Err(refused.into());
                                     }
-                                }
+                                },
                                 Err(e) => not_an_update = Some(e.to_string()),
                             }
                         }
@@ -644,6 +690,15 @@ impl PartitionTask {
                 }
                 _ = tick.tick() => {}
             }
+            idle += waiting_since.elapsed();
+            if self.merger.next_offset() != merged_to {
+                merged_to = self.merger.next_offset();
+                idle = Duration::ZERO;
+            }
+            if let Some(why) = self.stalled(idle) {
+                self.flush().await;
+                return Ok(Closed::Stalled(why));
+            }
 
             while let Some(batch) = self.merger.take_ready() {
                 self.send(batch).await;
@@ -665,6 +720,33 @@ impl PartitionTask {
                 return Ok(reason);
             }
         }
+    }
+
+    /// Why the streams are stalled, if they are: they sent nothing that moved the merged
+    /// offsets for `idle` (more than [`STALL_AFTER`] plus a second per MiB of `max_bytes`)
+    /// while the partition's leader holds records after them.
+    ///
+    /// This is how Fluvio 0.50's SPU fails when a fetch's first producer batch that has any
+    /// output gives more than `max_bytes` on its own (always the case when such a batch was
+    /// cut and is fetched again): it sends nothing, yet marks the stream caught up to the
+    /// high watermark, so the stream stays silent and later records come from there,
+    /// skipping the range. Reopening from the checkpoint with a larger `max_bytes` (see
+    /// [`Closed::Stalled`]) gets past it; nothing past the gap was committed.
+    fn stalled(&self, idle: Duration) -> Option<String> {
+        let patience = STALL_AFTER + Duration::from_secs((self.max_bytes as u64) >> 20);
+        if idle <= patience || self.max_bytes == i32::MAX {
+            return None;
+        }
+        let next = self.merger.next_offset();
+        let end = self.shared.ends[self.partition as usize].load(Ordering::SeqCst);
+        (end > next).then(|| {
+            format!(
+                "offset {next} did not come in {}s while the partition ends at {end}: the SPU sent nothing \
+                 (a producer batch whose chain output alone is larger than max_bytes {})",
+                idle.as_secs(),
+                self.max_bytes
+            )
+        })
     }
 
     /// Handles an error item. A SmartModule runtime error is logged with its offset,

@@ -21,6 +21,12 @@
 //! - a reopen (after an erasure, a reconnect): [`OffsetMerger::reopen`] forgets what was
 //!   not handed out and starts again after the new checkpoint.
 //!
+//! What it does not merge: an update saying the aggregate no longer held the update of a
+//! record the SPU fed it again ([`SkipKind::ReplayEvicted`]) for an offset not accounted
+//! for yet. [`OffsetMerger::push_update`] says [`Pushed::ReplayEvicted`]; the caller
+//! commits what precedes and reopens the streams from the checkpoint (a fresh aggregate
+//! folds the record). Anywhere else it is an ignored re-send.
+//!
 //! What it refuses: an update saying the profile aggregate refused its restart snapshot
 //! ([`ProfileUpdate::refused_snapshot`]) for an offset past the checkpoint. Nothing was
 //! folded on that stream, so [`OffsetMerger::push_update`] returns
@@ -31,7 +37,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use onramp_schemas::{ProfileUpdate, RejectedEvent};
+use onramp_schemas::{ProfileUpdate, RejectedEvent, SkipKind};
 
 use crate::run::RefusedSnapshot;
 use crate::store::Batch;
@@ -46,6 +52,16 @@ pub struct MergeStats {
     pub duplicates: u64,
     /// Offsets at or past the end offset (`--stop-at-end`).
     pub past_end: u64,
+}
+
+/// What [`OffsetMerger::push_update`] did with an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Merged, or ignored as a re-sent, duplicate or past-the-end offset (counted).
+    Taken,
+    /// The aggregate could not replay the record at this offset, which is not accounted
+    /// for: commit what precedes it and reopen the streams from the checkpoint.
+    ReplayEvicted(i64),
 }
 
 /// What one stream produced at an offset.
@@ -104,7 +120,7 @@ impl OffsetMerger {
 
     /// An update of the update stream. Errors when the aggregate refused its restart
     /// snapshot (and from then on): nothing at or after that offset is ever handed out.
-    pub fn push_update(&mut self, update: ProfileUpdate) -> Result<(), RefusedSnapshot> {
+    pub fn push_update(&mut self, update: ProfileUpdate) -> Result<Pushed, RefusedSnapshot> {
         if let Some(refused) = &self.refused {
             return Err(refused.clone());
         }
@@ -119,8 +135,19 @@ impl OffsetMerger {
             self.ready.retain(|(o, _)| *o < offset);
             return Err(refused);
         }
+        if update.skip_kind == Some(SkipKind::ReplayEvicted) {
+            let open = offset > self.opened_at
+                && self.before_end(offset)
+                && offset >= self.next_offset()
+                && !self.waiting.contains_key(&offset);
+            if open {
+                return Ok(Pushed::ReplayEvicted(offset));
+            }
+            self.stats.duplicates += 1;
+            return Ok(Pushed::Taken);
+        }
         self.push(offset, Item::Update(Box::new(update)));
-        Ok(())
+        Ok(Pushed::Taken)
     }
 
     /// A reject of the reject stream, at `offset`. Ignored after a refusal.
@@ -399,6 +426,30 @@ mod tests {
             vec![vec![101, 102, 103], vec![104, 105, 106], vec![107, 108, 109]]
         );
         assert_eq!(batches[0].rejects[0].0, 101);
+    }
+
+    /// A `replay_evicted` update for an offset not accounted for asks for a reopen and is
+    /// never merged; what precedes it is still handed out. For an offset already merged,
+    /// waiting past a gap, or at or below the checkpoint, it is an ignored re-send.
+    #[test]
+    fn a_replay_the_aggregate_could_not_answer_asks_for_a_reopen() {
+        let evicted = |o: i64| ProfileUpdate::skipped(o, SkipKind::ReplayEvicted, "no longer held");
+        let mut m = OffsetMerger::new(0, 9, 100, None);
+        for o in [10, 11, 13] {
+            m.push_update(update(o)).unwrap();
+        }
+        assert_eq!(m.push_update(evicted(12)).unwrap(), Pushed::ReplayEvicted(12));
+        for o in [5, 11, 13] {
+            assert_eq!(m.push_update(evicted(o)).unwrap(), Pushed::Taken, "offset {o}");
+        }
+        let before = m.flush().unwrap();
+        assert_eq!(offsets(&before), vec![10, 11]);
+        assert!(before.updates.iter().all(|u| u.skip_kind.is_none()));
+        assert!(m.flush().is_none());
+        // After the reopen, the fresh aggregate's update is merged as usual.
+        m.reopen(11);
+        m.push_update(update(12)).unwrap();
+        assert_eq!(offsets(&m.flush().unwrap()), vec![12]);
     }
 
     /// An offset that comes twice (same stream or the other one) is kept once, the first

@@ -10,10 +10,12 @@
 //!   and the fold.
 //! - [`enrich`]: category, funnel, campaign, device, locale, date.
 //! - [`fold`]: the per-user fold behind the profile aggregate.
+//! - [`replay`]: the same update for a record the SPU feeds twice.
 //! - [`params`]: param parsing with errors that name the param.
 
 pub mod enrich;
 pub mod fold;
 pub mod identity;
 pub mod params;
+pub mod replay;
 pub mod validate;

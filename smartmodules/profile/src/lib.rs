@@ -21,7 +21,9 @@
 //! (`onramp_logic::fold`), bounded by `state_ttl`, and each output is one small update.
 //! The accumulator is read once, on the first record, as the restart snapshot
 //! (`schemas/json/restart-snapshot.schema.json`); later accumulators (the previous update)
-//! are ignored. A malformed snapshot cannot be reported by init (the accumulator is not
+//! are ignored. A record the SPU feeds a second time (after it cut a fetch's output at the
+//! consumer's `max_bytes`) is answered from the replay cache (`onramp_logic::replay`) with
+//! the update it gave the first time, and folds nothing. A malformed snapshot cannot be reported by init (the accumulator is not
 //! visible there), so every record of the stream is answered with a `skipped` update that
 //! says why, and nothing is folded; the consumer treats that as an error and stops.
 
@@ -31,6 +33,7 @@ use std::sync::OnceLock;
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
 use fluvio_smartmodule::{eyre, RecordData, Result, SmartModuleRecord};
 use onramp_logic::fold::{FoldConfig, FoldState};
+use onramp_logic::replay::{Replay, ReplayCache, REPLAY_BYTES};
 use onramp_schemas::{ProfileUpdate, SkipKind};
 
 static CONFIG: OnceLock<FoldConfig> = OnceLock::new();
@@ -38,6 +41,8 @@ static CONFIG: OnceLock<FoldConfig> = OnceLock::new();
 thread_local! {
     /// The fold state for this stream; `None` until the first record.
     static STATE: RefCell<Option<std::result::Result<FoldState, String>>> = const { RefCell::new(None) };
+    /// The updates of the records folded last, for records the SPU feeds again.
+    static REPLAY: RefCell<ReplayCache<RecordData>> = RefCell::new(ReplayCache::new(REPLAY_BYTES));
 }
 
 pub fn init(params: SmartModuleExtraParams) -> Result<()> {
@@ -48,20 +53,39 @@ pub fn init(params: SmartModuleExtraParams) -> Result<()> {
 pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result<RecordData> {
     let cfg = *CONFIG.get_or_init(FoldConfig::default);
     let offset = current.offset();
-    let update = STATE.with_borrow_mut(|state| {
-        let fold = state.get_or_insert_with(|| FoldState::from_accumulator(cfg, accumulator.as_ref()));
-        match fold {
-            Ok(fold) => fold.fold_record(current.value.as_ref(), offset, current.timestamp()),
-            // Nothing is folded without a valid snapshot: folding from an empty state
-            // would silently diverge from an unbroken run.
-            Err(e) => ProfileUpdate::skipped(
+    REPLAY.with_borrow_mut(|replay| {
+        let update = match replay.lookup(offset) {
+            Replay::Held(update) => return Ok(update.clone()),
+            Replay::Evicted => ProfileUpdate::skipped(
                 offset,
-                SkipKind::RefusedSnapshot,
-                format!("{e}; nothing is folded on this stream"),
+                SkipKind::ReplayEvicted,
+                format!(
+                    "fed again after a cut fetch, but its update is no longer held (the replay cache keeps \
+                     {} MiB); the consumer reopens the stream from its checkpoint",
+                    REPLAY_BYTES >> 20
+                ),
             ),
-        }
-    });
-    Ok(serde_json::to_vec(&update).unwrap_or_default().into())
+            Replay::New => STATE.with_borrow_mut(|state| {
+                let fold = state.get_or_insert_with(|| FoldState::from_accumulator(cfg, accumulator.as_ref()));
+                match fold {
+                    Ok(fold) => fold.fold_record(current.value.as_ref(), offset, current.timestamp()),
+                    // Nothing is folded without a valid snapshot: folding from an empty state
+                    // would silently diverge from an unbroken run.
+                    Err(e) => ProfileUpdate::skipped(
+                        offset,
+                        SkipKind::RefusedSnapshot,
+                        format!("{e}; nothing is folded on this stream"),
+                    ),
+                }
+            }),
+        };
+        let bytes = serde_json::to_vec(&update).unwrap_or_default();
+        let len = bytes.len();
+        let value = RecordData::from(bytes);
+        // (A re-feed's answer is not remembered: its offset is not above the highest.)
+        replay.remember(offset, value.clone(), len);
+        Ok(value)
+    })
 }
 
 onramp_abi::exports!(init, aggregate);
