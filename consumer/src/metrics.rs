@@ -405,7 +405,7 @@ pub fn render_skew(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# HELP onramp_partition_events_total Records per partition that reached the aggregate or were rejected (committed; erased ids excluded).\n# TYPE onramp_partition_events_total counter"
+        "# HELP onramp_partition_events_total Records per partition that reached the aggregate or were rejected (committed; records of an id already erased when they arrived are not counted, those before its erasure stay).\n# TYPE onramp_partition_events_total counter"
     );
     for (p, s) in skew {
         let _ = writeln!(out, "onramp_partition_events_total{{partition=\"{p}\"}} {}", s.events);

@@ -1,6 +1,8 @@
 //! Cluster mode against a real local Fluvio cluster: `onramp setup`, `onramp produce` and
 //! `onramp run --source fluvio`, compared profile by profile with an embedded run over the
-//! same events — also after SIGKILLs of the consumer and a stop/restart of the SPU.
+//! same events — also with fetches far smaller than the backlog (the SPU cuts them and
+//! feeds a batch again), after SIGKILLs of the consumer during that catch-up, through
+//! stalled streams, and after a stop/restart of the SPU.
 //!
 //! Runs only with `FLUVIO_E2E=1` and the `fluvio` CLI (and `fluvio-run`) on PATH; otherwise
 //! it prints that it was skipped (CI has no cluster). It starts a local cluster when none
@@ -293,14 +295,18 @@ fn cluster_mode_matches_the_embedded_run() {
     json(&run_args(&topic, &adhoc, &["--adhoc"]));
     assert_same_store(Path::new(&adhoc), Path::new(&embedded), "ad-hoc modules");
 
-    // 4. SIGKILL the consumer several times mid-run, restart: still equal. Each kill lands
-    //    at a random moment after that run's first commit (seen on /metrics).
+    // 4. Bounded catch-up with SIGKILLs: fetches of at most 256 KiB of updates (about 30
+    //    per partition here, each cut inside a producer batch that the SPU feeds the
+    //    aggregate again), the consumer SIGKILLed several times mid-catch-up, restarted:
+    //    still equal. Each kill lands at a random moment after that run's first commit
+    //    (seen on /metrics).
     let killed = d("cluster-killed");
+    let bounded = ["--max-bytes", "262144"];
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
     let mut mid_run_kills = 0;
     for round in 0..4 {
         let log = dir.path().join(format!("kill-{round}.log"));
-        let mut run = spawn_run(&run_args(&topic, &killed, &[]), &log);
+        let mut run = spawn_run(&run_args(&topic, &killed, &bounded), &log);
         let before = committed_checkpoint_or_wait(&mut run, -1);
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -314,12 +320,24 @@ fn cluster_mode_matches_the_embedded_run() {
         eprintln!("kill {round}: {wait:?} after a commit (checkpoint {before})");
     }
     assert!(mid_run_kills >= 3, "only {mid_run_kills} kills landed mid-run");
-    let last = json(&run_args(&topic, &killed, &[]));
+    let last = json(&run_args(&topic, &killed, &bounded));
     assert!(
         last["events_in"].as_u64().unwrap() < lines,
         "the killed runs committed nothing: {last}"
     );
     assert_same_store(Path::new(&killed), Path::new(&embedded), "after 4 SIGKILLs");
+
+    // 4b. A max_bytes smaller than one producer batch's updates: the SPU sends nothing and
+    //     marks the stream caught up (Fluvio 0.50). The consumer sees no progress while the
+    //     leader holds more, reopens with twice the size, says so, and ends equal.
+    let stalled = d("cluster-stalled");
+    let log = dir.path().join("stalled.log");
+    let mut run = spawn_run(&run_args(&topic, &stalled, &["--max-bytes", "32768"]), &log);
+    assert!(run.wait().success(), "the stalled run failed: {}", run.log_tail(30));
+    let regrown = run.logged("reopening from the checkpoint with max_bytes");
+    assert!(regrown >= 1, "no stall was noticed: {}", run.log_tail(30));
+    assert_same_store(Path::new(&stalled), Path::new(&embedded), "after stalls");
+    eprintln!("stalls: {regrown} reopen(s) with a larger max_bytes, store equal");
 
     // 5. Stop the SPU mid-run and start it again: the consumer reconnects by itself.
     let spu = spu_processes();
@@ -409,6 +427,15 @@ fn cluster_mode_matches_the_embedded_run() {
     let summary = interrupt(run);
     assert_eq!(summary["events_in"], 0, "{summary}");
     eprintln!("lag: nothing consumable, lag {lags:?} = the topic's {topic_records} records, /readyz 503");
+    // `onramp stats` asks the cluster too: the same lag per partition.
+    let stats = json(&["stats", "--store", &lagging, "--json"]);
+    let stats_lags: Vec<u64> = stats["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_u64().expect("a lag per partition"))
+        .collect();
+    assert_eq!(stats_lags, lags.values().copied().collect::<Vec<_>>(), "{stats}");
 
     let log = dir.path().join("caught-up.log");
     let mut run = spawn_run(&follow_args(&topic, &plain, &[]), &log);

@@ -167,23 +167,36 @@ pub struct StoreArg {
 
 #[derive(Args, Clone)]
 struct ClusterArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Events topic.
+    #[arg(long, env = "ONRAMP_TOPIC", default_value = cluster::DEFAULT_TOPIC)]
+    topic: String,
+}
+
+/// Which Fluvio cluster to talk to.
+#[derive(Args, Clone)]
+struct ConnectionArgs {
     /// SC address `host:port` (no TLS); default: the active Fluvio profile.
     #[arg(long, env = "ONRAMP_FLUVIO_ENDPOINT")]
     endpoint: Option<String>,
     /// Fluvio profile to use instead of the active one.
     #[arg(long, conflicts_with = "endpoint")]
     profile: Option<String>,
-    /// Events topic.
-    #[arg(long, env = "ONRAMP_TOPIC", default_value = cluster::DEFAULT_TOPIC)]
-    topic: String,
 }
 
-impl ClusterArgs {
+impl ConnectionArgs {
     fn target(&self) -> cluster::ClusterTarget {
         cluster::ClusterTarget {
             endpoint: self.endpoint.clone(),
             profile: self.profile.clone(),
         }
+    }
+}
+
+impl ClusterArgs {
+    fn target(&self) -> cluster::ClusterTarget {
+        self.connection.target()
     }
 }
 

@@ -62,12 +62,16 @@ pub struct PartitionStats {
     pub partition: u32,
     /// Its committed checkpoint (the last offset consumed; -1: none).
     pub checkpoint: i64,
-    /// Records counted on it: reached the aggregate or rejected (erased ids excluded).
+    /// Records counted on it: reached the aggregate or rejected (not those of an id already erased when they came).
     pub events: u64,
     /// `events` over all partitions' events (a fraction).
     pub share: f64,
     /// Its heaviest keys, heaviest first (at most [`crate::metrics::HOT_KEYS_SHOWN`]).
     pub hot_keys: Vec<HotKeyStats>,
+    /// Records of its topic partition after the checkpoint, when the cluster was asked
+    /// (`onramp stats` on a store fed by a topic, with the cluster reachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// A heavy key of a partition.
@@ -160,6 +164,7 @@ pub fn funnel_stats(store: &Store, steps: &[String]) -> Result<FunnelStats, Stor
                     overcount: k.overcount,
                 })
                 .collect(),
+            lag: None,
         });
     }
     stats.counters = store.counters()?;
@@ -273,19 +278,30 @@ pub fn render_funnel(stats: &FunnelStats) -> String {
     );
 
     if !stats.partitions.is_empty() {
-        out.push_str("\npartition  checkpoint  events  share  heaviest keys (events, or the range they are in)\n");
+        let lags = stats.partitions.iter().any(|p| p.lag.is_some());
+        out.push_str(if lags {
+            "\npartition  checkpoint  lag       events  share  heaviest keys (events, or the range they are in)\n"
+        } else {
+            "\npartition  checkpoint  events  share  heaviest keys (events, or the range they are in)\n"
+        });
         for p in &stats.partitions {
             let keys: Vec<String> = p
                 .hot_keys
                 .iter()
                 .map(|k| match k.overcount {
-                    0 => format!("{} {}", k.key, k.events),
-                    over => format!("{} {}-{}", k.key, k.events - over, k.events),
+                    // An id is whatever a producer sent: escaped, so it cannot move the cursor.
+                    0 => format!("{} {}", k.key.escape_debug(), k.events),
+                    over => format!("{} {}-{}", k.key.escape_debug(), k.events - over, k.events),
                 })
                 .collect();
+            let lag = match (lags, p.lag) {
+                (false, _) => String::new(),
+                (true, Some(lag)) => format!("{lag:<8}  "),
+                (true, None) => format!("{:<8}  ", "-"),
+            };
             let _ = writeln!(
                 out,
-                "{:>9}  {:>10}  {:>6}  {:>4.1}%  {}",
+                "{:>9}  {:>10}  {lag}{:>6}  {:>4.1}%  {}",
                 p.partition,
                 p.checkpoint,
                 p.events,

@@ -580,6 +580,16 @@ impl Store {
             .and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
     }
 
+    /// The source that feeds the store, as [`Store::claim_source`] recorded it (`None`
+    /// before the first run).
+    pub fn source(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_SOURCE)
+            .map_err(|e| self.sled(e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     /// Records which kind of source feeds the store (`embedded`, or `fluvio:<topic>`), and
     /// refuses another: offsets of a file and of a topic are not the same sequence.
     pub fn claim_source(&self, source: &str) -> Result<(), StoreError> {
