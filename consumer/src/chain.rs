@@ -102,7 +102,8 @@ pub struct OutputRecord {
 /// The most linear memory one module of a chain may grow to: the engine's default, the
 /// same as in the SPU. A module that needs more fails the batch (the chain error names the
 /// partition and offsets). onramp's modules hold their fold state and one batch's input
-/// and output; they never keep what they emitted (`onramp_abi`).
+/// and output; they never keep what they emitted (`onramp_abi`), except the profile
+/// aggregate's bounded replay cache (`onramp_logic::replay`, 8 MiB).
 pub const WASM_MEMORY_LIMIT: usize = 1_000_000_000;
 
 /// One chain instance: some of the modules, in order, with their params.

@@ -51,7 +51,8 @@ pub struct RunArgs {
     /// The SPU feeds the producer batch it cut again; the profile aggregate answers it from
     /// its replay cache. A partition whose stream stalls (one producer batch's output alone
     /// is larger) is reopened with twice the size, and the log says so.
-    #[arg(long, default_value_t = cluster::consume::DEFAULT_MAX_BYTES)]
+    #[arg(long, default_value_t = cluster::consume::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(i32).range(cluster::consume::MIN_MAX_BYTES..))]
     max_bytes: i32,
     /// With --source fluvio: produce the audience transitions to this topic, keyed by person
     /// id (created with one partition if missing). At least once: consumers dedupe by the

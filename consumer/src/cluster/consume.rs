@@ -51,7 +51,7 @@ use futures_util::StreamExt;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::merge::{LagBook, OffsetMerger, Pushed};
+use super::merge::{LagBook, OffsetMerger};
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::run::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
 use crate::shutdown::Shutdown;
@@ -67,10 +67,17 @@ use crate::wasm::{Module, WasmModules};
 /// arrives as a series of fetches of about this size, and the SPU's and the consumer's
 /// memory stay bounded by it instead of growing with the backlog.
 pub const DEFAULT_MAX_BYTES: i32 = 4 << 20;
-/// A stream that sends nothing for this long (plus a second per MiB of `max_bytes`, the
-/// time the SPU may take to fill a fetch) while the partition holds records after the
-/// merged ones is stalled: see [`PartitionTask::stalled`].
+/// A partition whose merged offsets do not move for this long, plus a second per MiB of
+/// `max_bytes` and a second per [`SCAN_RATE`] records of backlog (the time the SPU may
+/// take to fill a fetch), while its leader holds records after them, is stalled: see
+/// [`PartitionTask::stalled`].
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
+/// Records per second the SPU is assumed to scan at least when a fetch's output is sparse
+/// (the reject stream runs validate over every record until it has `max_bytes` of rejects
+/// or reaches the end).
+pub const SCAN_RATE: u64 = 20_000;
+/// Smallest `--max-bytes`.
+pub const MIN_MAX_BYTES: i64 = 1024;
 /// How a store fed by a topic names its source (then the topic's name).
 pub const FLUVIO_SOURCE: &str = "fluvio topic ";
 /// A partial batch is committed after this long without new records.
@@ -200,6 +207,8 @@ struct Shared {
     target: ClusterTarget,
     topic: String,
     invocations: Invocations,
+    /// `--max-bytes`.
+    max_bytes: i32,
     /// Per partition: restart the streams from the store (set after an erasure).
     resync: Vec<AtomicBool>,
     /// Per partition: the end offset last polled from its leader (-1: not known yet).
@@ -244,6 +253,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
         target: cfg.target.clone(),
         topic: cfg.topic.clone(),
         invocations,
+        max_bytes: cfg.max_bytes,
         resync: (0..partition_count).map(|_| AtomicBool::new(false)).collect(),
         ends: ends.iter().map(|e| AtomicI64::new(e.unwrap_or(-1))).collect(),
     });
@@ -263,6 +273,8 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
             merger: OffsetMerger::new(p, checkpoints[p as usize], cfg.settings.batch_size, ends[p as usize]),
             missing_since: None,
             max_bytes: cfg.max_bytes,
+            stalled_at: None,
+            last_sent: Instant::now(),
         };
         tasks.push(tokio::spawn(task.run()));
     }
@@ -413,10 +425,10 @@ async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32,
                         return;
                     }
                 }
+                // The other partitions are still asked: their figures also drive the stall check.
                 Ok(Err(e)) => {
                     tracing::debug!(partition = p, "lag: {e:#}; trying again in {LAG_POLL_INTERVAL:?}");
                     healthy = false;
-                    break;
                 }
                 Err(_) => {
                     tracing::debug!(
@@ -424,7 +436,6 @@ async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32,
                         "lag: the leader did not answer within {LAG_POLL_INTERVAL:?}; trying again"
                     );
                     healthy = false;
-                    break;
                 }
             }
         }
@@ -433,6 +444,36 @@ async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32,
             client = Some(fluvio);
         }
     }
+}
+
+/// Why the streams are stalled, if they are: the merged offsets stopped at `next` for
+/// `silent` — more than [`STALL_AFTER`], plus a second per MiB of `max_bytes` and per
+/// [`SCAN_RATE`] records of backlog — while the partition's leader ends at `end`, past
+/// them. (Time spent handing batches to a busy committing loop is not silence.)
+///
+/// This is how Fluvio 0.50's SPU fails when a fetch's first producer batch that has any
+/// output gives more than `max_bytes` on its own (always the case when such a batch was
+/// cut and is fetched again): it sends nothing, yet marks the stream caught up to the
+/// high watermark, so the stream stays silent and later records come from there,
+/// skipping the range. Reopening from the checkpoint with a larger `max_bytes` (see
+/// `Closed::Stalled`) gets past it; nothing past the gap was committed. A slow SPU
+/// looks the same from here, hence the patience; a false alarm costs a reopen and a
+/// larger fetch until the checkpoint passes `next`, never a record.
+pub fn stall_reason(silent: Duration, next: i64, end: i64, max_bytes: i32) -> Option<String> {
+    if end <= next || max_bytes == i32::MAX {
+        return None;
+    }
+    let backlog = (end - next) as u64;
+    let patience =
+        STALL_AFTER + Duration::from_secs((max_bytes.max(0) as u64) >> 20) + Duration::from_secs(backlog / SCAN_RATE);
+    (silent > patience).then(|| {
+        format!(
+            "offset {next} did not come in {}s while the partition ends at {end}: the SPU sent nothing \
+             (a producer batch whose chain output alone is larger than max_bytes {})",
+            silent.as_secs(),
+            max_bytes
+        )
+    })
 }
 
 /// The checkpoint and restart snapshot a partition resumes from.
@@ -451,8 +492,9 @@ enum Closed {
     /// Reopen from the checkpoint at once (after an erasure, a replay the aggregate could
     /// not answer).
     Reopen(&'static str),
-    /// The SPU sent nothing while records wait: reopen at once with a larger `max_bytes`.
-    Stalled(String),
+    /// The SPU sent nothing while records wait (from offset `at`): reopen at once with a
+    /// larger `max_bytes`.
+    Stalled { why: String, at: i64 },
     /// Reopen after a backoff (connection lost, SPU gone…).
     Lost(String),
 }
@@ -469,6 +511,12 @@ struct PartitionTask {
     missing_since: Option<Instant>,
     /// `max_bytes` of this partition's fetches: `--max-bytes`, doubled after each stall.
     max_bytes: i32,
+    /// The offset a stall was noticed at; once the checkpoint is past it, the next open
+    /// goes back to `--max-bytes`.
+    stalled_at: Option<i64>,
+    /// When the last batch was handed to the committing loop (time spent waiting for it
+    /// is not time the streams were silent).
+    last_sent: Instant,
 }
 
 /// A stream of the chain's output batches. Batches, not the client's record stream: the
@@ -502,6 +550,15 @@ impl PartitionTask {
             }
             let (checkpoint, accumulator) = answer.await.map_err(|_| anyhow!("the committing loop stopped"))??;
             self.merger.reopen(checkpoint);
+            if self.stalled_at.is_some_and(|at| checkpoint > at) {
+                tracing::info!(
+                    partition = p,
+                    max_bytes = self.shared.max_bytes,
+                    "past the stalled offset; back to --max-bytes"
+                );
+                self.max_bytes = self.shared.max_bytes;
+                self.stalled_at = None;
+            }
             if *self.stop.borrow() || self.merger.at_end() {
                 tracing::info!(partition = p, checkpoint, "partition done");
                 return Ok(());
@@ -531,8 +588,9 @@ impl PartitionTask {
                 Closed::Reopen(why) => {
                     tracing::info!(partition = p, "reopening the streams: {why}");
                 }
-                Closed::Stalled(why) => {
+                Closed::Stalled { why, at } => {
                     let grown = self.max_bytes.saturating_mul(2);
+                    self.stalled_at = Some(at);
                     tracing::warn!(
                         partition = p,
                         "{why}; reopening from the checkpoint with max_bytes {grown} (was {})",
@@ -606,15 +664,13 @@ impl PartitionTask {
         let mut not_an_update: Option<String> = None;
         let mut stop = self.stop.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        // Time spent waiting on the streams since the merged offsets last moved (time spent
-        // handing batches to a busy committing loop does not count).
-        let mut idle = Duration::ZERO;
+        // When the merged offsets last moved (or the partition was caught up).
+        let mut progress_at = Instant::now();
         let mut merged_to = self.merger.next_offset();
         loop {
             let linger =
                 tokio::time::sleep_until(flush_at.unwrap_or_else(|| tokio::time::Instant::now() + MAX_BACKOFF));
             let mut lost: Option<String> = None;
-            let waiting_since = Instant::now();
             tokio::select! {
                 _ = stop.changed() => {
                     self.flush().await;
@@ -630,19 +686,13 @@ impl PartitionTask {
                         }
                         for record in out.records() {
                             match serde_json::from_slice::<ProfileUpdate>(record.value().as_ref()) {
-                                Ok(update) => match self.merger.push_update(update) {
-                                    Ok(Pushed::Taken) => {}
-                                    Ok(Pushed::ReplayEvicted(offset)) => {
-                                        tracing::warn!(partition = p, offset, "the profile aggregate no longer held the update of a record the SPU fed it again");
-                                        self.flush().await;
-                                        return Ok(Closed::Reopen("a re-fed record could not be replayed"));
-                                    }
-                                    Err(refused) => {
+                                Ok(update) => {
+                                    if let Err(refused) = self.merger.push_update(update) {
                                         // What precedes the refused record is committed; nothing after.
                                         self.flush().await;
                                         return Err(refused.into());
                                     }
-                                },
+                                }
                                 Err(e) => not_an_update = Some(e.to_string()),
                             }
                         }
@@ -690,14 +740,24 @@ impl PartitionTask {
                 }
                 _ = tick.tick() => {}
             }
-            idle += waiting_since.elapsed();
-            if self.merger.next_offset() != merged_to {
-                merged_to = self.merger.next_offset();
-                idle = Duration::ZERO;
+            let next = self.merger.next_offset();
+            let end = self.shared.ends[p as usize].load(Ordering::SeqCst);
+            if next != merged_to || end <= next {
+                merged_to = next;
+                progress_at = Instant::now();
             }
-            if let Some(why) = self.stalled(idle) {
+            if let Some(why) = self.stalled(progress_at.max(self.last_sent).elapsed(), next, end) {
                 self.flush().await;
-                return Ok(Closed::Stalled(why));
+                return Ok(Closed::Stalled { why, at: next });
+            }
+            if self.merger.replay_evicted_next() {
+                tracing::warn!(
+                    partition = p,
+                    offset = next,
+                    "the profile aggregate no longer held the update of a record the SPU fed it again"
+                );
+                self.flush().await;
+                return Ok(Closed::Reopen("a re-fed record could not be replayed"));
             }
 
             while let Some(batch) = self.merger.take_ready() {
@@ -722,31 +782,9 @@ impl PartitionTask {
         }
     }
 
-    /// Why the streams are stalled, if they are: they sent nothing that moved the merged
-    /// offsets for `idle` (more than [`STALL_AFTER`] plus a second per MiB of `max_bytes`)
-    /// while the partition's leader holds records after them.
-    ///
-    /// This is how Fluvio 0.50's SPU fails when a fetch's first producer batch that has any
-    /// output gives more than `max_bytes` on its own (always the case when such a batch was
-    /// cut and is fetched again): it sends nothing, yet marks the stream caught up to the
-    /// high watermark, so the stream stays silent and later records come from there,
-    /// skipping the range. Reopening from the checkpoint with a larger `max_bytes` (see
-    /// [`Closed::Stalled`]) gets past it; nothing past the gap was committed.
-    fn stalled(&self, idle: Duration) -> Option<String> {
-        let patience = STALL_AFTER + Duration::from_secs((self.max_bytes as u64) >> 20);
-        if idle <= patience || self.max_bytes == i32::MAX {
-            return None;
-        }
-        let next = self.merger.next_offset();
-        let end = self.shared.ends[self.partition as usize].load(Ordering::SeqCst);
-        (end > next).then(|| {
-            format!(
-                "offset {next} did not come in {}s while the partition ends at {end}: the SPU sent nothing \
-                 (a producer batch whose chain output alone is larger than max_bytes {})",
-                idle.as_secs(),
-                self.max_bytes
-            )
-        })
+    /// Why the streams are stalled, if they are: see [`stall_reason`].
+    fn stalled(&self, silent: Duration, next: i64, end: i64) -> Option<String> {
+        stall_reason(silent, next, end, self.max_bytes)
     }
 
     /// Handles an error item. A SmartModule runtime error is logged with its offset,
@@ -802,9 +840,36 @@ impl PartitionTask {
         }
     }
 
-    async fn send(&self, batch: Batch) {
+    async fn send(&mut self, batch: Batch) {
         if batch.events_in > 0 {
             let _ = self.tx.send(ToSink::Batch(batch)).await;
+            self.last_sent = Instant::now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: i32 = 1 << 20;
+
+    #[test]
+    fn a_stall_needs_records_past_the_merged_offsets_and_silence_beyond_patience() {
+        let s = Duration::from_secs;
+        // Caught up (nothing after `next`): never, however long the silence.
+        assert!(stall_reason(s(3_600), 500, 500, 4 * MIB).is_none());
+        // 5 s + 4 s for 4 MiB + 0 s for 1,000 records of backlog.
+        assert!(stall_reason(s(9), 0, 1_000, 4 * MIB).is_none());
+        let why = stall_reason(s(10), 0, 1_000, 4 * MIB).expect("a stall");
+        assert!(
+            why.contains("offset 0") && why.contains("ends at 1000") && why.contains("4194304"),
+            "{why}"
+        );
+        // A backlog of 2M records adds 100 s: the SPU may be scanning it.
+        assert!(stall_reason(s(100), 0, 2_000_000, 4 * MIB).is_none());
+        assert!(stall_reason(s(110), 0, 2_000_000, 4 * MIB).is_some());
+        // At the largest max_bytes there is nothing to grow to.
+        assert!(stall_reason(s(100_000), 0, 1_000, i32::MAX).is_none());
     }
 }

@@ -23,7 +23,8 @@
 //!
 //! What it does not merge: an update saying the aggregate no longer held the update of a
 //! record the SPU fed it again ([`SkipKind::ReplayEvicted`]) for an offset not accounted
-//! for yet. [`OffsetMerger::push_update`] says [`Pushed::ReplayEvicted`]; the caller
+//! for yet. The offset stays missing, so nothing from it on is handed out; once every
+//! offset before it is in, [`OffsetMerger::replay_evicted_next`] says so, and the caller
 //! commits what precedes and reopens the streams from the checkpoint (a fresh aggregate
 //! folds the record). Anywhere else it is an ignored re-send.
 //!
@@ -54,16 +55,6 @@ pub struct MergeStats {
     pub past_end: u64,
 }
 
-/// What [`OffsetMerger::push_update`] did with an update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// Merged, or ignored as a re-sent, duplicate or past-the-end offset (counted).
-    Taken,
-    /// The aggregate could not replay the record at this offset, which is not accounted
-    /// for: commit what precedes it and reopen the streams from the checkpoint.
-    ReplayEvicted(i64),
-}
-
 /// What one stream produced at an offset.
 #[derive(Debug)]
 enum Item {
@@ -86,6 +77,8 @@ pub struct OffsetMerger {
     /// Offsets past a gap, waiting for it to fill.
     waiting: BTreeMap<i64, Item>,
     refused: Option<RefusedSnapshot>,
+    /// The lowest offset the aggregate could not replay (see the module docs).
+    replay_evicted: Option<i64>,
     stats: MergeStats,
 }
 
@@ -103,6 +96,7 @@ impl OffsetMerger {
             ready: VecDeque::new(),
             waiting: BTreeMap::new(),
             refused: None,
+            replay_evicted: None,
             stats: MergeStats::default(),
         }
     }
@@ -116,11 +110,12 @@ impl OffsetMerger {
         self.ready.clear();
         self.waiting.clear();
         self.refused = None;
+        self.replay_evicted = None;
     }
 
     /// An update of the update stream. Errors when the aggregate refused its restart
     /// snapshot (and from then on): nothing at or after that offset is ever handed out.
-    pub fn push_update(&mut self, update: ProfileUpdate) -> Result<Pushed, RefusedSnapshot> {
+    pub fn push_update(&mut self, update: ProfileUpdate) -> Result<(), RefusedSnapshot> {
         if let Some(refused) = &self.refused {
             return Err(refused.clone());
         }
@@ -141,13 +136,20 @@ impl OffsetMerger {
                 && offset >= self.next_offset()
                 && !self.waiting.contains_key(&offset);
             if open {
-                return Ok(Pushed::ReplayEvicted(offset));
+                self.replay_evicted = Some(self.replay_evicted.map_or(offset, |o| o.min(offset)));
+            } else {
+                self.stats.duplicates += 1;
             }
-            self.stats.duplicates += 1;
-            return Ok(Pushed::Taken);
+            return Ok(());
         }
         self.push(offset, Item::Update(Box::new(update)));
-        Ok(Pushed::Taken)
+        Ok(())
+    }
+
+    /// True when every offset before one the aggregate could not replay is in: what is
+    /// ready can be handed out, and the streams must then be reopened.
+    pub fn replay_evicted_next(&self) -> bool {
+        self.replay_evicted == Some(self.next_offset())
     }
 
     /// A reject of the reject stream, at `offset`. Ignored after a refusal.
@@ -438,18 +440,23 @@ mod tests {
         for o in [10, 11, 13] {
             m.push_update(update(o)).unwrap();
         }
-        assert_eq!(m.push_update(evicted(12)).unwrap(), Pushed::ReplayEvicted(12));
+        // Behind a gap (12, a reject still to come): not yet.
+        m.push_update(evicted(14)).unwrap();
+        assert!(!m.replay_evicted_next());
         for o in [5, 11, 13] {
-            assert_eq!(m.push_update(evicted(o)).unwrap(), Pushed::Taken, "offset {o}");
+            m.push_update(evicted(o)).unwrap(); // re-sends: ignored
         }
+        m.push_reject(12, reject(12));
+        assert!(m.replay_evicted_next(), "every offset before 14 is in");
         let before = m.flush().unwrap();
-        assert_eq!(offsets(&before), vec![10, 11]);
+        assert_eq!(offsets(&before), vec![10, 11, 12, 13]);
         assert!(before.updates.iter().all(|u| u.skip_kind.is_none()));
-        assert!(m.flush().is_none());
+        assert!(m.flush().is_none(), "nothing from the evicted offset on");
         // After the reopen, the fresh aggregate's update is merged as usual.
-        m.reopen(11);
-        m.push_update(update(12)).unwrap();
-        assert_eq!(offsets(&m.flush().unwrap()), vec![12]);
+        m.reopen(13);
+        assert!(!m.replay_evicted_next());
+        m.push_update(update(14)).unwrap();
+        assert_eq!(offsets(&m.flush().unwrap()), vec![14]);
     }
 
     /// An offset that comes twice (same stream or the other one) is kept once, the first

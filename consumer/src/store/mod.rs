@@ -590,7 +590,7 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Records which kind of source feeds the store (`embedded`, or `fluvio:<topic>`), and
+    /// Records which source feeds the store (`embedded, keyed by …` or `fluvio topic <topic>`), and
     /// refuses another: offsets of a file and of a topic are not the same sequence.
     pub fn claim_source(&self, source: &str) -> Result<(), StoreError> {
         match self.meta.get(META_SOURCE).map_err(|e| self.sled(e))? {

@@ -15,19 +15,25 @@
 //! always the last one folded, so its updates are the newest in the cache.
 //!
 //! # Bound
-//! At most [`REPLAY_BYTES`] of encoded updates (plus a few words per entry); the oldest are
-//! dropped first. That holds the whole output of any producer batch up to a few MB of
+//! At most [`REPLAY_BYTES`], counting each entry's buffer by its capacity plus
+//! [`ENTRY_OVERHEAD`]; the oldest are dropped first. That holds the whole output of any producer batch up to a few MB of
 //! events (an update is one to two times the size of its event; Fluvio's producers send
 //! batches of 16 KB by default, `onramp produce` 64 KB). A re-fed record whose update was
 //! dropped cannot be answered truthfully: [`ReplayCache::lookup`] says
 //! [`Replay::Evicted`], the aggregate answers with a `replay_evicted` skip, and the
 //! consumer reopens the stream from its checkpoint with a fresh restart snapshot (slower,
 //! never wrong).
+//!
+//! The embedded run never feeds a record twice, yet its chains carry the cache too (the
+//! same `.wasm` runs in both places): up to 8 MiB of Wasm memory per partition.
 
 use std::collections::VecDeque;
 
-/// Most bytes of encoded updates the cache holds.
+/// Most bytes the cache holds: its entries' buffers (capacity, not length) plus
+/// [`ENTRY_OVERHEAD`] each.
 pub const REPLAY_BYTES: usize = 8 << 20;
+/// What an entry costs beyond its buffer: its slot, and the shared handle of the buffer.
+pub const ENTRY_OVERHEAD: usize = 64;
 
 /// What the cache knows about a record's offset.
 #[derive(Debug, PartialEq, Eq)]

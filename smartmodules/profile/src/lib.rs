@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 use fluvio_smartmodule::dataplane::smartmodule::SmartModuleExtraParams;
 use fluvio_smartmodule::{eyre, RecordData, Result, SmartModuleRecord};
 use onramp_logic::fold::{FoldConfig, FoldState};
-use onramp_logic::replay::{Replay, ReplayCache, REPLAY_BYTES};
+use onramp_logic::replay::{Replay, ReplayCache, ENTRY_OVERHEAD, REPLAY_BYTES};
 use onramp_schemas::{ProfileUpdate, SkipKind};
 
 static CONFIG: OnceLock<FoldConfig> = OnceLock::new();
@@ -80,10 +80,11 @@ pub fn aggregate(accumulator: RecordData, current: &SmartModuleRecord) -> Result
             }),
         };
         let bytes = serde_json::to_vec(&update).unwrap_or_default();
-        let len = bytes.len();
+        // What the entry really holds: the buffer's capacity and the shared handle.
+        let held = bytes.capacity() + ENTRY_OVERHEAD;
         let value = RecordData::from(bytes);
         // (A re-feed's answer is not remembered: its offset is not above the highest.)
-        replay.remember(offset, value.clone(), len);
+        replay.remember(offset, value.clone(), held);
         Ok(value)
     })
 }
