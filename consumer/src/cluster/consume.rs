@@ -76,6 +76,9 @@ pub const STALL_AFTER: Duration = Duration::from_secs(5);
 /// (the reject stream runs validate over every record until it has `max_bytes` of rejects
 /// or reaches the end).
 pub const SCAN_RATE: u64 = 20_000;
+/// Most offsets the merger holds past a gap before it stops reading the stream that is
+/// ahead (see [`OffsetMerger::may_read`]): about 50 MB of parsed updates.
+pub const MAX_WAITING: usize = 50_000;
 /// Smallest `--max-bytes`.
 pub const MIN_MAX_BYTES: i64 = 1024;
 /// How a store fed by a topic names its source (then the topic's name).
@@ -664,6 +667,9 @@ impl PartitionTask {
         let mut not_an_update: Option<String> = None;
         let mut stop = self.stop.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        // The highest offset each stream sent so far (a stream past the gap is held back
+        // once too much waits behind it).
+        let (mut updates_hi, mut rejects_hi) = (i64::MIN, i64::MIN);
         // When the merged offsets last moved (or the partition was caught up).
         let mut progress_at = Instant::now();
         let mut merged_to = self.merger.next_offset();
@@ -676,7 +682,7 @@ impl PartitionTask {
                     self.flush().await;
                     return Ok(Closed::Done);
                 }
-                item = updates.next(), if updates_open => match item {
+                item = updates.next(), if updates_open && self.merger.may_read(updates_hi, MAX_WAITING) => match item {
                     Some(Ok(out)) => {
                         if let Some(e) = not_an_update.take() {
                             bail!(
@@ -687,6 +693,7 @@ impl PartitionTask {
                         for record in out.records() {
                             match serde_json::from_slice::<ProfileUpdate>(record.value().as_ref()) {
                                 Ok(update) => {
+                                    updates_hi = updates_hi.max(update.offset);
                                     if let Err(refused) = self.merger.push_update(update) {
                                         // What precedes the refused record is committed; nothing after.
                                         self.flush().await;
@@ -708,7 +715,7 @@ impl PartitionTask {
                         lost = Some("the update stream ended".into());
                     }
                 },
-                item = rejects.next(), if rejects_open => match item {
+                item = rejects.next(), if rejects_open && self.merger.may_read(rejects_hi, MAX_WAITING) => match item {
                     Some(Ok(out)) => {
                         for record in out.records() {
                             let reject: RejectedEvent = serde_json::from_slice(record.value().as_ref()).with_context(|| {
@@ -720,6 +727,7 @@ impl PartitionTask {
                             let Some(offset) = reject.offset else {
                                 bail!("the loaded onramp-validate emits rejects without their offset (an older build); load this one with `onramp setup --replace`");
                             };
+                            rejects_hi = rejects_hi.max(offset);
                             self.merger.push_reject(offset, reject);
                         }
                         *backoff = FIRST_BACKOFF;

@@ -189,6 +189,20 @@ impl OffsetMerger {
         }
     }
 
+    /// Offsets held past a gap.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether to read on from a stream whose highest offset so far is `highest`: always,
+    /// unless more than `most_waiting` offsets wait past a gap that this stream cannot fill
+    /// (it is already past it; a stream's offsets ascend). Not reading a stream holds the
+    /// SPU back (it sends the next fetch once the client has read this one), so a stream
+    /// running ahead of the other costs bounded memory here.
+    pub fn may_read(&self, highest: i64, most_waiting: usize) -> bool {
+        self.waiting.len() <= most_waiting || highest < self.next_offset()
+    }
+
     /// The first offset not accounted for yet (the one a gap waits for).
     pub fn next_offset(&self) -> i64 {
         self.handed_out + self.ready.len() as i64 + 1
@@ -457,6 +471,23 @@ mod tests {
         assert!(!m.replay_evicted_next());
         m.push_update(update(14)).unwrap();
         assert_eq!(offsets(&m.flush().unwrap()), vec![14]);
+    }
+
+    /// A stream already past the gap stops being read once too much waits behind the gap;
+    /// the stream that can fill it is always read.
+    #[test]
+    fn a_stream_past_the_gap_is_held_back_when_too_much_waits() {
+        let mut m = OffsetMerger::new(0, -1, 1_000, None);
+        for o in 1..=5 {
+            m.push_update(update(o)).unwrap(); // 0 (a reject) is missing
+        }
+        assert_eq!(m.waiting(), 5);
+        assert!(m.may_read(5, 10), "within the limit");
+        assert!(!m.may_read(5, 4), "the update stream is past the gap");
+        assert!(m.may_read(-1, 4), "the reject stream can fill it");
+        m.push_reject(0, reject(0));
+        assert_eq!(m.waiting(), 0);
+        assert!(m.may_read(5, 4));
     }
 
     /// An offset that comes twice (same stream or the other one) is kept once, the first
