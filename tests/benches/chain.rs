@@ -5,7 +5,10 @@
 //!    with 1k and with 1M distinct users (same event count): the ratio should stay near 1;
 //! 2. the same logic compiled natively (same JSON encode/decode between steps): the
 //!    Wasm/native ratio;
-//! 3. the stock aggregate pattern (Fluvio's aggregate-json: a JSON map of all users as the
+//! 3. where the time goes: each stage's cost per event in Wasm (by timing the chains
+//!    validate, validate → enrich and the full one, each stage the difference) next to the
+//!    same stage natively, split into its parse, its logic and its encode;
+//! 4. the stock aggregate pattern (Fluvio's aggregate-json: a JSON map of all users as the
 //!    accumulator) at 100 and 1k users, and the user count at which it stops working.
 
 use std::time::Instant;
@@ -15,7 +18,7 @@ use onramp::chain::{Chain, ChainParams, InputRecord};
 use onramp::wasm::{Module, WasmModules};
 use onramp_logic::enrich::{enrich, EnrichConfig};
 use onramp_logic::fold::{FoldConfig, FoldState};
-use onramp_logic::validate::{validate, ValidateConfig};
+use onramp_logic::validate::{parse_event, validate, ValidateConfig};
 use onramp_schemas::EnrichedEvent;
 use onramp_tests::synthetic::stream;
 
@@ -60,7 +63,118 @@ fn main() {
     println!("Wasm / native throughput (1M users): {:.2}", wasm_many / native_many);
 
     println!();
+    stage_breakdown(&engine, modules, &few);
+
+    println!();
     stock_pattern(&engine, modules, quick);
+}
+
+/// Microseconds per event of `f` over `values` (one call per record).
+fn per_event(values: usize, f: impl FnOnce()) -> f64 {
+    let start = Instant::now();
+    f();
+    start.elapsed().as_secs_f64() * 1e6 / values as f64
+}
+
+/// Microseconds per event of a Wasm chain of `steps`.
+fn wasm_steps(engine: &SmartEngine, modules: &WasmModules, steps: &[Module], records: &[InputRecord]) -> f64 {
+    let mut chain = Chain::build(engine, modules, steps, &ChainParams::default(), None).expect("chain");
+    per_event(records.len(), || {
+        for batch in records.chunks(BATCH) {
+            chain.process(batch).expect("no chain error");
+        }
+    })
+}
+
+/// Each stage's cost per event: in Wasm from the prefix chains, natively split into parse,
+/// logic and encode, as each module does it (validate parses the raw event and passes it on
+/// unchanged; enrich parses it again and encodes the enriched event; profile parses that and
+/// encodes the update).
+fn stage_breakdown(engine: &SmartEngine, modules: &WasmModules, values: &[Vec<u8>]) {
+    let records = input(values);
+    let n = values.len();
+    let v = wasm_steps(engine, modules, &[Module::Validate], &records);
+    let ve = wasm_steps(engine, modules, &[Module::Validate, Module::Enrich], &records);
+    let vep = wasm_steps(engine, modules, &Module::ALL, &records);
+
+    let vcfg = ValidateConfig::default();
+    let ecfg = EnrichConfig::default();
+    let mut accepted: Vec<&[u8]> = Vec::with_capacity(n);
+    let n_validate = per_event(n, || {
+        for v in values {
+            if validate(v, None, &vcfg).is_ok() {
+                accepted.push(v);
+            }
+        }
+    });
+    // Enrich gets the raw event again (validate passes it on unchanged) and parses it.
+    let mut parsed = Vec::with_capacity(n);
+    let n_enrich_parse = per_event(n, || {
+        for raw in &accepted {
+            parsed.push(parse_event(raw).expect("accepted by validate"));
+        }
+    });
+    let mut enriched = Vec::with_capacity(n);
+    let n_enrich = per_event(n, || {
+        for e in parsed {
+            if let Ok(x) = enrich(e, &ecfg) {
+                enriched.push(x);
+            }
+        }
+    });
+    let mut wire = Vec::with_capacity(n);
+    let n_enrich_encode = per_event(n, || {
+        for e in &enriched {
+            wire.push(serde_json::to_vec(e).unwrap());
+        }
+    });
+    let mut back = Vec::with_capacity(n);
+    let n_fold_parse = per_event(n, || {
+        for w in &wire {
+            back.push(serde_json::from_slice::<EnrichedEvent>(w).unwrap());
+        }
+    });
+    let mut fold = FoldState::new(FoldConfig::default());
+    let mut updates = Vec::with_capacity(n);
+    let n_fold = per_event(n, || {
+        for (offset, e) in back.iter().enumerate() {
+            updates.push(fold.fold_event(e, offset as i64, -1));
+        }
+    });
+    let mut out = 0usize;
+    let n_fold_encode = per_event(n, || {
+        for u in &updates {
+            out += serde_json::to_vec(u).unwrap().len();
+        }
+    });
+    assert!(out > 0);
+    let native = [
+        n_validate,
+        n_enrich_parse + n_enrich + n_enrich_encode,
+        n_fold_parse + n_fold + n_fold_encode,
+    ];
+    println!("where the time goes, µs per event (1k users; Wasm stage = chain with it − chain without it):");
+    println!("| stage | Wasm | native | native split |");
+    println!("|---|---:|---:|---|");
+    println!(
+        "| validate | {v:.2} | {:.2} | parse + checks {:.2} |",
+        native[0], n_validate
+    );
+    println!(
+        "| enrich | {:.2} | {:.2} | parse {n_enrich_parse:.2}, logic {n_enrich:.2}, encode {n_enrich_encode:.2} |",
+        ve - v,
+        native[1]
+    );
+    println!(
+        "| profile | {:.2} | {:.2} | parse {n_fold_parse:.2}, fold {n_fold:.2}, encode {n_fold_encode:.2} |",
+        vep - ve,
+        native[2]
+    );
+    println!(
+        "| chain | {vep:.2} | {:.2} | Wasm / native time: {:.1}× |",
+        native.iter().sum::<f64>(),
+        vep / native.iter().sum::<f64>()
+    );
 }
 
 fn input(values: &[Vec<u8>]) -> Vec<InputRecord> {
