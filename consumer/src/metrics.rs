@@ -337,7 +337,7 @@ impl Metrics {
             &mut out,
             "onramp_stream_reconnects_total",
             "counter",
-            "Times a partition's cluster streams were lost and reopened.",
+            "Times a partition's cluster streams were reopened: lost, stalled (reopened with a larger max_bytes) or unable to replay a re-fed record.",
             self.reconnects.load(Ordering::Relaxed),
         );
         head(

@@ -199,7 +199,8 @@ enum ToSink {
         offset: i64,
         message: String,
     },
-    /// A partition's streams were lost and are being reopened.
+    /// A partition's streams were lost, stalled or could not replay a record, and are
+    /// being reopened.
     Reconnect { partition: u32 },
     /// A partition task cannot go on.
     Fatal(anyhow::Error),
@@ -592,6 +593,7 @@ impl PartitionTask {
                     tracing::info!(partition = p, "reopening the streams: {why}");
                 }
                 Closed::Stalled { why, at } => {
+                    let _ = self.tx.send(ToSink::Reconnect { partition: p }).await;
                     let grown = self.max_bytes.saturating_mul(2);
                     self.stalled_at = Some(at);
                     tracing::warn!(
@@ -765,6 +767,7 @@ impl PartitionTask {
                     "the profile aggregate no longer held the update of a record the SPU fed it again"
                 );
                 self.flush().await;
+                let _ = self.tx.send(ToSink::Reconnect { partition: p }).await;
                 return Ok(Closed::Reopen("a re-fed record could not be replayed"));
             }
 

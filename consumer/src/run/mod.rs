@@ -308,7 +308,8 @@ impl<'a> Run<'a> {
         tracing::error!(partition, offset, "SmartModule runtime error; the run stops: {message}");
     }
 
-    /// A partition's streams were lost and are being reopened (cluster source).
+    /// A partition's streams were lost, stalled or could not replay a record, and are being
+    /// reopened (cluster source).
     pub fn reconnecting(&mut self, partition: u32) {
         self.summary.reconnects += 1;
         self.observer.reconnecting(partition);

@@ -39,7 +39,8 @@ pub struct Summary {
     pub store_ms: u64,
     /// SmartModule runtime errors in the cluster (each logged with its offset; the run stops).
     pub smartmodule_errors: u64,
-    /// Times a partition's cluster streams were reopened after being lost.
+    /// Times a partition's cluster streams were reopened: lost, stalled, or unable to
+    /// replay a re-fed record.
     pub reconnects: u64,
     /// True when stopped by a signal before the input ended.
     pub interrupted: bool,
