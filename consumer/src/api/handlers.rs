@@ -283,18 +283,20 @@ pub(super) async fn updates(
         _ => None,
     };
     let hub = state.hub.clone();
-    let items = hub.updates.subscribe(last_id);
+    let counter = hub.clone();
+    let items = hub.updates.subscribe_queued(
+        last_id,
+        move |s| wanted(&p, person.as_deref(), hint, s),
+        move || counter.metrics.stream_dropped(),
+    );
     hub.metrics.stream_client(true);
     let guard = ClientGuard(hub);
-    let events = items.filter_map(move |item| {
-        let out = match item {
-            Item::Update(s) => wanted(&p, person.as_deref(), hint, &s).then(|| Ok(sse_event(&s))),
-            Item::Dropped(reason) => {
-                guard.0.metrics.stream_dropped();
-                Some(Ok(Event::default().event("dropped").data(reason)))
-            }
-        };
-        std::future::ready(out)
+    let events = items.map(move |item| {
+        let _counted_until_the_stream_ends = &guard;
+        Ok(match item {
+            Item::Update(s) => sse_event(&s),
+            Item::Dropped(reason) => Event::default().event("dropped").data(reason),
+        })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

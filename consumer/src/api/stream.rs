@@ -228,6 +228,62 @@ impl Updates {
         })
     }
 
+    /// What a connected client is sent: [`Updates::subscribe`] for the updates `keep`
+    /// accepts, read by a task of its own into a queue of [`STREAM_BUFFER`] updates that
+    /// the connection drains. A client that stops reading is found out when its queue is
+    /// full, whether or not its connection can still be written to (a peer that reads
+    /// nothing fills the socket buffers, and then its stream is never polled): `dropped`
+    /// is called at once, and the reason is queued after what the client has not read.
+    /// The task ends when the client goes away. An update of a user erased while it was
+    /// queued is never handed out.
+    pub fn subscribe_queued(
+        self: &Arc<Self>,
+        last_id: Option<u64>,
+        mut keep: impl FnMut(&Streamed) -> bool + Send + 'static,
+        dropped: impl FnOnce() + Send + 'static,
+    ) -> impl Stream<Item = Item> + Send + 'static {
+        use futures_util::StreamExt;
+        // One slot more than the buffer: the last one is kept for the reason.
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER + 1);
+        let items = self.subscribe(last_id);
+        let mut dropped = Some(dropped);
+        tokio::spawn(async move {
+            let mut items = std::pin::pin!(items);
+            loop {
+                let item = tokio::select! {
+                    item = items.next() => item,
+                    () = tx.closed() => return,
+                };
+                let item = match item {
+                    None => return,
+                    Some(Item::Update(s)) if !keep(&s) => continue,
+                    Some(Item::Update(_)) if tx.capacity() <= 1 => Item::Dropped(format!(
+                        "client too slow: {STREAM_BUFFER} updates were not read in time; reconnect with Last-Event-ID"
+                    )),
+                    Some(item) => item,
+                };
+                let last = matches!(item, Item::Dropped(_));
+                if last {
+                    if let Some(dropped) = dropped.take() {
+                        dropped();
+                    }
+                }
+                // Never full: an update needs two free slots, the reason one.
+                if tx.try_send(item).is_err() || last {
+                    return;
+                }
+            }
+        });
+        // Checked again on the way out: the user may have been erased while queued.
+        let updates = self.clone();
+        tokio_stream::wrappers::ReceiverStream::new(rx).filter(move |item| {
+            std::future::ready(match item {
+                Item::Update(s) => updates.visible(s),
+                Item::Dropped(_) => true,
+            })
+        })
+    }
+
     /// The first update in the window after `cursor` and before `live_from`.
     fn replay_after(&self, cursor: u64, live_from: u64) -> Replay {
         let window = self.window.lock().unwrap_or_else(|e| e.into_inner());
@@ -450,6 +506,46 @@ mod tests {
         u.prune(last_seq + 1, Instant::now() + ERASURE_MEMORY);
         assert_eq!(u.remembered_erasures(), 0);
         assert!(!u.any_erased.load(Ordering::SeqCst));
+    }
+
+    /// A connected client that reads nothing is dropped (and counted) as soon as its
+    /// queue is full, before anything polls its stream; what it then reads is its queue:
+    /// the first updates it was sent, then the reason.
+    #[test]
+    fn a_client_that_reads_nothing_is_dropped_at_once() {
+        runtime().block_on(async {
+            let u = Arc::new(Updates::default());
+            let dropped = Arc::new(AtomicBool::new(false));
+            let flag = dropped.clone();
+            let quiet = u.subscribe_queued(
+                None,
+                |s| s.update.user_id != "skipped",
+                move || flag.store(true, Ordering::SeqCst),
+            );
+            // Published in slices the queueing task keeps up with, so the broadcast
+            // itself never overflows: only the client's queue does.
+            for slice in 0..(STREAM_BUFFER as i64 / 512 + 2) {
+                let many: Vec<ProfileUpdate> = (0..512)
+                    .map(|i| update(if i % 2 == 0 { "x" } else { "skipped" }, slice * 512 + i))
+                    .collect();
+                publish(&u, &many, None);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                publish(&u, &many, None);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(dropped.load(Ordering::SeqCst), "counted before the stream is read");
+            let got = ready(quiet).await;
+            assert_eq!(got.len(), STREAM_BUFFER + 1, "the queue, then the reason");
+            assert!(
+                users(&got[..STREAM_BUFFER]).iter().all(|u| u == "x"),
+                "filtered before queueing"
+            );
+            assert!(
+                matches!(&got[STREAM_BUFFER], Item::Dropped(r) if r.contains("client too slow")),
+                "{:?}",
+                got.last()
+            );
+        });
     }
 
     /// A client that stops reading is dropped with a reason once its buffer overflows,
