@@ -59,6 +59,21 @@ pub struct RunArgs {
     /// transition's `id`.
     #[arg(long, value_name = "TOPIC")]
     triggers_topic: Option<String>,
+    /// With --source fluvio: the group of consumers that share the topic's partitions, as
+    /// NAME=URL pairs (the URL of each member's read API), e.g.
+    /// `a=http://10.0.0.1:8080,b=http://10.0.0.2:8080`. Every member is started with the same
+    /// list; each consumes only the partitions it owns by rendezvous hashing, so adding or
+    /// removing a member moves only the partitions whose owner changed. Needs --member.
+    #[arg(long, value_name = "NAME=URL,…", value_parser = parse_members, requires = "member")]
+    members: Option<cluster::assignment::Members>,
+    /// With --members: which member this consumer is.
+    #[arg(long, value_name = "NAME", requires = "members")]
+    member: Option<String>,
+    /// With --members: if the store holds partitions this member no longer owns (the group
+    /// changed), set the store aside as `<store>.handed-over-<time>` and rebuild the owned
+    /// partitions from the topic. Without it such a store is refused.
+    #[arg(long, requires = "members")]
+    rebalance: bool,
     /// With --source fluvio: exit once every partition reached the end offset it had at start
     /// (backfills, scripts, tests); without it, follow the topic until ctrl-c.
     #[arg(long)]
@@ -169,6 +184,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 max_bytes: args.max_bytes,
                 stop_at_end: args.stop_at_end,
                 triggers_topic: args.triggers_topic.clone(),
+                group: args.members.map(|members| cluster::consume::Group {
+                    members,
+                    member: args.member.unwrap_or_default(),
+                    rebalance: args.rebalance,
+                }),
             };
             tracing::info!(store = %cfg.settings.store.display(), topic = %cfg.topic, "starting run (source: fluvio)");
             // The API takes the partition count from the store, which records the topic's.
@@ -179,8 +199,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let input = args
                 .input
                 .input("give --input FILE (or - for stdin) or --generate (or --source fluvio)")?;
-            if args.stop_at_end || args.adhoc || args.triggers_topic.is_some() {
-                bail!("--stop-at-end, --adhoc and --triggers-topic apply to --source fluvio (embedded runs serve transitions on /v1/triggers and `onramp triggers`)");
+            if args.stop_at_end || args.adhoc || args.triggers_topic.is_some() || args.members.is_some() {
+                bail!("--stop-at-end, --adhoc, --triggers-topic and --members apply to --source fluvio (embedded runs serve transitions on /v1/triggers and `onramp triggers`)");
             }
             let cfg = EmbeddedConfig {
                 settings,
@@ -198,4 +218,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     super::print_report(args.json, &summary, || summary.render())
+}
+
+fn parse_members(spec: &str) -> Result<cluster::assignment::Members, String> {
+    cluster::assignment::Members::parse(spec)
 }

@@ -34,7 +34,7 @@
 //! partition's streams the same way, so the aggregate forgets the erased user.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ use futures_util::StreamExt;
 use onramp_schemas::{ProfileUpdate, RejectedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::assignment::Members;
 use super::merge::{LagBook, OffsetMerger};
 use super::{existing_topic_partitions, loaded_name, ClusterTarget};
 use crate::run::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
@@ -127,6 +128,20 @@ pub struct ClusterRunConfig {
     pub stop_at_end: bool,
     /// Produce the audience transitions to this topic (see [`super::relay`]).
     pub triggers_topic: Option<String>,
+    /// One member of a group of consumers: consume only the partitions it owns.
+    pub group: Option<Group>,
+}
+
+/// This consumer's place in a group (see [`super::assignment`]).
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Every member.
+    pub members: Members,
+    /// This one's name.
+    pub member: String,
+    /// Hand over partitions the store holds that this member no longer owns: set the
+    /// store aside and rebuild the owned partitions from the topic.
+    pub rebalance: bool,
 }
 
 /// The invocations of both streams, without the aggregate's accumulator.
@@ -231,27 +246,76 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
     let fluvio = cfg.target.connect().await?;
     let admin = fluvio.admin().await;
     let partition_count = existing_topic_partitions(&admin, &cfg.topic).await?;
+    let owned = owned_partitions(cfg.group.as_ref(), partition_count)?;
     let mut ends: Vec<Option<i64>> = vec![None; partition_count as usize];
     if cfg.stop_at_end {
-        for p in 0..partition_count {
+        for &p in &owned {
             let end = end_offset(&fluvio, &cfg.topic, p).await?;
             tracing::info!(partition = p, end, "stopping at the end offset seen now");
             ends[p as usize] = Some(end);
         }
     }
     drop(admin);
-    drop(fluvio);
 
+    // A member's store holds only its partitions: the others never advance here, so they
+    // are left out of the audience frontier.
+    let mut settings = cfg.settings.clone();
+    settings
+        .watermark_ignore
+        .extend((0..partition_count).filter(|p| !owned.contains(p)));
     let source = format!("{FLUVIO_SOURCE}{}", cfg.topic);
-    let mut run = Run::open(
-        &cfg.settings,
-        partition_count,
-        &source,
-        SourceKind::Fluvio,
-        observer,
-        started,
-    )?;
-    tracing::info!(topic = %cfg.topic, partitions = partition_count, stop_at_end = cfg.stop_at_end, "consuming from the cluster");
+    let open = || {
+        Run::open(
+            &settings,
+            partition_count,
+            &source,
+            SourceKind::Fluvio,
+            observer,
+            started,
+        )
+    };
+    let mut run = open()?;
+    if let Some(group) = &cfg.group {
+        let foreign = foreign_partitions(run.store(), partition_count, &owned)?;
+        if !foreign.is_empty() {
+            if !group.rebalance {
+                bail!(
+                    "this store holds partitions {} that member `{}` does not own in the group {} (it owns {}); \
+                     run with --rebalance to hand them over (the store is set aside and the owned partitions are \
+                     rebuilt from the topic), or point --store at this member's own store",
+                    list(&foreign),
+                    group.member,
+                    group.members,
+                    list(&owned)
+                );
+            }
+            drop(run);
+            let aside = set_aside(&settings.store)?;
+            tracing::warn!(
+                partitions = %list(&foreign),
+                set_aside = %aside.display(),
+                "--rebalance: handing over the partitions this member no longer owns; the store was set aside \
+                 (delete it once this run has caught up) and the owned partitions are rebuilt from the topic"
+            );
+            run = open()?;
+        }
+    }
+    // A partition this store has never consumed is read from offset 0: the topic must
+    // still hold it, or the profiles would silently miss the records retention dropped.
+    for &p in &owned {
+        if run.store().checkpoint(p)?.is_none() {
+            let start = start_offset(&fluvio, &cfg.topic, p).await?;
+            if start > 0 {
+                bail!(
+                    "partition {p} must be rebuilt from the topic, but its retention no longer holds offset 0 \
+                     (the first record is at {start}); keep the partition with a member whose store holds it, \
+                     or rebuild from an archive of the events"
+                );
+            }
+        }
+    }
+    drop(fluvio);
+    tracing::info!(topic = %cfg.topic, partitions = partition_count, owned = %list(&owned), stop_at_end = cfg.stop_at_end, "consuming from the cluster");
 
     let shared = Arc::new(Shared {
         target: cfg.target.clone(),
@@ -268,7 +332,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
     let (tx, mut rx) = mpsc::channel::<ToSink>(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for p in 0..partition_count {
+    for &p in &owned {
         let task = PartitionTask {
             partition: p,
             shared: shared.clone(),
@@ -289,7 +353,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
     let poller = tokio::spawn(poll_end_offsets(
         cfg.target.clone(),
         cfg.topic.clone(),
-        partition_count,
+        owned.clone(),
         ends_tx,
     ));
 
@@ -402,10 +466,82 @@ async fn end_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> any
     Ok(end)
 }
 
+/// The offset of a partition's first record (0 for an empty one): above 0 once
+/// retention deleted the oldest segments.
+async fn start_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> anyhow::Result<i64> {
+    let config = ConsumerConfigExt::builder()
+        .topic(topic.to_string())
+        .partition(partition)
+        .offset_start(Offset::beginning())
+        .disable_continuous(true)
+        .max_bytes(MIN_MAX_BYTES as i32)
+        .retry_mode(RetryMode::Disabled)
+        .build()?;
+    let mut stream = fluvio
+        .consumer_with_config(config)
+        .await
+        .map_err(|e| anyhow!("reading the start of partition {partition}: {e:#}"))?;
+    match stream.next().await {
+        Some(item) => Ok(item
+            .map_err(|e| anyhow!("reading the start of partition {partition}: {e}"))?
+            .offset),
+        None => Ok(0),
+    }
+}
+
+/// The partitions `group`'s member owns (all of them without a group).
+fn owned_partitions(group: Option<&Group>, partitions: u32) -> anyhow::Result<Vec<u32>> {
+    let Some(group) = group else {
+        return Ok((0..partitions).collect());
+    };
+    if group.members.get(&group.member).is_none() {
+        bail!("--member {}: not one of --members ({})", group.member, group.members);
+    }
+    let owned = group.members.owned(&group.member, partitions);
+    if owned.is_empty() {
+        bail!(
+            "member `{}` owns none of the topic's {partitions} partitions in the group {}: it would consume nothing \
+             (a group needs no more members than partitions)",
+            group.member,
+            group.members
+        );
+    }
+    Ok(owned)
+}
+
+/// Partitions outside `owned` that the store has consumed.
+fn foreign_partitions(store: &Store, partitions: u32, owned: &[u32]) -> anyhow::Result<Vec<u32>> {
+    let mut foreign = Vec::new();
+    for p in (0..partitions).filter(|p| !owned.contains(p)) {
+        if store.checkpoint(p)?.is_some() {
+            foreign.push(p);
+        }
+    }
+    Ok(foreign)
+}
+
+/// Renames the store directory to `<store>.handed-over-<unix seconds>`; returns the new path.
+fn set_aside(store: &Path) -> anyhow::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut aside = store.as_os_str().to_owned();
+    aside.push(format!(".handed-over-{secs}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(store, &aside)
+        .with_context(|| format!("setting the store {} aside as {}", store.display(), aside.display()))?;
+    Ok(aside)
+}
+
+fn list(partitions: &[u32]) -> String {
+    let names: Vec<String> = partitions.iter().map(u32::to_string).collect();
+    names.join(",")
+}
+
 /// Asks every partition's leader for its end offset each [`LAG_POLL_INTERVAL`] and sends
 /// the figures to `ends`, until that channel closes. A failed round is logged and tried
 /// again at the next tick (the partition tasks report lost streams themselves).
-async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32, ends: mpsc::Sender<(u32, i64)>) {
+async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: Vec<u32>, ends: mpsc::Sender<(u32, i64)>) {
     let mut tick = tokio::time::interval(LAG_POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut client: Option<fluvio::Fluvio> = None;
@@ -422,7 +558,7 @@ async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: u32,
             },
         };
         let mut healthy = true;
-        for p in 0..partitions {
+        for &p in &partitions {
             match tokio::time::timeout(LAG_POLL_INTERVAL, end_offset(&fluvio, &topic, p)).await {
                 Ok(Ok(end)) => {
                     if ends.send((p, end)).await.is_err() {

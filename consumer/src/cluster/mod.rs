@@ -8,11 +8,14 @@
 //! - [`consume`] — `onramp run --source fluvio`: one broker-side chain per partition, merged
 //!   by offset with the validate rejects, committed to the same store as the embedded run;
 //!   it reports each partition's lag from the end offsets its leader reports.
+//! - [`assignment`] — `--members`/`--member`: which member of a group of consumers owns
+//!   which partition (rendezvous hashing; membership is configuration).
 //! - [`merge`] — the offset merger behind it: two streams in, the store's batches out;
 //!   synchronous and free of I/O (tested without a cluster).
 //! - [`relay`] — `--triggers-topic`: the store's audience transitions, produced to a topic
 //!   keyed by person id, at least once.
 
+pub mod assignment;
 pub mod consume;
 pub mod merge;
 pub mod produce;
