@@ -3,7 +3,9 @@
 //! one consumer's store; going to 3 members moves only the reassigned partition (its old
 //! owner refuses its store until told to hand it over, then rebuilds what it still owns,
 //! the newcomer builds the moved partition from the topic), and the union is still equal,
-//! including events produced after the change.
+//! including events produced after the change. Any member answers a profile lookup with
+//! the same person as the single store, also when the person's ids live on partitions of
+//! different members; with a member down, the lookup fails instead of answering in part.
 //!
 //! Runs only with `FLUVIO_E2E=1` and the `fluvio` CLI (and `fluvio-run`) on PATH; otherwise
 //! it prints that it was skipped (CI has no cluster).
@@ -15,8 +17,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use onramp_tests::cli::{fails, json, ok, Onramp};
+use onramp_tests::cli::{command, fails, json, ok, Onramp};
 use onramp_tests::cluster::{skipped, LocalCluster, Needs};
+use onramp_tests::running::Running;
 
 /// Members' URLs: the read APIs are not asked by this test.
 const TWO: &str = "n1=http://127.0.0.1:8081,n2=http://127.0.0.1:8082";
@@ -104,6 +107,15 @@ fn consumed(store: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn events_in(summaries: &[serde_json::Value]) -> u64 {
     summaries.iter().map(|s| s["events_in"].as_u64().unwrap()).sum()
 }
@@ -188,6 +200,74 @@ fn members_share_the_partitions_and_hand_them_over() {
         "3 members: only partition 2 moved; union of {} profiles equal",
         reference.lines().count()
     );
+
+    // (c) Any member answers a lookup with the same person as the single store, for
+    // persons whose ids live on partitions of different members.
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let group = format!(
+        "n1=http://127.0.0.1:{},n2=http://127.0.0.1:{},n3=http://127.0.0.1:{}",
+        ports[0], ports[1], ports[2]
+    );
+    let members: Vec<Running> = [("n1", &n1), ("n2", &n2), ("n3", &n3)]
+        .iter()
+        .zip(&ports)
+        .map(|((name, store), port)| {
+            let mut cmd = command();
+            cmd.args(["run", "--source", "fluvio", "--topic", &topic, "--store", store])
+                .args(["--members", &group, "--member", name])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .env("ONRAMP_LOG", "warn,onramp=info");
+            Running::serving(cmd, dir.path().join(format!("{name}.log")))
+        })
+        .collect();
+    let persons: Vec<serde_json::Value> = onramp_tests::cli::export(Path::new(&single))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|p| !p["anonymous_ids"].as_array().unwrap().is_empty())
+        .collect();
+    let partitions = |p: &serde_json::Value| -> BTreeSet<String> {
+        p["as_of_partitions"].as_object().unwrap().keys().cloned().collect()
+    };
+    let spanning: Vec<&serde_json::Value> = persons.iter().filter(|p| partitions(p).len() > 1).take(40).collect();
+    assert!(spanning.len() >= 20, "few persons span partitions: {}", spanning.len());
+    let agent = onramp_tests::http_agent(Some(std::time::Duration::from_secs(30)));
+    for person in &spanning {
+        let ids = std::iter::once(person["user_id"].as_str().unwrap()).chain(
+            person["anonymous_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap()),
+        );
+        for id in ids {
+            let expected: serde_json::Value =
+                serde_json::from_str(&ok(&["profile", "get", id, "--store", &single])).unwrap();
+            for (m, member) in members.iter().enumerate() {
+                let url = format!("{}/v1/profiles/{id}", member.base());
+                let mut resp = agent.get(&url).call().unwrap();
+                let body = resp.body_mut().read_to_string().unwrap();
+                let got: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                assert_eq!(got, expected, "member n{} answered `{id}` differently", m + 1);
+            }
+        }
+    }
+    eprintln!(
+        "group reads: {} persons spanning partitions, every id asked of every member, equal to the single store",
+        spanning.len()
+    );
+    // A member that cannot be reached makes the lookup fail, not answer with part of the person.
+    let mut members = members;
+    let n3_run = members.pop().unwrap();
+    drop(n3_run);
+    let id = spanning[0]["user_id"].as_str().unwrap();
+    let mut resp = agent
+        .get(&format!("{}/v1/profiles/{id}", members[0].base()))
+        .call()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body = resp.body_mut().read_to_string().unwrap();
+    assert!(body.contains("member_unavailable") && body.contains("n3"), "{body}");
+    drop(members);
 
     // A member that owns nothing, and a name that is not in the group, are refused.
     let stray = fails(&run(&topic, &d("stray"), &["--members", TWO, "--member", "n9"]));

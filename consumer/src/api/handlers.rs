@@ -12,9 +12,11 @@ use axum::Json;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
+use super::group::{local_parts, GroupView};
 use super::stream::{Item, Streamed};
 use super::{ApiError, AppState, Hub, BUSY_RETRY_AFTER_SECS, SCAN_QUEUE_WAIT};
 use crate::query::{self, Hint, ProfileFilter};
+use crate::store::person_in;
 use crate::store::Store;
 
 /// A request's query parameters; a missing, unknown or malformed one is a 400 `bad_query`
@@ -82,20 +84,37 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::internal(format!("encoding a response: {e}")))
 }
 
-/// The person any of whose ids is `id` (a few point reads, on the blocking pool).
+/// The person any of whose ids is `id` (a few point reads, on the blocking pool); in a
+/// group of consumers, over every member's store (see [`super::group`]).
 pub(super) async fn get_profile(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = state.hub.store()?;
+    let cfg = state.cfg.clone();
     let body = blocking(move || {
-        let Some(person) = store.person(&id)? else {
+        let (person, reference) = match &cfg.group {
+            Some(group) => {
+                let view = GroupView::new(group, &store, cfg.token.as_deref());
+                let person = person_in(&view, &id)?;
+                (person, view.reference_time_ms())
+            }
+            None => (store.person(&id)?, query::reference_time_ms(&store)?),
+        };
+        let Some(person) = person else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "profile_not_found",
                 format!("no profile for `{id}`"),
             ));
         };
-        encode(&query::person_with_hints(&store, person, &id)?)
+        encode(&query::person_with_hints_at(person, &id, reference))
     })
     .await?;
+    Ok(json_bytes(body))
+}
+
+/// What this store alone holds of `id`, for the other members of a group.
+pub(super) async fn get_parts(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let store = state.hub.store()?;
+    let body = blocking(move || encode(&local_parts(&store, &id)?)).await?;
     Ok(json_bytes(body))
 }
 

@@ -3,7 +3,8 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /v1/profiles/{user_id}` | the profile, its hints and `as_of` (offset, event time) |
+//! | `GET /v1/profiles/{user_id}` | the person, its hints and `as_of` (offset, event time); in a group of consumers, over every member's store ([`group`]) |
+//! | `GET /v1/parts/{id}` | what this store alone holds of one id (profile, links, claims), for the other members of a group |
 //! | `GET /v1/profiles?step=&completed_step=&hint=&completed=&active_since=&limit=&cursor=` | filtered page, stable cursor |
 //! | `GET /v1/funnel` | users per step, conversion, median time between steps |
 //! | `GET /v1/updates?user=&step=&hint=` | Server-Sent Events: each applied update once its batch commits |
@@ -58,6 +59,7 @@
 
 pub mod access;
 mod audiences;
+pub mod group;
 mod handlers;
 pub mod server;
 pub mod stream;
@@ -383,6 +385,8 @@ pub struct ApiConfig {
     pub header_timeout: Duration,
     /// Extra `Host` names to answer to (`--allow-host`).
     pub allow_hosts: Vec<String>,
+    /// One member of a group of consumers: profile lookups read every member's store.
+    pub group: Option<group::GroupReads>,
 }
 
 /// Refuses a non-loopback bind without a token.
@@ -444,6 +448,7 @@ fn router(state: AppState) -> Router {
             get(handlers::get_profile).delete(handlers::delete_profile),
         )
         .route("/v1/profiles", get(handlers::list_profiles))
+        .route("/v1/parts/{id}", get(handlers::get_parts))
         .route("/v1/funnel", get(handlers::funnel))
         .route("/v1/updates", get(handlers::updates))
         .route("/v1/profiles/{user_id}/decision", get(audiences::decision))

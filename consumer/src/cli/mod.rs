@@ -263,12 +263,14 @@ struct ApiArgs {
 
 impl ApiArgs {
     /// Starts the API on `runtime` when --listen is not `off`; `steps` is the store's funnel.
+    /// `group`: this consumer's place in a group, whose stores profile lookups read.
     fn start(
         &self,
         hub: &Arc<Hub>,
         partitions: u32,
         steps: Vec<String>,
         runtime: &tokio::runtime::Handle,
+        group: Option<onramp::api::group::GroupReads>,
     ) -> anyhow::Result<()> {
         if self.listen == "off" {
             return Ok(());
@@ -287,6 +289,7 @@ impl ApiArgs {
             max_connections: self.max_connections,
             header_timeout: self.header_timeout,
             allow_hosts: self.allow_hosts.clone(),
+            group,
         };
         let addr = onramp::api::start(cfg, hub.clone(), runtime)?;
         tracing::info!("read API listening on http://{addr}");

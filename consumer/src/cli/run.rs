@@ -63,7 +63,9 @@ pub struct RunArgs {
     /// NAME=URL pairs (the URL of each member's read API), e.g.
     /// `a=http://10.0.0.1:8080,b=http://10.0.0.2:8080`. Every member is started with the same
     /// list; each consumes only the partitions it owns by rendezvous hashing, so adding or
-    /// removing a member moves only the partitions whose owner changed. Needs --member.
+    /// removing a member moves only the partitions whose owner changed. A profile lookup on
+    /// any member reads the parts of the person every member holds (members call each other
+    /// with this --token). Needs --member.
     #[arg(long, value_name = "NAME=URL,…", value_parser = parse_members, requires = "member")]
     members: Option<cluster::assignment::Members>,
     /// With --members: which member this consumer is.
@@ -192,7 +194,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             };
             tracing::info!(store = %cfg.settings.store.display(), topic = %cfg.topic, "starting run (source: fluvio)");
             // The API takes the partition count from the store, which records the topic's.
-            args.api.start(&hub, 1, steps, runtime.handle())?;
+            let group = cfg.group.as_ref().map(|g| onramp::api::group::GroupReads {
+                members: g.members.clone(),
+                me: g.member.clone(),
+            });
+            args.api.start(&hub, 1, steps, runtime.handle(), group)?;
             runtime.block_on(cluster::consume::run(&cfg, &shutdown, hub.as_ref()))?
         }
         Source::Embedded => {
@@ -213,7 +219,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 key_by: args.key,
             };
             tracing::info!(store = %cfg.settings.store.display(), partitions = cfg.partitions, "starting run");
-            args.api.start(&hub, cfg.partitions, steps, runtime.handle())?;
+            args.api.start(&hub, cfg.partitions, steps, runtime.handle(), None)?;
             embedded::run(&cfg, &shutdown, hub.as_ref())?
         }
     };

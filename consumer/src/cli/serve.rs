@@ -26,7 +26,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     hub.set_store(store);
     let runtime = onramp::runtime()?;
     let shutdown = super::shutdown();
-    args.api.start(&hub, partitions, steps, runtime.handle())?;
+    args.api.start(&hub, partitions, steps, runtime.handle(), None)?;
     shutdown.wait();
     tracing::info!("stopping");
     Ok(())

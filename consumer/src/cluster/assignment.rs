@@ -33,7 +33,7 @@ pub struct Members(Vec<Member>);
 pub const MAX_MEMBERS: usize = 256;
 
 impl Members {
-    /// Parses `a=http://host:port,b=…`. Names must be unique; URLs must be `http(s)://`.
+    /// Parses `a=http://host:port,b=…`. Names must be unique; URLs must be `http://`.
     pub fn parse(spec: &str) -> Result<Self, String> {
         let mut members = Vec::new();
         let mut names = BTreeSet::new();
@@ -51,16 +51,22 @@ impl Members {
                     name.escape_debug()
                 ));
             }
-            let scheme = ["http://", "https://"]
-                .into_iter()
-                .find(|s| url.starts_with(s))
+            // Members call each other without TLS (keep them on a private network).
+            if url.starts_with("https://") {
+                return Err(format!(
+                    "member `{name}`: members talk without TLS; give an http:// URL on a private network"
+                ));
+            }
+            let scheme = "http://";
+            let rest = url
+                .strip_prefix(scheme)
                 .ok_or_else(|| {
                     format!(
-                        "member `{name}`: the URL must start with http:// or https://, got `{}`",
+                        "member `{name}`: the URL must start with http://, got `{}`",
                         url.escape_debug()
                     )
-                })?;
-            let rest = url[scheme.len()..].trim_end_matches('/');
+                })?
+                .trim_end_matches('/');
             let url = format!("{scheme}{rest}");
             if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!("member `{name}`: `{}` names no host", url.escape_debug()));
@@ -228,6 +234,7 @@ mod tests {
             ("", "no member"),
             ("a", "NAME=URL"),
             ("a=ftp://x", "http://"),
+            ("a=https://x", "without TLS"),
             ("a=http://", "names no host"),
             ("a=http://x,a=http://y", "listed twice"),
             ("a b=http://x", "letters, digits"),

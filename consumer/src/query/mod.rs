@@ -99,12 +99,18 @@ impl From<Person> for PersonView {
 /// event when no partition has a clock yet) and the id that was `asked` for: what `onramp
 /// profile get` prints and `GET /v1/profiles/{id}` answers.
 pub fn person_with_hints(store: &Store, person: Person, asked: &str) -> Result<serde_json::Value, StoreError> {
-    let reference = reference_time_ms(store)?.unwrap_or(person.profile.last_seen_ms);
+    Ok(person_with_hints_at(person, asked, reference_time_ms(store)?))
+}
+
+/// [`person_with_hints`] judged at `reference` (the latest watermark of the stores the
+/// person was read from; `None`: the person's own last event).
+pub fn person_with_hints_at(person: Person, asked: &str, reference: Option<i64>) -> serde_json::Value {
+    let reference = reference.unwrap_or(person.profile.last_seen_ms);
     let hints = person.profile.hints(reference);
     let mut value = serde_json::to_value(PersonView::from(person)).unwrap_or_default();
     value["asked"] = serde_json::json!(asked);
     value["hints"] = serde_json::json!(hints);
-    Ok(value)
+    value
 }
 
 /// Parses an `active_since` filter (an RFC 3339 time) to epoch milliseconds.

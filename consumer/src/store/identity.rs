@@ -214,23 +214,13 @@ impl Store {
     /// The person id of `id`: the owner of its link when `id` is not a claimant and the
     /// owner has a profile, else `id` itself.
     pub fn person_id(&self, id: &str) -> Result<String, StoreError> {
-        let Some(owner) = self.link(id)?.and_then(|l| l.owner().map(str::to_string)) else {
-            return Ok(id.to_string());
-        };
-        let owner_has_profile = self.profiles.contains_key(owner.as_bytes()).map_err(|e| self.sled(e))?;
-        if owner == id || !owner_has_profile || self.is_claimant(id)? {
-            return Ok(id.to_string());
-        }
-        Ok(owner)
+        person_id_in(self, id)
     }
 
     /// The anonymous ids `user` claimed, with their links (owned by `user` or not).
     pub(super) fn claims_of(&self, user: &str) -> Result<Vec<(String, Link)>, StoreError> {
-        let prefix = identity_prefix(user);
         let mut out = Vec::new();
-        for item in self.link_claims.scan_prefix(&prefix) {
-            let (k, _) = item.map_err(|e| self.sled(e))?;
-            let anonymous_id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+        for anonymous_id in self.claimed_by(user)? {
             if let Some(link) = self.link(&anonymous_id)? {
                 out.push((anonymous_id, link));
             }
@@ -238,57 +228,35 @@ impl Store {
         Ok(out)
     }
 
+    /// The anonymous ids this store indexes as claimed by `user` (`link_claims`).
+    pub fn claimed_by(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = identity_prefix(user);
+        let mut out = Vec::new();
+        for item in self.link_claims.scan_prefix(&prefix) {
+            let (k, _) = item.map_err(|e| self.sled(e))?;
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// The partitions holding fold state of `id`, each with its checkpoint (-1: none).
+    pub fn held_on(&self, id: &str) -> Result<BTreeMap<u32, i64>, StoreError> {
+        let mut held = BTreeMap::new();
+        for partition in 0..self.partitions()?.unwrap_or(0) {
+            if self
+                .fold_state
+                .contains_key(fold_key(partition, id))
+                .map_err(|e| self.sled(e))?
+            {
+                held.insert(partition, self.checkpoint(partition)?.map_or(-1, |c| c.offset));
+            }
+        }
+        Ok(held)
+    }
+
     /// The person `id` belongs to (any of its ids), or `None` when no id of it has a profile.
     pub fn person(&self, id: &str) -> Result<Option<Person>, StoreError> {
-        let person_id = self.person_id(id)?;
-        let mut anonymous_ids = Vec::new();
-        let mut link_conflicts = Vec::new();
-        for (anonymous_id, link) in self.claims_of(&person_id)? {
-            let owner = link.owner().unwrap_or_default().to_string();
-            if link.conflicts() > 0 {
-                link_conflicts.push(LinkConflict {
-                    anonymous_id: anonymous_id.clone(),
-                    also_claimed_by: link.claims.iter().skip(1).map(|c| c.user.clone()).collect(),
-                    owner: owner.clone(),
-                });
-            }
-            if owner == person_id && !self.is_claimant(&anonymous_id)? {
-                anonymous_ids.push(anonymous_id);
-            }
-        }
-        let mut profile = Profile::new(&person_id);
-        let mut found = false;
-        let mut as_of_partitions = BTreeMap::new();
-        let partitions = self.partitions()?.unwrap_or(0);
-        for id in std::iter::once(&person_id).chain(&anonymous_ids) {
-            if let Some(p) = self.profile(id)? {
-                found = true;
-                profile.merge(&p);
-            }
-            for partition in 0..partitions {
-                if as_of_partitions.contains_key(&partition) {
-                    continue;
-                }
-                let held = self
-                    .fold_state
-                    .contains_key(fold_key(partition, id))
-                    .map_err(|e| self.sled(e))?;
-                if held {
-                    let offset = self.checkpoint(partition)?.map_or(-1, |c| c.offset);
-                    as_of_partitions.insert(partition, offset);
-                }
-            }
-        }
-        if !found {
-            return Ok(None);
-        }
-        Ok(Some(Person {
-            id: person_id,
-            anonymous_ids,
-            profile,
-            as_of_partitions,
-            link_conflicts,
-        }))
+        person_in(self, id)
     }
 
     /// Every person, in person-id order, starting after `after`: each profile whose id is
@@ -400,6 +368,127 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// What resolving a person reads. A store answers from itself; a group of consumers
+/// (`api::group`) answers by merging what every member's store holds, so the same rules
+/// ([`person_id_in`], [`person_in`]) decide persons on one store and across members.
+pub trait IdentityView {
+    /// What a read can fail with.
+    type Error: From<StoreError>;
+    /// The link of an anonymous id: each claiming user's smallest claim, smallest first.
+    fn link(&self, anonymous_id: &str) -> Result<Option<Link>, Self::Error>;
+    /// The anonymous ids `user` claimed whose link still keeps its claim, with the links.
+    fn claims_of(&self, user: &str) -> Result<Vec<(String, Link)>, Self::Error>;
+    /// Whether `id` has made a claim that is kept.
+    fn is_claimant(&self, id: &str) -> Result<bool, Self::Error> {
+        Ok(!self.claims_of(id)?.is_empty())
+    }
+    /// The profile stored for `id`.
+    fn profile(&self, id: &str) -> Result<Option<Profile>, Self::Error>;
+    /// Whether `id` has a profile.
+    fn has_profile(&self, id: &str) -> Result<bool, Self::Error> {
+        Ok(self.profile(id)?.is_some())
+    }
+    /// The partitions holding fold state of `id`, each with its checkpoint.
+    fn held_on(&self, id: &str) -> Result<BTreeMap<u32, i64>, Self::Error>;
+}
+
+impl IdentityView for Store {
+    type Error = StoreError;
+
+    fn link(&self, anonymous_id: &str) -> Result<Option<Link>, StoreError> {
+        Store::link(self, anonymous_id)
+    }
+
+    fn claims_of(&self, user: &str) -> Result<Vec<(String, Link)>, StoreError> {
+        Store::claims_of(self, user)
+    }
+
+    fn is_claimant(&self, id: &str) -> Result<bool, StoreError> {
+        Store::is_claimant(self, id)
+    }
+
+    fn profile(&self, id: &str) -> Result<Option<Profile>, StoreError> {
+        Store::profile(self, id)
+    }
+
+    fn has_profile(&self, id: &str) -> Result<bool, StoreError> {
+        self.profiles.contains_key(id.as_bytes()).map_err(|e| self.sled(e))
+    }
+
+    fn held_on(&self, id: &str) -> Result<BTreeMap<u32, i64>, StoreError> {
+        Store::held_on(self, id)
+    }
+}
+
+impl Link {
+    /// Adds every claim of `other` (another store's link of the same anonymous id): the
+    /// result is the link one store would hold had it seen both stores' claims.
+    pub fn join(&mut self, other: &Link) {
+        for claim in &other.claims {
+            self.claim(claim.clone());
+        }
+    }
+
+    /// Whether `user`'s claim is kept.
+    pub fn keeps(&self, user: &str) -> bool {
+        self.claims.iter().any(|c| c.user == user)
+    }
+}
+
+/// The person id of `id` in `view`: the owner of its link when `id` is not a claimant and
+/// the owner has a profile, else `id` itself.
+pub fn person_id_in<V: IdentityView + ?Sized>(view: &V, id: &str) -> Result<String, V::Error> {
+    let Some(owner) = view.link(id)?.and_then(|l| l.owner().map(str::to_string)) else {
+        return Ok(id.to_string());
+    };
+    if owner == id || !view.has_profile(&owner)? || view.is_claimant(id)? {
+        return Ok(id.to_string());
+    }
+    Ok(owner)
+}
+
+/// The person `id` belongs to in `view`, or `None` when no id of it has a profile.
+pub fn person_in<V: IdentityView + ?Sized>(view: &V, id: &str) -> Result<Option<Person>, V::Error> {
+    let person_id = person_id_in(view, id)?;
+    let mut anonymous_ids = Vec::new();
+    let mut link_conflicts = Vec::new();
+    for (anonymous_id, link) in view.claims_of(&person_id)? {
+        let owner = link.owner().unwrap_or_default().to_string();
+        if link.conflicts() > 0 {
+            link_conflicts.push(LinkConflict {
+                anonymous_id: anonymous_id.clone(),
+                also_claimed_by: link.claims.iter().skip(1).map(|c| c.user.clone()).collect(),
+                owner: owner.clone(),
+            });
+        }
+        if owner == person_id && !view.is_claimant(&anonymous_id)? {
+            anonymous_ids.push(anonymous_id);
+        }
+    }
+    let mut profile = Profile::new(&person_id);
+    let mut found = false;
+    let mut as_of_partitions = BTreeMap::new();
+    for id in std::iter::once(&person_id).chain(&anonymous_ids) {
+        if let Some(p) = view.profile(id)? {
+            found = true;
+            profile.merge(&p);
+        }
+        for (partition, offset) in view.held_on(id)? {
+            as_of_partitions.entry(partition).or_insert(offset);
+        }
+    }
+    if !found {
+        return Ok(None);
+    }
+    Ok(Some(Person {
+        id: person_id,
+        anonymous_ids,
+        profile,
+        as_of_partitions,
+        link_conflicts,
+    }))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! | `link_claims` | user id length (u32 BE) ++ user id ++ anonymous id | empty (index of `links` by user) |
 //! | `suppressions` | HMAC-SHA-256 of an erased id (32 bytes), and `!` once any exists | empty |
 //! | `skew` | partition (u32 BE) | [`skew::PartitionSkew`] JSON: the partition's events and heaviest keys |
-//! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps, audience rules |
+//! | `meta` | name | schema version, partition count, chain params, source, input segment, funnel steps, audience rules, watermark-ignored partitions, fetch sizes that got past a stall |
 //! | `audience_queue`, `settled_*`, `person_audiences`, `audience_members`, `outbox`, `outbox_by_person` | see [`audience`] | audiences, timers and transitions |
 //!
 //! # Exactly once (ARCHITECTURE.md, "The fold rules")
@@ -47,7 +47,7 @@ mod witness;
 
 pub use check::{EXAMPLES_PER_KIND, REBUILD_HELP};
 pub use erase::Erased;
-pub use identity::{Claim, Link, LinkConflict, Person, MAX_CLAIMS};
+pub use identity::{person_id_in, person_in, Claim, IdentityView, Link, LinkConflict, Person, MAX_CLAIMS};
 pub use report::{CheckReport, Problem, ProblemKind};
 pub use suppress::{SuppressionList, SUPPRESSIONS_VERSION};
 pub use witness::{Witness, WITNESS_FILE};
@@ -387,6 +387,7 @@ const META_INPUT_SEGMENT: &[u8] = b"input_segment";
 const META_FUNNEL_STEPS: &[u8] = b"funnel_steps";
 const META_RULES: &[u8] = b"audience_rules";
 const META_WATERMARK_IGNORE: &[u8] = b"watermark_ignore";
+const META_FETCH_SIZES: &[u8] = b"fetch_sizes";
 
 impl Store {
     /// Opens (or creates) the store for a run, refusing one written with another layout
@@ -578,6 +579,24 @@ impl Store {
             .get(META_PARTITIONS)
             .map_err(|e| self.sled(e))?
             .and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
+    }
+
+    /// Cluster runs: per partition, the `max_bytes` that last got its streams past a stall
+    /// (a later stall grows straight to it; see `cluster::consume`).
+    pub fn fetch_sizes(&self) -> Result<BTreeMap<u32, i32>, StoreError> {
+        match self.meta.get(META_FETCH_SIZES).map_err(|e| self.sled(e))? {
+            Some(v) => self.decode("meta", META_FETCH_SIZES, &v),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Records that fetches of `bytes` got `partition`'s streams past a stall.
+    pub fn record_fetch_size(&self, partition: u32, bytes: i32) -> Result<(), StoreError> {
+        let mut sizes = self.fetch_sizes()?;
+        sizes.insert(partition, bytes);
+        let value = serde_json::to_vec(&sizes).unwrap_or_default();
+        self.meta.insert(META_FETCH_SIZES, value).map_err(|e| self.sled(e))?;
+        Ok(())
     }
 
     /// The source that feeds the store, as [`Store::claim_source`] recorded it (`None`
