@@ -217,6 +217,8 @@ enum ToSink {
     /// A partition's streams were lost, stalled or could not replay a record, and are
     /// being reopened.
     Reconnect { partition: u32 },
+    /// Fetches of `bytes` got a partition past a stall: remembered in the store.
+    FetchSize { partition: u32, bytes: i32 },
     /// A partition task cannot go on.
     Fatal(anyhow::Error),
 }
@@ -329,6 +331,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
     for p in 0..partition_count {
         checkpoints.push(run.store().checkpoint(p)?.map_or(-1, |c| c.offset));
     }
+    let fetch_sizes = run.store().fetch_sizes()?;
     let (tx, mut rx) = mpsc::channel::<ToSink>(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -341,6 +344,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
             merger: OffsetMerger::new(p, checkpoints[p as usize], cfg.settings.batch_size, ends[p as usize]),
             missing_since: None,
             max_bytes: cfg.max_bytes,
+            past_stall: fetch_sizes.get(&p).copied().unwrap_or(0),
             stalled_at: None,
             last_sent: Instant::now(),
         };
@@ -394,6 +398,12 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
                     run.smartmodule_error(partition, offset, &message);
                 }
                 Some(ToSink::Reconnect { partition }) => run.reconnecting(partition),
+                Some(ToSink::FetchSize { partition, bytes }) => {
+                    // A hint for the next stall: losing it costs time, never a record.
+                    if let Err(e) = run.store().record_fetch_size(partition, bytes) {
+                        tracing::warn!(partition, "cannot remember the fetch size that got past a stall: {e}");
+                    }
+                }
                 Some(ToSink::Fatal(e)) => return Err(e),
             },
             Some((partition, end)) = ends_rx.recv() => {
@@ -447,45 +457,59 @@ pub async fn end_offsets(target: &ClusterTarget, topic: &str) -> anyhow::Result<
 /// A partition's end offset (the offset its next record will get), asked of its leader:
 /// the last record read with no SmartModule (the SC's partition status can lag behind).
 async fn end_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> anyhow::Result<i64> {
-    let config = ConsumerConfigExt::builder()
-        .topic(topic.to_string())
-        .partition(partition)
-        .offset_start(Offset::from_end(1))
-        .disable_continuous(true)
-        .retry_mode(RetryMode::Disabled)
-        .build()?;
-    let mut stream = fluvio
-        .consumer_with_config(config)
-        .await
-        .map_err(|e| anyhow!("reading the end of partition {partition}: {e:#}"))?;
-    let mut end = 0;
-    while let Some(item) = stream.next().await {
-        let record = item.map_err(|e| anyhow!("reading the end of partition {partition}: {e}"))?;
-        end = end.max(record.offset + 1);
-    }
-    Ok(end)
+    let offsets = read_offsets(fluvio, topic, partition, Offset::from_end(1), usize::MAX, "end").await?;
+    Ok(offsets.into_iter().max().map_or(0, |last| last + 1))
 }
 
 /// The offset of a partition's first record (0 for an empty one): above 0 once
 /// retention deleted the oldest segments.
 async fn start_offset(fluvio: &fluvio::Fluvio, topic: &str, partition: u32) -> anyhow::Result<i64> {
-    let config = ConsumerConfigExt::builder()
-        .topic(topic.to_string())
-        .partition(partition)
-        .offset_start(Offset::beginning())
-        .disable_continuous(true)
-        .max_bytes(MIN_MAX_BYTES as i32)
-        .retry_mode(RetryMode::Disabled)
-        .build()?;
-    let mut stream = fluvio
-        .consumer_with_config(config)
-        .await
-        .map_err(|e| anyhow!("reading the start of partition {partition}: {e:#}"))?;
-    match stream.next().await {
-        Some(item) => Ok(item
-            .map_err(|e| anyhow!("reading the start of partition {partition}: {e}"))?
-            .offset),
-        None => Ok(0),
+    let offsets = read_offsets(fluvio, topic, partition, Offset::beginning(), 1, "start").await?;
+    Ok(offsets.first().copied().unwrap_or(0))
+}
+
+/// `max_bytes` of the first fetch [`read_offsets`] tries.
+const EDGE_FETCH_BYTES: i32 = 1 << 20;
+/// The largest it grows to.
+const MAX_EDGE_FETCH_BYTES: i32 = 256 << 20;
+
+/// The offsets of the records read from `start` to the end of `partition` (no
+/// SmartModule, at most `take`). A fetch whose first producer batch is larger than its
+/// `max_bytes` returns nothing — a topic written with large batches would look empty —
+/// so an empty read is tried again with four times the size, from [`EDGE_FETCH_BYTES`]
+/// up to [`MAX_EDGE_FETCH_BYTES`].
+async fn read_offsets(
+    fluvio: &fluvio::Fluvio,
+    topic: &str,
+    partition: u32,
+    start: Offset,
+    take: usize,
+    what: &str,
+) -> anyhow::Result<Vec<i64>> {
+    let mut max_bytes = EDGE_FETCH_BYTES;
+    loop {
+        let config = ConsumerConfigExt::builder()
+            .topic(topic.to_string())
+            .partition(partition)
+            .offset_start(start.clone())
+            .disable_continuous(true)
+            .max_bytes(max_bytes)
+            .retry_mode(RetryMode::Disabled)
+            .build()?;
+        let mut stream = fluvio
+            .consumer_with_config(config)
+            .await
+            .map_err(|e| anyhow!("reading the {what} of partition {partition}: {e:#}"))?;
+        let mut offsets = Vec::new();
+        while offsets.len() < take {
+            let Some(item) = stream.next().await else { break };
+            let record = item.map_err(|e| anyhow!("reading the {what} of partition {partition}: {e}"))?;
+            offsets.push(record.offset);
+        }
+        if !offsets.is_empty() || max_bytes >= MAX_EDGE_FETCH_BYTES {
+            return Ok(offsets);
+        }
+        max_bytes = max_bytes.saturating_mul(4).min(MAX_EDGE_FETCH_BYTES);
     }
 }
 
@@ -586,6 +610,15 @@ async fn poll_end_offsets(target: ClusterTarget, topic: String, partitions: Vec<
     }
 }
 
+/// The `max_bytes` to reopen a stalled partition with: twice `current`, or at once the
+/// size that got the partition past its last stall (`past_stall`) when that is larger —
+/// a topic whose producer batches each give more output than `--max-bytes` would
+/// otherwise climb through every doubling, waiting out a stall at each, after every
+/// restart and every replay miss.
+pub fn grown_fetch_size(current: i32, past_stall: i32) -> i32 {
+    current.saturating_mul(2).max(past_stall)
+}
+
 /// Why the streams are stalled, if they are: the merged offsets stopped at `next` for
 /// `silent` — more than [`STALL_AFTER`], plus a second per MiB of `max_bytes` and per
 /// [`SCAN_RATE`] records of backlog — while the partition's leader ends at `end`, past
@@ -651,6 +684,9 @@ struct PartitionTask {
     missing_since: Option<Instant>,
     /// `max_bytes` of this partition's fetches: `--max-bytes`, doubled after each stall.
     max_bytes: i32,
+    /// The `max_bytes` that last got this partition past a stall (0: none), remembered in
+    /// the store across runs: a stall grows straight to it.
+    past_stall: i32,
     /// The offset a stall was noticed at; once the checkpoint is past it, the next open
     /// goes back to `--max-bytes`.
     stalled_at: Option<i64>,
@@ -730,7 +766,7 @@ impl PartitionTask {
                 }
                 Closed::Stalled { why, at } => {
                     let _ = self.tx.send(ToSink::Reconnect { partition: p }).await;
-                    let grown = self.max_bytes.saturating_mul(2);
+                    let grown = grown_fetch_size(self.max_bytes, self.past_stall);
                     self.stalled_at = Some(at);
                     tracing::warn!(
                         partition = p,
@@ -988,9 +1024,22 @@ impl PartitionTask {
     }
 
     async fn send(&mut self, batch: Batch) {
-        if batch.events_in > 0 {
-            let _ = self.tx.send(ToSink::Batch(batch)).await;
-            self.last_sent = Instant::now();
+        if batch.events_in == 0 {
+            return;
+        }
+        // The first batch through the offset a stall was noticed at: this size got past it.
+        let past = self.stalled_at.is_some_and(|at| batch.last_offset >= at) && self.max_bytes > self.past_stall;
+        let _ = self.tx.send(ToSink::Batch(batch)).await;
+        self.last_sent = Instant::now();
+        if past {
+            self.past_stall = self.max_bytes;
+            let _ = self
+                .tx
+                .send(ToSink::FetchSize {
+                    partition: self.partition,
+                    bytes: self.max_bytes,
+                })
+                .await;
         }
     }
 }
@@ -1018,5 +1067,15 @@ mod tests {
         assert!(stall_reason(s(110), 0, 2_000_000, 4 * MIB).is_some());
         // At the largest max_bytes there is nothing to grow to.
         assert!(stall_reason(s(100_000), 0, 1_000, i32::MAX).is_none());
+    }
+
+    /// A stall doubles the fetch size, or jumps straight to the size that got the
+    /// partition past its last stall; it never shrinks and saturates at `i32::MAX`.
+    #[test]
+    fn a_stall_grows_to_the_size_that_worked_last_time() {
+        assert_eq!(grown_fetch_size(MIB, 0), 2 * MIB);
+        assert_eq!(grown_fetch_size(MIB, 64 * MIB), 64 * MIB, "one reopen instead of six");
+        assert_eq!(grown_fetch_size(32 * MIB, 8 * MIB), 64 * MIB);
+        assert_eq!(grown_fetch_size(i32::MAX / 2 + 1, 0), i32::MAX);
     }
 }
