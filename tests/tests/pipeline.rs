@@ -314,6 +314,56 @@ fn bad_input_is_refused_before_anything_is_written() {
         &["run", "--generate", "--store", s, "--param", "nonsense"],
         "<module>.<param>=<value>",
     );
+    // Cluster flags are checked before any cluster is asked.
+    fail(
+        &["produce", "--generate", "--batch-bytes", "100"],
+        "outside 1024 to 16777216 bytes",
+    );
+    fail(
+        &[
+            "run",
+            "--source",
+            "fluvio",
+            "--store",
+            s,
+            "--members",
+            "a=http://x:1,a=http://y:2",
+            "--member",
+            "a",
+        ],
+        "listed twice",
+    );
+    fail(
+        &[
+            "run",
+            "--source",
+            "fluvio",
+            "--store",
+            s,
+            "--members",
+            "a=https://x:1",
+            "--member",
+            "a",
+        ],
+        "without TLS",
+    );
+    fail(
+        &["run", "--source", "fluvio", "--store", s, "--member", "a"],
+        "--members",
+    );
+    fail(
+        &[
+            "run",
+            "--generate",
+            "--store",
+            s,
+            "--members",
+            "a=http://x:1",
+            "--member",
+            "a",
+        ],
+        "apply to --source fluvio",
+    );
     assert!(!store.exists(), "nothing was written");
 
     // A store of another layout version is refused, and left as it was.

@@ -15,8 +15,10 @@ pub struct ProduceArgs {
     cluster: ClusterArgs,
     #[command(flatten)]
     input: InputArgs,
-    /// Producer batch size in bytes.
-    #[arg(long, default_value_t = cluster::produce::DEFAULT_BATCH_BYTES)]
+    /// Producer batch size in bytes (1 KiB to 16 MiB); each request to the SPU holds one
+    /// batch. Larger batches mean fewer requests and larger fetches for the consumer.
+    #[arg(long, default_value_t = cluster::produce::DEFAULT_BATCH_BYTES,
+          value_parser = parse_batch_bytes)]
     batch_bytes: usize,
     /// How long a batch may wait to fill up (e.g. 10ms, 1s).
     #[arg(long, value_parser = super::parse_duration, default_value = cluster::produce::DEFAULT_LINGER)]
@@ -53,4 +55,15 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let report = onramp::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown))?;
     super::print_report(args.json, &report, || report.render())?;
     cluster::produce::check(&report)
+}
+
+fn parse_batch_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a whole number of bytes: {e}"))?;
+    let max = cluster::produce::MAX_BATCH_BYTES;
+    if !(1024..=max).contains(&n) {
+        return Err(format!("{n} is outside 1024 to {max} bytes"));
+    }
+    Ok(n)
 }

@@ -28,6 +28,10 @@ use crate::source::{Input, Line, Lines};
 
 /// Default producer batch size, bytes.
 pub const DEFAULT_BATCH_BYTES: usize = 64 * 1024;
+/// Largest `--batch-bytes`.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Room for one record above a full batch in a produce request (see `produce`).
+const RECORD_HEADROOM_BYTES: usize = 1 << 20;
 /// Default `--linger`: how long a batch may wait to fill up (as the flag is written).
 pub const DEFAULT_LINGER: &str = "10ms";
 /// Default retries of a failed record.
@@ -135,6 +139,10 @@ pub async fn produce(cfg: &ProduceConfig, shutdown: &Shutdown) -> anyhow::Result
     };
     let producer_config = TopicProducerConfigBuilder::default()
         .batch_size(cfg.batch_bytes)
+        // The client refuses a record that would take the batch it joins past the max
+        // request size (RecordTooLarge, not "start a new batch"), so a request must hold a
+        // full batch plus the largest record: 1 MiB, the client's own default request size.
+        .max_request_size(cfg.batch_bytes + RECORD_HEADROOM_BYTES)
         .linger(cfg.linger)
         .partitioner(Arc::new(PinnedPartitioner(Mutex::new(Partitioner::new(partitions)))))
         .delivery_semantic(DeliverySemantic::AtLeastOnce(retry))
