@@ -268,6 +268,31 @@ fn members_share_the_partitions_and_hand_them_over() {
     let body = resp.body_mut().read_to_string().unwrap();
     assert!(body.contains("member_unavailable") && body.contains("n3"), "{body}");
     drop(members);
+    // A URL that reaches the wrong member would count its profiles twice: refused.
+    let port = free_port();
+    let wrong = format!("n1=http://127.0.0.1:{port},n2=http://localhost:{port}");
+    let mut cmd = command();
+    cmd.args(["run", "--source", "fluvio", "--topic", &topic, "--store", &n1])
+        .args(["--members", &wrong, "--member", "n1"])
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let lone = Running::serving(cmd, dir.path().join("wrong.log"));
+    let lookup = || {
+        let mut resp = agent.get(&format!("{}/v1/profiles/{id}", lone.base())).call().unwrap();
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap())
+    };
+    onramp_tests::wait_until(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(200),
+        "the store to open",
+        || !lookup().1.contains("\"starting\""),
+    );
+    let (status, body) = lookup();
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("group_misconfigured") && body.contains("reaches member `n1`"),
+        "{body}"
+    );
+    drop(lone);
 
     // A member that owns nothing, and a name that is not in the group, are refused.
     let stray = fails(&run(&topic, &d("stray"), &["--members", TWO, "--member", "n9"]));

@@ -45,6 +45,11 @@ pub struct GroupReads {
 /// What one store holds of one id (the body of `GET /v1/parts/{id}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IdParts {
+    /// The member that answered (`--member`; `None` outside a group). Checked by the
+    /// asking member: a URL that reaches the wrong member (or the same member twice)
+    /// would count its profiles twice, since merging adds counters.
+    #[serde(default)]
+    pub member: Option<String>,
     /// The id's stored profile.
     pub profile: Option<Profile>,
     /// The id's link, if it is an anonymous id some user claimed here.
@@ -57,8 +62,8 @@ pub struct IdParts {
     pub reference_time_ms: Option<i64>,
 }
 
-/// What the local store holds of `id`.
-pub fn local_parts(store: &Store, id: &str) -> Result<IdParts, ApiError> {
+/// What the local store holds of `id`; `member`: this API's member name, if in a group.
+pub fn local_parts(store: &Store, id: &str, member: Option<&str>) -> Result<IdParts, ApiError> {
     let mut claimed = BTreeMap::new();
     for anonymous_id in store.claimed_by(id)? {
         if let Some(link) = store.link(&anonymous_id)? {
@@ -66,6 +71,7 @@ pub fn local_parts(store: &Store, id: &str) -> Result<IdParts, ApiError> {
         }
     }
     Ok(IdParts {
+        member: member.map(str::to_string),
         profile: store.profile(id)?,
         link: store.link(id)?,
         claimed,
@@ -113,7 +119,7 @@ impl<'a> GroupView<'a> {
         let mut merged = IdParts::default();
         for member in self.reads.members.iter() {
             let parts = if member.name == self.reads.me {
-                local_parts(self.local, id)?
+                local_parts(self.local, id, Some(&self.reads.me))?
             } else {
                 self.fetch(&member.name, &member.url, id)?
             };
@@ -151,8 +157,24 @@ impl<'a> GroupView<'a> {
             let excerpt: String = body.chars().take(200).collect();
             return Err(unavailable(format!("answered {status}: {excerpt}")));
         }
-        serde_json::from_str(&body).map_err(|e| unavailable(format!("sent parts this build cannot read: {e}")))
+        let parts: IdParts =
+            serde_json::from_str(&body).map_err(|e| unavailable(format!("sent parts this build cannot read: {e}")))?;
+        match parts.member.as_deref() {
+            Some(answered) if answered == name => Ok(parts),
+            Some(answered) => Err(misconfigured(format!(
+                "the URL given for member `{name}` ({url}) reaches member `{}`; every member must be started with the same --members, each URL reaching its own member",
+                answered.escape_debug()
+            ))),
+            None => Err(misconfigured(format!(
+                "the URL given for member `{name}` ({url}) reaches an onramp that is not a member of a group (no --members)"
+            ))),
+        }
     }
+}
+
+fn misconfigured(why: String) -> ApiError {
+    tracing::error!("group reads are misconfigured: {why}");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "group_misconfigured", why)
 }
 
 /// Adds `other` (one member's parts of an id) to `into`; order-free.

@@ -114,7 +114,12 @@ pub(super) async fn get_profile(State(state): State<AppState>, Path(id): Path<St
 /// What this store alone holds of `id`, for the other members of a group.
 pub(super) async fn get_parts(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = state.hub.store()?;
-    let body = blocking(move || encode(&local_parts(&store, &id)?)).await?;
+    let cfg = state.cfg.clone();
+    let body = blocking(move || {
+        let me = cfg.group.as_ref().map(|g| g.me.as_str());
+        encode(&local_parts(&store, &id, me)?)
+    })
+    .await?;
     Ok(json_bytes(body))
 }
 

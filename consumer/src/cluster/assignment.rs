@@ -82,6 +82,15 @@ impl Members {
         if members.is_empty() {
             return Err("--members lists no member".into());
         }
+        // Two names reaching one API would each be asked for the same parts.
+        for (i, a) in members.iter().enumerate() {
+            if let Some(b) = members[i + 1..].iter().find(|b| b.url == a.url) {
+                return Err(format!(
+                    "members `{}` and `{}` have the same URL {}",
+                    a.name, b.name, a.url
+                ));
+            }
+        }
         if members.len() > MAX_MEMBERS {
             return Err(format!(
                 "--members lists {} members; at most {MAX_MEMBERS}",
@@ -237,6 +246,7 @@ mod tests {
             ("a=https://x", "without TLS"),
             ("a=http://", "names no host"),
             ("a=http://x,a=http://y", "listed twice"),
+            ("a=http://x:1,b=http://x:1/", "the same URL"),
             ("a b=http://x", "letters, digits"),
             ("=http://x", "letters, digits"),
             ("a=http://x y", "names no host"),
