@@ -155,6 +155,23 @@ fn members_share_the_partitions_and_hand_them_over() {
         reference.lines().count()
     );
 
+    // An erasure on the member that holds the person (and on the single store): after
+    // n2 hands partition 2 over and rebuilds 1 and 3 from the topic, the person must stay
+    // erased there (its suppressions are carried over), or the union would differ.
+    let erased = onramp_tests::cli::export(Path::new(&n2))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|p| {
+            let partitions: Vec<&String> = p["as_of_partitions"].as_object().unwrap().keys().collect();
+            p["anonymous_ids"].as_array().unwrap().is_empty() && (partitions == ["1"] || partitions == ["3"])
+        })
+        .expect("a person of n2 on partition 1 or 3 only")["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ok(&["erase", "--store", &n2, &erased]);
+    ok(&["erase", "--store", &single, &erased]);
+
     // Events after the group changes: the single consumer catches up as the reference.
     produce(&topic, dir.path(), "day2.jsonl", "6", "10000");
     let more = json(&run(&topic, &single, &[]));
@@ -191,6 +208,12 @@ fn members_share_the_partitions_and_hand_them_over() {
         three[0]["events_in"].as_u64().unwrap() < more["events_in"].as_u64().unwrap(),
         "n1 read only what was new on its partition: {}",
         three[0]
+    );
+    assert!(
+        !onramp_tests::cli::onramp(&["profile", "get", &erased, "--store", &n2])
+            .status
+            .success(),
+        "`{erased}`, erased on n2, came back with the rebuild"
     );
     assert!(
         union(&[&n1, &n2, &n3]) == reference,

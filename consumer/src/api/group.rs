@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use onramp_schemas::Profile;
@@ -30,6 +30,12 @@ use crate::store::{IdentityView, Link, Store};
 
 /// How long one member may take to answer a parts request.
 pub const MEMBER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole lookup may take (it asks every member for each id of the person).
+pub const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+/// Group lookups running at once; more wait up to [`super::SCAN_QUEUE_WAIT`], then get
+/// 503 `busy`. Each holds a blocking thread while members answer, so a member that hangs
+/// can take at most this many of them.
+pub const MAX_CONCURRENT_GROUP_READS: usize = 4;
 /// Largest parts answer read from a member.
 const MAX_PARTS_BYTES: u64 = 16 << 20;
 
@@ -50,6 +56,10 @@ pub struct IdParts {
     /// would count its profiles twice, since merging adds counters.
     #[serde(default)]
     pub member: Option<String>,
+    /// The group it was started in (member names, sorted): members started with different
+    /// `--members` would split partitions differently and count some twice.
+    #[serde(default)]
+    pub group: Option<String>,
     /// The id's stored profile.
     pub profile: Option<Profile>,
     /// The id's link, if it is an anonymous id some user claimed here.
@@ -62,8 +72,8 @@ pub struct IdParts {
     pub reference_time_ms: Option<i64>,
 }
 
-/// What the local store holds of `id`; `member`: this API's member name, if in a group.
-pub fn local_parts(store: &Store, id: &str, member: Option<&str>) -> Result<IdParts, ApiError> {
+/// What the local store holds of `id`; `reads`: this API's place in a group, if any.
+pub fn local_parts(store: &Store, id: &str, reads: Option<&GroupReads>) -> Result<IdParts, ApiError> {
     let mut claimed = BTreeMap::new();
     for anonymous_id in store.claimed_by(id)? {
         if let Some(link) = store.link(&anonymous_id)? {
@@ -71,7 +81,8 @@ pub fn local_parts(store: &Store, id: &str, member: Option<&str>) -> Result<IdPa
         }
     }
     Ok(IdParts {
-        member: member.map(str::to_string),
+        member: reads.map(|r| r.me.clone()),
+        group: reads.map(|r| r.members.to_string()),
         profile: store.profile(id)?,
         link: store.link(id)?,
         claimed,
@@ -87,23 +98,29 @@ pub struct GroupView<'a> {
     token: Option<&'a str>,
     agent: ureq::Agent,
     parts: RefCell<HashMap<String, IdParts>>,
+    deadline: Instant,
+    /// The store's partition count: members that own none of them hold nothing.
+    partitions: u32,
 }
 
 impl<'a> GroupView<'a> {
     /// A view for one request.
-    pub fn new(reads: &'a GroupReads, local: &'a Store, token: Option<&'a str>) -> Self {
+    pub fn new(reads: &'a GroupReads, local: &'a Store, token: Option<&'a str>) -> Result<Self, ApiError> {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(MEMBER_TIMEOUT))
+            // A redirect could land on another id's parts: an answer comes from the URL given.
+            .max_redirects(0)
             .build()
             .into();
-        GroupView {
+        Ok(GroupView {
             reads,
             local,
             token,
             agent,
             parts: RefCell::new(HashMap::new()),
-        }
+            deadline: Instant::now() + LOOKUP_DEADLINE,
+            partitions: local.partitions()?.unwrap_or(0),
+        })
     }
 
     /// The latest reference time of the stores asked so far.
@@ -118,8 +135,11 @@ impl<'a> GroupView<'a> {
         }
         let mut merged = IdParts::default();
         for member in self.reads.members.iter() {
+            if self.reads.members.owned(&member.name, self.partitions).is_empty() {
+                continue; // it consumes nothing (and refuses to start)
+            }
             let parts = if member.name == self.reads.me {
-                local_parts(self.local, id, Some(&self.reads.me))?
+                local_parts(self.local, id, Some(self.reads))?
             } else {
                 self.fetch(&member.name, &member.url, id)?
             };
@@ -139,7 +159,19 @@ impl<'a> GroupView<'a> {
             )
             .with_header("retry-after", "1")
         };
-        let mut request = self.agent.get(format!("{url}/v1/parts/{}", encode_segment(id)));
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(unavailable(format!(
+                "was not asked: the lookup used up its {} s",
+                LOOKUP_DEADLINE.as_secs()
+            )));
+        }
+        let mut request = self
+            .agent
+            .get(format!("{url}/v1/parts/{}", encode_segment(id)))
+            .config()
+            .timeout_global(Some(left.min(MEMBER_TIMEOUT)))
+            .build();
         if let Some(token) = self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -147,6 +179,20 @@ impl<'a> GroupView<'a> {
             .call()
             .map_err(|e| unavailable(format!("did not answer: {e}")))?;
         let status = response.status();
+        // Configuration, not a passing failure: retrying cannot help.
+        match status.as_u16() {
+            401 | 403 => {
+                return Err(misconfigured(format!(
+                    "member `{name}` ({url}) refused this member's token ({status}): every member needs the same --token"
+                )))
+            }
+            421 => {
+                return Err(misconfigured(format!(
+                    "member `{name}` does not answer to the host in its URL {url} (421): start it with --allow-host naming that host"
+                )))
+            }
+            _ => {}
+        }
         let body = response
             .body_mut()
             .with_config()
@@ -159,8 +205,13 @@ impl<'a> GroupView<'a> {
         }
         let parts: IdParts =
             serde_json::from_str(&body).map_err(|e| unavailable(format!("sent parts this build cannot read: {e}")))?;
+        let ours = self.reads.members.to_string();
         match parts.member.as_deref() {
-            Some(answered) if answered == name => Ok(parts),
+            Some(answered) if answered == name && parts.group.as_deref() == Some(ours.as_str()) => Ok(parts),
+            Some(answered) if answered == name => Err(misconfigured(format!(
+                "member `{name}` was started with --members naming {}, this one with {ours}: every member must be given the same list",
+                parts.group.as_deref().unwrap_or("?").escape_debug()
+            ))),
             Some(answered) => Err(misconfigured(format!(
                 "the URL given for member `{name}` ({url}) reaches member `{}`; every member must be started with the same --members, each URL reaching its own member",
                 answered.escape_debug()

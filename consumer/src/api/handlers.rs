@@ -12,7 +12,7 @@ use axum::Json;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 
-use super::group::{local_parts, GroupView};
+use super::group::{local_parts, GroupView, MAX_CONCURRENT_GROUP_READS};
 use super::stream::{Item, Streamed};
 use super::{ApiError, AppState, Hub, BUSY_RETRY_AFTER_SECS, SCAN_QUEUE_WAIT};
 use crate::query::{self, Hint, ProfileFilter};
@@ -89,10 +89,15 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 pub(super) async fn get_profile(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = state.hub.store()?;
     let cfg = state.cfg.clone();
+    // A group lookup waits on other members: at most a few hold blocking threads.
+    let _slot = match &cfg.group {
+        Some(_) => Some(group_read_slot(&state).await?),
+        None => None,
+    };
     let body = blocking(move || {
         let (person, reference) = match &cfg.group {
             Some(group) => {
-                let view = GroupView::new(group, &store, cfg.token.as_deref());
+                let view = GroupView::new(group, &store, cfg.token.as_deref())?;
                 let person = person_in(&view, &id)?;
                 (person, view.reference_time_ms())
             }
@@ -111,15 +116,31 @@ pub(super) async fn get_profile(State(state): State<AppState>, Path(id): Path<St
     Ok(json_bytes(body))
 }
 
+/// One of the [`MAX_CONCURRENT_GROUP_READS`] slots, or 503 `busy` if none frees up within
+/// [`SCAN_QUEUE_WAIT`].
+async fn group_read_slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(SCAN_QUEUE_WAIT, state.group_reads.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => Ok(slot),
+        _ => {
+            state.hub.metrics.request_refused("busy");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!(
+                    "{MAX_CONCURRENT_GROUP_READS} lookups across members are already running and none finished within {} ms; retry after {BUSY_RETRY_AFTER_SECS} s",
+                    SCAN_QUEUE_WAIT.as_millis()
+                ),
+            )
+            .with_header("retry-after", BUSY_RETRY_AFTER_SECS.to_string()))
+        }
+    }
+}
+
 /// What this store alone holds of `id`, for the other members of a group.
 pub(super) async fn get_parts(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let store = state.hub.store()?;
     let cfg = state.cfg.clone();
-    let body = blocking(move || {
-        let me = cfg.group.as_ref().map(|g| g.me.as_str());
-        encode(&local_parts(&store, &id, me)?)
-    })
-    .await?;
+    let body = blocking(move || encode(&local_parts(&store, &id, cfg.group.as_ref())?)).await?;
     Ok(json_bytes(body))
 }
 

@@ -43,9 +43,10 @@
 //! and may write the user back, and its updates are then streamed like the store shows
 //! them (erase again, or erase while ingestion is paused).
 //!
-//! Update stream: a slow client whose buffer of [`STREAM_BUFFER`] updates overflows gets
-//! a final `dropped` event with the reason and is disconnected, so it never slows the
-//! pipeline. Each event's id is a sequence number of this process; `Last-Event-ID`
+//! Update stream: a slow client whose buffer of [`STREAM_BUFFER`] updates overflows is
+//! dropped (counted at once, even if its connection cannot be written to) and gets a final
+//! `dropped` event with the reason after what it had not read — if it reads again before
+//! the 30 s write-stall limit closes the connection — so it never slows the pipeline. Each event's id is a sequence number of this process; `Last-Event-ID`
 //! resumes from the last [`RESUME_WINDOW`] updates, when the id is still in it (an id that
 //! is not a whole number is a 400 `bad_last_event_id`).
 //!
@@ -412,6 +413,8 @@ struct AppState {
     cfg: Arc<ApiConfig>,
     hosts: Arc<HostPolicy>,
     scans: Arc<Semaphore>,
+    /// Slots for lookups across a group's members (see [`group`]).
+    group_reads: Arc<Semaphore>,
 }
 
 /// Binds and serves on `runtime` (the process's one runtime); returns the bound address.
@@ -436,6 +439,7 @@ pub fn start(cfg: ApiConfig, hub: Arc<Hub>, runtime: &tokio::runtime::Handle) ->
         cfg: Arc::new(cfg),
         hosts: Arc::new(hosts),
         scans: Arc::new(Semaphore::new(MAX_CONCURRENT_SCANS)),
+        group_reads: Arc::new(Semaphore::new(group::MAX_CONCURRENT_GROUP_READS)),
     });
     runtime.spawn(server::serve(listener, app, limits, hub));
     Ok(addr)

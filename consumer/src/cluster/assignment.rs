@@ -68,6 +68,14 @@ impl Members {
                 })?
                 .trim_end_matches('/');
             let url = format!("{scheme}{rest}");
+            // A query, fragment or user:password would be mangled into every request (and
+            // the password into logs).
+            if let Some(c) = rest.chars().find(|c| matches!(c, '?' | '#' | '@' | '/')) {
+                return Err(format!(
+                    "member `{name}`: give the URL as http://host:port, without `{c}` (got `{}`)",
+                    url.escape_debug()
+                ));
+            }
             if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!("member `{name}`: `{}` names no host", url.escape_debug()));
             }
@@ -82,6 +90,12 @@ impl Members {
         if members.is_empty() {
             return Err("--members lists no member".into());
         }
+        if members.len() > MAX_MEMBERS {
+            return Err(format!(
+                "--members lists {} members; at most {MAX_MEMBERS}",
+                members.len()
+            ));
+        }
         // Two names reaching one API would each be asked for the same parts.
         for (i, a) in members.iter().enumerate() {
             if let Some(b) = members[i + 1..].iter().find(|b| b.url == a.url) {
@@ -90,12 +104,6 @@ impl Members {
                     a.name, b.name, a.url
                 ));
             }
-        }
-        if members.len() > MAX_MEMBERS {
-            return Err(format!(
-                "--members lists {} members; at most {MAX_MEMBERS}",
-                members.len()
-            ));
         }
         members.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Members(members))
@@ -246,6 +254,9 @@ mod tests {
             ("a=https://x", "without TLS"),
             ("a=http://", "names no host"),
             ("a=http://x,a=http://y", "listed twice"),
+            ("a=http://x:1?q=1", "without `?`"),
+            ("a=http://u:pw@x:1", "without `@`"),
+            ("a=http://x:1/api", "without `/`"),
             ("a=http://x:1,b=http://x:1/", "the same URL"),
             ("a b=http://x", "letters, digits"),
             ("=http://x", "letters, digits"),
@@ -254,7 +265,7 @@ mod tests {
             let err = Members::parse(spec).expect_err(spec);
             assert!(err.contains(why), "{spec}: {err}");
         }
-        let many: Vec<String> = (0..=MAX_MEMBERS).map(|i| format!("m{i}=http://h")).collect();
+        let many: Vec<String> = (0..=MAX_MEMBERS).map(|i| format!("m{i}=http://h{i}")).collect();
         assert!(Members::parse(&many.join(",")).unwrap_err().contains("at most"));
     }
 }

@@ -293,13 +293,25 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
             }
             drop(run);
             let aside = set_aside(&settings.store)?;
+            run = open()?;
+            // What the topic cannot give back comes from the store set aside: without its
+            // suppressions the rebuild would bring erased persons back.
+            let old = Store::open_existing(&aside)?;
+            let suppressions = run.store().carry_over_from(&old).map_err(|e| {
+                anyhow!(
+                    "taking the suppressions and rules of {} into the rebuilt store: {e}",
+                    aside.display()
+                )
+            })?;
+            drop(old);
             tracing::warn!(
                 partitions = %list(&foreign),
                 set_aside = %aside.display(),
+                suppressions,
                 "--rebalance: handing over the partitions this member no longer owns; the store was set aside \
-                 (delete it once this run has caught up) and the owned partitions are rebuilt from the topic"
+                 and the owned partitions are rebuilt from the topic, keeping its suppressions and rules \
+                 (keep the old store until this run has caught up)"
             );
-            run = open()?;
         }
     }
     // A partition this store has never consumed is read from offset 0: the topic must
@@ -546,6 +558,8 @@ fn foreign_partitions(store: &Store, partitions: u32, owned: &[u32]) -> anyhow::
 
 /// Renames the store directory to `<store>.handed-over-<unix seconds>`; returns the new path.
 fn set_aside(store: &Path) -> anyhow::Result<PathBuf> {
+    // `dir/` names `dir`: the suffix goes on the name, not inside it.
+    let store = store.components().as_path();
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -599,6 +599,24 @@ impl Store {
         Ok(())
     }
 
+    /// Takes from `old`, a store this one is rebuilt in place of (`--rebalance`), what the
+    /// topic cannot give back: its suppressions (so erased ids stay erased), its recorded
+    /// rules unless this store already has some, and its fetch sizes. Returns how many
+    /// suppressions were taken.
+    pub fn carry_over_from(&self, old: &Store) -> Result<u64, String> {
+        let list = old.export_suppressions().map_err(|e| e.to_string())?;
+        let taken = self.import_suppressions(&list)?;
+        let text = |e: StoreError| e.to_string();
+        let has_rules = |s: &Store| s.meta.contains_key(META_RULES).map_err(|e| text(s.sled(e)));
+        if has_rules(old)? && !has_rules(self)? {
+            self.set_rules(old.rules().as_ref().clone()).map_err(text)?;
+        }
+        for (partition, bytes) in old.fetch_sizes().map_err(text)? {
+            self.record_fetch_size(partition, bytes).map_err(text)?;
+        }
+        Ok(taken)
+    }
+
     /// The source that feeds the store, as [`Store::claim_source`] recorded it (`None`
     /// before the first run).
     pub fn source(&self) -> Result<Option<String>, StoreError> {
