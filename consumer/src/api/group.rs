@@ -25,7 +25,7 @@ use onramp_schemas::Profile;
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use crate::cluster::assignment::Members;
+use crate::cluster::assignment::{Member, Members};
 use crate::store::{IdentityView, Link, Store};
 
 /// How long one member may take to answer a parts request.
@@ -91,16 +91,26 @@ pub fn local_parts(store: &Store, id: &str, reads: Option<&GroupReads>) -> Resul
     })
 }
 
-/// The group's stores seen as one: each id's parts fetched from every member once, merged.
+/// Most members asked at once for one id's parts (one thread each).
+const PARALLEL_MEMBER_REQUESTS: usize = 16;
+
+/// The group's stores seen as one: each id's parts fetched from every member once (the
+/// other members asked in parallel), merged.
 pub struct GroupView<'a> {
     reads: &'a GroupReads,
     local: &'a Store,
-    token: Option<&'a str>,
-    agent: ureq::Agent,
+    fetcher: Fetcher<'a>,
     parts: RefCell<HashMap<String, IdParts>>,
-    deadline: Instant,
     /// The store's partition count: members that own none of them hold nothing.
     partitions: u32,
+}
+
+/// Asks one member for its parts of one id (shared by the threads of one lookup).
+struct Fetcher<'a> {
+    reads: &'a GroupReads,
+    token: Option<&'a str>,
+    agent: ureq::Agent,
+    deadline: Instant,
 }
 
 impl<'a> GroupView<'a> {
@@ -115,10 +125,13 @@ impl<'a> GroupView<'a> {
         Ok(GroupView {
             reads,
             local,
-            token,
-            agent,
+            fetcher: Fetcher {
+                reads,
+                token,
+                agent,
+                deadline: Instant::now() + LOOKUP_DEADLINE,
+            },
             parts: RefCell::new(HashMap::new()),
-            deadline: Instant::now() + LOOKUP_DEADLINE,
             partitions: local.partitions()?.unwrap_or(0),
         })
     }
@@ -133,22 +146,39 @@ impl<'a> GroupView<'a> {
         if let Some(p) = self.parts.borrow().get(id) {
             return Ok(p.clone());
         }
-        let mut merged = IdParts::default();
-        for member in self.reads.members.iter() {
-            if self.reads.members.owned(&member.name, self.partitions).is_empty() {
-                continue; // it consumes nothing (and refuses to start)
+        let mut merged = local_parts(self.local, id, Some(self.reads))?;
+        // A member that owns no partition consumes nothing (and refuses to start).
+        let others: Vec<&Member> = self
+            .reads
+            .members
+            .iter()
+            .filter(|m| m.name != self.reads.me && !self.reads.members.owned(&m.name, self.partitions).is_empty())
+            .collect();
+        for some in others.chunks(PARALLEL_MEMBER_REQUESTS) {
+            let fetcher = &self.fetcher;
+            let answers: Vec<Result<IdParts, ApiError>> = std::thread::scope(|scope| {
+                let asked: Vec<_> = some
+                    .iter()
+                    .map(|m| scope.spawn(move || fetcher.fetch(&m.name, &m.url, id)))
+                    .collect();
+                asked
+                    .into_iter()
+                    .map(|a| {
+                        a.join()
+                            .unwrap_or_else(|_| Err(ApiError::internal("a request to a member panicked")))
+                    })
+                    .collect()
+            });
+            for parts in answers {
+                merge(&mut merged, parts?);
             }
-            let parts = if member.name == self.reads.me {
-                local_parts(self.local, id, Some(self.reads))?
-            } else {
-                self.fetch(&member.name, &member.url, id)?
-            };
-            merge(&mut merged, parts);
         }
         self.parts.borrow_mut().insert(id.to_string(), merged.clone());
         Ok(merged)
     }
+}
 
+impl Fetcher<'_> {
     fn fetch(&self, name: &str, url: &str, id: &str) -> Result<IdParts, ApiError> {
         let unavailable = |why: String| {
             tracing::warn!(member = name, url, "a group read failed: {why}");
