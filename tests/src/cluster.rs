@@ -156,3 +156,21 @@ pub fn checkpoints(base: &str) -> BTreeMap<u32, i64> {
 pub fn partition_lags(base: &str) -> BTreeMap<u32, u64> {
     by_partition(&metrics(base), "onramp_partition_lag_records")
 }
+
+/// `onramp run --source fluvio --topic TOPIC --store STORE --stop-at-end --json EXTRA…`:
+/// a backfill run of the cluster e2e tests, its summary on stdout.
+pub fn run_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--source",
+        "fluvio",
+        "--topic",
+        topic,
+        "--store",
+        store,
+        "--stop-at-end",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    args
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use failing_enrich::FAILING_EVENT_ID;
 use onramp_tests::cli::{command, export, json, ok, onramp, stats_comparable};
-use onramp_tests::cluster::{checkpoints, fluvio, partition_lags, skipped, LocalCluster, Needs};
+use onramp_tests::cluster::{checkpoints, fluvio, partition_lags, run_args, skipped, LocalCluster, Needs};
 use onramp_tests::running::Running;
 
 /// Events produced (plus a few hostile lines).
@@ -91,22 +91,6 @@ fn audience_state(store: &Path) -> String {
         out += &ok(&["audience", "members", name, "--store", s, "--limit", "1000000"]);
     }
     out
-}
-
-fn run_args<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--source",
-        "fluvio",
-        "--topic",
-        topic,
-        "--store",
-        store,
-        "--stop-at-end",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    args
 }
 
 /// Spawns `onramp run ARGS` with its read API on a free loopback port, its log at `log`.

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use onramp_tests::cli::{command, fails, json, ok, Onramp};
-use onramp_tests::cluster::{skipped, LocalCluster, Needs};
+use onramp_tests::cluster::{run_args as run, skipped, LocalCluster, Needs};
 use onramp_tests::running::Running;
 
 /// Members' URLs: the read APIs are not asked by this test.
@@ -40,22 +40,6 @@ fn produce(topic: &str, dir: &Path, name: &str, seed: &str, events: &str) {
     ]);
     let produced = json(&["produce", "--topic", topic, "--input", path.to_str().unwrap(), "--json"]);
     assert_eq!(produced["failed"], 0, "{produced}");
-}
-
-fn run<'a>(topic: &'a str, store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--source",
-        "fluvio",
-        "--topic",
-        topic,
-        "--store",
-        store,
-        "--stop-at-end",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    args
 }
 
 /// Runs every member at once (each with `--members group --member NAME`); their summaries.
