@@ -133,6 +133,7 @@ fn build_modules() -> Result<(), String> {
 }
 
 fn build() -> Result<(), String> {
+    setup_targets()?;
     build_modules()?;
     run(cargo()
         .current_dir(workspace())
