@@ -58,6 +58,7 @@ use crate::run::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
 use crate::shutdown::Shutdown;
 use crate::store::{Batch, Store};
 use crate::wasm::{Module, WasmModules};
+use onramp_logic::fold::FoldConfig;
 
 /// Default `max_bytes` of a fetch: the most chain output one fetch returns.
 ///
@@ -84,8 +85,8 @@ pub const MAX_WAITING: usize = 50_000;
 pub const MIN_MAX_BYTES: i64 = 1024;
 /// How a store fed by a topic names its source (then the topic's name).
 pub const FLUVIO_SOURCE: &str = "fluvio topic ";
-/// A partial batch is committed after this long without new records.
-pub const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// Most batches committed under one flush (the channel from the partition tasks holds 64).
+pub const MAX_COMMIT_GROUP: usize = 64;
 /// First reconnect delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest reconnect delay.
@@ -393,30 +394,37 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
         tokio::select! {
             msg = rx.recv() => match msg {
                 None => break,
-                Some(ToSink::Batch(batch)) => {
-                    run.read(batch.events_in);
-                    if !run.commit(&batch)?.transitions.is_empty() {
+                Some(ToSink::Batch(first)) => {
+                    // Group commit: the batches already waiting go in with this one, under
+                    // one flush (they queue while a flush runs, so a burst costs one).
+                    let mut group = vec![first];
+                    let mut after = None;
+                    while group.len() < MAX_COMMIT_GROUP {
+                        match rx.try_recv() {
+                            Ok(ToSink::Batch(batch)) => group.push(batch),
+                            Ok(other) => {
+                                after = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    for batch in &group {
+                        run.read(batch.events_in);
+                    }
+                    if run.commit_group(&group)?.iter().any(|c| !c.transitions.is_empty()) {
                         woken.notify_one();
                     }
-                    if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
-                        observer.lag(batch.partition, records);
+                    for batch in &group {
+                        if let Some(records) = lag.committed(batch.partition, batch.last_offset) {
+                            observer.lag(batch.partition, records);
+                        }
+                    }
+                    if let Some(msg) = after {
+                        other_message(msg, &mut run, &fold_cfg)?;
                     }
                 }
-                Some(ToSink::Resync { partition, reply }) => {
-                    let answer = resume_point(run.store(), partition, fold_cfg.state_ttl_ms);
-                    let _ = reply.send(answer);
-                }
-                Some(ToSink::SmartModuleError { partition, offset, message }) => {
-                    run.smartmodule_error(partition, offset, &message);
-                }
-                Some(ToSink::Reconnect { partition }) => run.reconnecting(partition),
-                Some(ToSink::FetchSize { partition, bytes }) => {
-                    // A hint for the next stall: losing it costs time, never a record.
-                    if let Err(e) = run.store().record_fetch_size(partition, bytes) {
-                        tracing::warn!(partition, "cannot remember the fetch size that got past a stall: {e}");
-                    }
-                }
-                Some(ToSink::Fatal(e)) => return Err(e),
+                Some(msg) => other_message(msg, &mut run, &fold_cfg)?,
             },
             Some((partition, end)) = ends_rx.recv() => {
                 if let Some(known) = shared.ends.get(partition as usize) {
@@ -663,6 +671,34 @@ pub fn stall_reason(silent: Duration, next: i64, end: i64, max_bytes: i32) -> Op
     })
 }
 
+/// Handles a partition task's message other than a batch (the committing loop's).
+fn other_message(msg: ToSink, run: &mut Run<'_>, fold_cfg: &FoldConfig) -> anyhow::Result<()> {
+    match msg {
+        ToSink::Batch(batch) => bail!(
+            "internal: batch of partition {} reached the message handler uncommitted",
+            batch.partition
+        ),
+        ToSink::Resync { partition, reply } => {
+            let answer = resume_point(run.store(), partition, fold_cfg.state_ttl_ms);
+            let _ = reply.send(answer);
+        }
+        ToSink::SmartModuleError {
+            partition,
+            offset,
+            message,
+        } => run.smartmodule_error(partition, offset, &message),
+        ToSink::Reconnect { partition } => run.reconnecting(partition),
+        ToSink::FetchSize { partition, bytes } => {
+            // A hint for the next stall: losing it costs time, never a record.
+            if let Err(e) = run.store().record_fetch_size(partition, bytes) {
+                tracing::warn!(partition, "cannot remember the fetch size that got past a stall: {e}");
+            }
+        }
+        ToSink::Fatal(e) => return Err(e),
+    }
+    Ok(())
+}
+
 /// The checkpoint and restart snapshot a partition resumes from.
 fn resume_point(store: &Store, partition: u32, state_ttl_ms: i64) -> anyhow::Result<(i64, Vec<u8>)> {
     let checkpoint = store.checkpoint(partition)?.map_or(-1, |c| c.offset);
@@ -848,7 +884,6 @@ impl PartitionTask {
         backoff: &mut Duration,
     ) -> anyhow::Result<Closed> {
         let p = self.partition;
-        let mut flush_at: Option<tokio::time::Instant> = None;
         let (mut updates_open, mut rejects_open) = (true, true);
         // A record of the update stream that is not an update: the partial output of a stage
         // before a failing SmartModule (an error item follows), or a foreign module.
@@ -862,10 +897,12 @@ impl PartitionTask {
         let mut progress_at = Instant::now();
         let mut merged_to = self.merger.next_offset();
         loop {
-            let linger =
-                tokio::time::sleep_until(flush_at.unwrap_or_else(|| tokio::time::Instant::now() + MAX_BACKOFF));
             let mut lost: Option<String> = None;
+            // Biased: the streams are polled before the idle branch, so a partial batch is
+            // committed as soon as neither stream has a record ready (no fixed linger).
+            let idle = self.merger.has_partial();
             tokio::select! {
+                biased;
                 _ = stop.changed() => {
                     self.flush().await;
                     return Ok(Closed::Done);
@@ -930,11 +967,8 @@ impl PartitionTask {
                         lost = Some("the reject stream ended".into());
                     }
                 },
-                _ = linger, if flush_at.is_some() => {
-                    self.flush().await;
-                    flush_at = None;
-                }
                 _ = tick.tick() => {}
+                _ = std::future::ready(()), if idle => self.flush().await,
             }
             let next = self.merger.next_offset();
             let end = self.shared.ends[p as usize].load(Ordering::SeqCst);
@@ -959,10 +993,6 @@ impl PartitionTask {
 
             while let Some(batch) = self.merger.take_ready() {
                 self.send(batch).await;
-                flush_at = None;
-            }
-            if self.merger.has_partial() && flush_at.is_none() {
-                flush_at = Some(tokio::time::Instant::now() + BATCH_LINGER);
             }
 
             let closing = if self.merger.at_end() {
@@ -1030,7 +1060,7 @@ impl PartitionTask {
     }
 
     /// Sends every consecutive offset the merger holds (before closing the streams, or a
-    /// partial batch that waited [`BATCH_LINGER`]).
+    /// partial batch once both streams are idle).
     async fn flush(&mut self) {
         while let Some(batch) = self.merger.flush() {
             self.send(batch).await;

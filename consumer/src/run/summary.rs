@@ -31,6 +31,8 @@ pub struct Summary {
     pub fold_evictions: u64,
     /// Batches committed.
     pub batches: u64,
+    /// Flushes those batches took: batches that arrive together share one (group commit).
+    pub commit_groups: u64,
     /// Wall time, ms.
     pub elapsed_ms: u64,
     /// Time inside the chain, ms.
