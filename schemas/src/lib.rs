@@ -8,6 +8,7 @@
 //! - [`snapshot`]: the aggregate's restart snapshot (its initial accumulator).
 //! - [`clock`]: a partition's event-time clock (the robust watermark).
 //! - [`reject`]: reject reasons and the rejected-event record.
+//! - [`proto`]: the event envelope as Protobuf (`schemas/proto/`), and its conversions.
 //!
 //! `cargo run -p onramp-schemas --features schema --bin generate-schemas` rewrites the
 //! JSON Schema files from these types; a test in `tests/` fails when they drift.
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod enriched;
 pub mod event;
 pub mod profile;
+pub mod proto;
 pub mod reject;
 pub mod snapshot;
 pub mod update;

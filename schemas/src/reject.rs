@@ -13,6 +13,8 @@ pub const REJECT_PAYLOAD_HEAD: usize = 1024;
 pub enum RejectReason {
     /// Not JSON (or not UTF-8, or nested too deep, or a number out of range).
     InvalidJson,
+    /// Marked Protobuf (starts with 0x00 0x01) but not an encoded envelope v1.
+    InvalidProtobuf,
     /// JSON, but not an event envelope v1; the detail names the field path.
     SchemaViolation,
     /// `type` is not one of the known event types.
@@ -31,8 +33,9 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, for tables and metrics.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::InvalidJson,
+        RejectReason::InvalidProtobuf,
         RejectReason::SchemaViolation,
         RejectReason::UnknownType,
         RejectReason::MissingIdentity,
@@ -46,6 +49,7 @@ impl RejectReason {
     pub fn code(self) -> &'static str {
         match self {
             RejectReason::InvalidJson => "invalid_json",
+            RejectReason::InvalidProtobuf => "invalid_protobuf",
             RejectReason::SchemaViolation => "schema_violation",
             RejectReason::UnknownType => "unknown_type",
             RejectReason::MissingIdentity => "missing_identity",

@@ -8,7 +8,9 @@
 //! 3. where the time goes: each stage's cost per event in Wasm (by timing the chains
 //!    validate, validate → enrich and the full one, each stage the difference) next to the
 //!    same stage natively, split into its parse, its logic and its encode;
-//! 4. the stock aggregate pattern (Fluvio's aggregate-json: a JSON map of all users as the
+//! 4. with `--baseline DIR` (a folder of `.wasm` files built from an earlier commit), the
+//!    same Wasm chain with those modules, in the same run: the before/after of a change;
+//! 5. the stock aggregate pattern (Fluvio's aggregate-json: a JSON map of all users as the
 //!    accumulator) at 100 and 1k users, and the user count at which it stops working.
 
 use std::time::Instant;
@@ -19,7 +21,7 @@ use onramp::wasm::{Module, WasmModules};
 use onramp_logic::enrich::{enrich, EnrichConfig};
 use onramp_logic::fold::{FoldConfig, FoldState};
 use onramp_logic::validate::{parse_event, validate, ValidateConfig};
-use onramp_schemas::EnrichedEvent;
+use onramp_logic::wire::read_enriched;
 use onramp_tests::synthetic::stream;
 
 /// Records per chain call, like one SPU fetch of ~200 KB.
@@ -36,6 +38,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .and_then(|i| args.get(i + 1))
+        .map(|dir| {
+            let modules = WasmModules::load(std::path::Path::new(dir)).unwrap_or_else(|e| panic!("--baseline: {e}"));
+            (dir.clone(), modules)
+        });
     let modules = onramp_tests::modules();
     let engine = SmartEngine::new();
 
@@ -50,9 +60,16 @@ fn main() {
     let wasm_many = wasm_chain(&engine, modules, &many);
     let native_few = native_chain(&few);
     let native_many = native_chain(&many);
+    let before = baseline
+        .as_ref()
+        .map(|(dir, old)| (dir, wasm_chain(&engine, old, &few), wasm_chain(&engine, old, &many)));
     println!();
     println!("| run | users | events/s |");
     println!("|---|---:|---:|");
+    if let Some((dir, few, many)) = &before {
+        println!("| Wasm chain, baseline modules ({dir}) | 1k | {few:.0} |");
+        println!("| Wasm chain, baseline modules ({dir}) | 1M | {many:.0} |");
+    }
     println!("| Wasm chain (fluvio-smartengine) | 1k | {wasm_few:.0} |");
     println!("| Wasm chain (fluvio-smartengine) | 1M | {wasm_many:.0} |");
     println!("| same logic, native | 1k | {native_few:.0} |");
@@ -61,9 +78,19 @@ fn main() {
     println!("1M-users / 1k-users throughput, Wasm: {:.2}", wasm_many / wasm_few);
     println!("Wasm / native throughput (1k users): {:.2}", wasm_few / native_few);
     println!("Wasm / native throughput (1M users): {:.2}", wasm_many / native_many);
+    if let Some((_, few, many)) = before {
+        println!(
+            "this build / baseline, Wasm chain: {:.2} (1k users), {:.2} (1M users)",
+            wasm_few / few,
+            wasm_many / many
+        );
+    }
 
     println!();
     stage_breakdown(&engine, modules, &few);
+
+    println!();
+    json_vs_protobuf(&engine, modules, &few, events);
 
     println!();
     stock_pattern(&engine, modules, quick);
@@ -131,7 +158,7 @@ fn stage_breakdown(engine: &SmartEngine, modules: &WasmModules, values: &[Vec<u8
     let mut back = Vec::with_capacity(n);
     let n_fold_parse = per_event(n, || {
         for w in &wire {
-            back.push(serde_json::from_slice::<EnrichedEvent>(w).unwrap());
+            back.push(read_enriched(w).expect("an enriched event"));
         }
     });
     let mut fold = FoldState::new(FoldConfig::default());
@@ -204,7 +231,8 @@ fn wasm_chain(engine: &SmartEngine, modules: &WasmModules, values: &[Vec<u8>]) -
     values.len() as f64 / secs
 }
 
-/// Events/s of the same logic compiled natively, with the same JSON between steps.
+/// Events/s of the same logic compiled natively, doing what the modules do between steps:
+/// enrich parses the raw record again, profile parses the enriched JSON.
 fn native_chain(values: &[Vec<u8>]) -> f64 {
     let vcfg = ValidateConfig::default();
     let ecfg = EnrichConfig::default();
@@ -212,20 +240,44 @@ fn native_chain(values: &[Vec<u8>]) -> f64 {
     let start = Instant::now();
     let mut bytes_out = 0usize;
     for (offset, v) in values.iter().enumerate() {
-        let Ok(accepted) = validate(v, None, &vcfg) else {
+        if validate(v, None, &vcfg).is_err() {
             continue;
-        };
-        let Ok(enriched) = enrich(accepted.event, &ecfg) else {
+        }
+        let Ok(enriched) = parse_event(v).and_then(|event| enrich(event, &ecfg)) else {
             continue;
         };
         let wire = serde_json::to_vec(&enriched).expect("JSON");
-        let back: EnrichedEvent = serde_json::from_slice(&wire).expect("JSON");
-        let update = fold.fold_event(&back, offset as i64, -1);
+        let update = fold.fold_record(&wire, offset as i64, -1);
         bytes_out += serde_json::to_vec(&update).expect("JSON").len();
     }
     let secs = start.elapsed().as_secs_f64();
     assert!(bytes_out > 0);
     values.len() as f64 / secs
+}
+
+/// Bytes per event on the topic and the Wasm chain's events/s for the same events as JSON
+/// and as Protobuf (`onramp produce --format protobuf`): the bench's synthetic stream, and
+/// the generator's realistic lines (user agents, page context, UTMs, malformed lines).
+fn json_vs_protobuf(engine: &SmartEngine, modules: &WasmModules, synthetic: &[Vec<u8>], events: usize) {
+    use onramp::generator::{Generator, GeneratorConfig};
+    let generated: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
+        users: (events as u64 / 16).max(100),
+        ..GeneratorConfig::default()
+    })
+    .take(events)
+    .map(String::into_bytes)
+    .collect();
+    println!("JSON vs Protobuf, the same events in each form, batches of {BATCH}:");
+    println!("| events | format | bytes per event | Wasm chain events/s |");
+    println!("|---|---|---:|---:|");
+    for (what, json) in [("synthetic (1k users)", synthetic), ("generator", &generated[..])] {
+        let proto: Vec<Vec<u8>> = json.iter().map(|v| onramp_tests::as_protobuf(v)).collect();
+        let bytes = |values: &[Vec<u8>]| values.iter().map(Vec::len).sum::<usize>() as f64 / values.len() as f64;
+        let json_rate = wasm_chain(engine, modules, json);
+        let proto_rate = wasm_chain(engine, modules, &proto);
+        println!("| {what} | JSON | {:.0} | {json_rate:.0} |", bytes(json));
+        println!("| {what} | Protobuf | {:.0} | {proto_rate:.0} |", bytes(&proto));
+    }
 }
 
 /// The stock pattern: validate → enrich → stock-aggregate.

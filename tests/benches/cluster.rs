@@ -5,16 +5,18 @@
 //!    them (events/s, wall time from start to the last commit).
 //! 2. **Live end to end**: a consumer follows a second topic; N events are produced; time
 //!    from the first send to the consumer's checkpoints covering every record (/metrics).
-//! 3. **Latency** at a steady moderate rate: events written at R/s into `onramp produce
-//!    --input -`, each with a unique `event_id`; the update of each is awaited on the
-//!    consumer's `/v1/updates` stream (sent only after its batch is committed to the store).
-//!    Latency = update received − line written; p50/p99/max over the window.
+//! 3. **Latency** at 1,000 and 10,000 events/s: events written at R/s into `onramp produce
+//!    --input -`, each with a unique `event_id`, observed three ways at once: a plain Fluvio
+//!    client stream of the topic (no SmartModule), a client stream through onramp's chain
+//!    in the SPU, and onramp end to end — the update on the consumer's `/v1/updates`
+//!    stream, sent only after its batch is durable. Latency = arrival − line written;
+//!    p50/p99/max over the window.
 //!
 //! Needs `FLUVIO_E2E=1` and `fluvio` on PATH with a cluster running
 //! (`fluvio cluster start --local`); otherwise it prints that it was skipped.
 //!
 //! ```text
-//! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster            # N = 200,000, R = 1,000/s for 30 s
+//! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster            # N = 200,000, latency windows of 30 s
 //! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster -- --quick # N = 50,000, 10 s
 //! ```
 
@@ -24,6 +26,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fluvio::consumer::SmartModuleInvocation;
+use fluvio::{ConsumerConfig, Offset};
+use futures_util::StreamExt;
 use onramp_tests::cli::Onramp;
 use onramp_tests::cluster::{checkpoints, skipped, LocalCluster, Needs};
 use onramp_tests::http_agent as agent;
@@ -62,11 +67,12 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let (events, rate, window) = if quick {
-        (50_000u64, 1_000u64, Duration::from_secs(10))
+    let (events, window) = if quick {
+        (50_000u64, Duration::from_secs(10))
     } else {
-        (200_000u64, 1_000u64, Duration::from_secs(30))
+        (200_000u64, Duration::from_secs(30))
     };
+    let rates = [1_000u64, 10_000];
     let mut cluster = LocalCluster::attach("onramp-bench");
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
@@ -137,35 +143,113 @@ fn main() {
         lines as f64 / live_secs
     );
 
-    // 3. Latency at a steady rate, on the same following consumer.
-    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    {
-        let arrivals = arrivals.clone();
-        let url = format!("{base}/v1/updates");
-        std::thread::spawn(move || {
-            let resp = agent(None).get(&url).call().expect("update stream");
-            for line in BufReader::new(resp.into_body().into_reader())
-                .lines()
-                .map_while(Result::ok)
-            {
-                let Some(data) = line.strip_prefix("data:") else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
-                    continue;
-                };
-                if let Some(id) = v["update"]["event_id"].as_str() {
-                    if id.starts_with("lat-") {
-                        arrivals.lock().unwrap().insert(id.to_string(), Instant::now());
+    // 3. Latency at steady rates, on the same following consumer, three ways at once.
+    for rate in rates {
+        latency(&live, &base, rate, window);
+    }
+    drop(follower);
+}
+
+/// Arrival time of each event id an observer saw.
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Follows every partition of `topic` from its end with the Fluvio client, through
+/// `chain` (none: the plain records), noting when each record whose `event_id` starts
+/// with `prefix` arrives. Runs on its own thread until the process ends.
+fn follow_with_client(topic: &str, chain: Vec<SmartModuleInvocation>, prefix: &str, arrivals: Arrivals) {
+    let (topic, prefix) = (topic.to_string(), prefix.to_string());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let fluvio = fluvio::Fluvio::connect().await.expect("connect to the local cluster");
+            let mut streams = Vec::new();
+            for p in 0..3 {
+                let mut config = ConsumerConfig::builder();
+                if !chain.is_empty() {
+                    config.smartmodule(chain.clone());
+                }
+                #[allow(deprecated)]
+                let stream = fluvio
+                    .partition_consumer(topic.clone(), p)
+                    .await
+                    .unwrap()
+                    .stream_with_config(Offset::end(), config.build().unwrap())
+                    .await
+                    .unwrap();
+                streams.push(Box::pin(stream));
+            }
+            ready_tx.send(()).unwrap();
+            let mut all = futures_util::stream::select_all(streams);
+            while let Some(Ok(record)) = all.next().await {
+                let now = Instant::now();
+                if let Some(id) = event_id(record.value()) {
+                    if id.starts_with(&prefix) {
+                        arrivals.lock().unwrap().insert(id, now);
                     }
                 }
             }
         });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the streams open");
+}
+
+/// The `event_id` of an event or an update.
+fn event_id(value: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        event_id: String,
     }
-    std::thread::sleep(Duration::from_millis(500));
+    serde_json::from_slice::<Id>(value).ok().map(|id| id.event_id)
+}
+
+/// Follows the consumer's `/v1/updates` stream, noting when each update of an event whose
+/// id starts with `prefix` arrives (an update is sent once its batch is durable).
+fn follow_updates(base: &str, prefix: &str, arrivals: Arrivals) {
+    let url = format!("{base}/v1/updates");
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        let resp = agent(None).get(&url).call().expect("update stream");
+        for line in BufReader::new(resp.into_body().into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                continue;
+            };
+            if let Some(id) = v["update"]["event_id"].as_str() {
+                if id.starts_with(&prefix) {
+                    arrivals.lock().unwrap().insert(id.to_string(), Instant::now());
+                }
+            }
+        }
+    });
+}
+
+/// Latency at `rate` events/s for `window`, measured three ways on the same events in the
+/// same run: a plain client stream of the topic, a client stream through onramp's chain in
+/// the SPU, and onramp end to end (produce → durable commit → `/v1/updates`). Events are
+/// written one line at a time into `onramp produce --input - --linger 1ms`; latency is
+/// arrival − the moment the line was written.
+fn latency(topic: &str, base: &str, rate: u64, window: Duration) {
+    let prefix = format!("lat{rate}-");
+    let plain: Arrivals = Arc::default();
+    let chained: Arrivals = Arc::default();
+    let end_to_end: Arrivals = Arc::default();
+    follow_with_client(topic, Vec::new(), &prefix, plain.clone());
+    let chain = onramp::cluster::consume::loaded_update_chain(&onramp::cluster::default_smartmodules_dir())
+        .expect("the modules onramp setup loaded");
+    follow_with_client(topic, chain, &prefix, chained.clone());
+    follow_updates(base, &prefix, end_to_end.clone());
+    std::thread::sleep(Duration::from_secs(2)); // the SPU has compiled the chain
     let mut producer = ONRAMP
         .command()
-        .args(["produce", "--topic", &live, "--input", "-", "--linger", "1ms", "--json"])
+        .args(["produce", "--topic", topic, "--input", "-", "--linger", "1ms", "--json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -181,39 +265,56 @@ fn main() {
         if let Some(d) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
-        let id = format!("lat-{n}");
+        let id = format!("{prefix}{n}");
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let line = format!(
             "{{\"event_id\":\"{id}\",\"type\":\"page_view\",\"properties\":{{\"path\":\"/app\",\"url\":\"https://onramp.example/app\",\"title\":\"Home\"}},\"user_id\":\"bench_u_{}\",\"timestamp\":\"{ts}\"}}\n",
             n % 500
         );
         stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
         sent.push((id, Instant::now()));
         n += 1;
     }
     drop(stdin);
     producer.wait().unwrap();
-    wait_until(Duration::from_secs(60), "the last latency update", || {
-        arrivals.lock().unwrap().len() >= sent.len()
-    });
-    let got = arrivals.lock().unwrap();
-    let mut lat: Vec<f64> = sent
-        .iter()
-        .filter_map(|(id, at)| got.get(id).map(|r| r.duration_since(*at).as_secs_f64() * 1000.0))
-        .collect();
-    lat.sort_by(|a, b| a.total_cmp(b));
+    for (what, arrivals) in [
+        ("plain stream", &plain),
+        ("chain stream", &chained),
+        ("onramp end to end", &end_to_end),
+    ] {
+        wait_until(Duration::from_secs(120), what, || {
+            arrivals.lock().unwrap().len() >= sent.len()
+        });
+    }
     println!(
-        "latency: {} events at {rate}/s for {:?}, produce → update committed and streamed",
+        "latency: {} events at {rate}/s for {window:?} (achieved {:.0}/s)",
         sent.len(),
-        window
+        sent.len() as f64 / start.elapsed().as_secs_f64()
     );
-    println!(
-        "  p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   ({} of {} updates seen)",
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(f64::NAN),
-        lat.len(),
-        sent.len()
-    );
-    drop(follower);
+    println!("| observer | p50 ms | p99 ms | max ms | seen |");
+    println!("|---|---:|---:|---:|---:|");
+    for (what, arrivals) in [
+        ("plain client stream (no SmartModule)", &plain),
+        ("client stream through onramp's chain", &chained),
+        ("onramp end to end (durable commit → /v1/updates)", &end_to_end),
+    ] {
+        let got = arrivals.lock().unwrap();
+        let mut lat: Vec<f64> = sent
+            .iter()
+            .filter_map(|(id, at)| {
+                got.get(id)
+                    .map(|r| r.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "| {what} | {:.1} | {:.1} | {:.1} | {} of {} |",
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(f64::NAN),
+            lat.len(),
+            sent.len()
+        );
+    }
 }

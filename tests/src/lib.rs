@@ -102,6 +102,15 @@ pub fn engine() -> &'static SmartEngine {
     ENGINE.get_or_init(SmartEngine::new)
 }
 
+/// `value` as a Protobuf record (`onramp_schemas::proto`) when it reads as an event;
+/// otherwise unchanged, as `onramp produce --format protobuf` sends it.
+pub fn as_protobuf(value: &[u8]) -> Vec<u8> {
+    match onramp_logic::validate::parse_event(value) {
+        Ok(event) => onramp_schemas::proto::encode_record(&event),
+        Err(_) => value.to_vec(),
+    }
+}
+
 /// Records with no key and no timestamp at offsets 0, 1, 2, ….
 pub fn records<V: AsRef<[u8]>>(values: &[V]) -> Vec<InputRecord> {
     values

@@ -10,7 +10,7 @@ use onramp_logic::validate::sha256_hex;
 use onramp_schemas::{Outcome, Profile, ProfileUpdate, RejectReason, RejectedEvent, REJECT_PAYLOAD_HEAD};
 use onramp_tests::reference::{reference_fold, ReferenceConfig};
 use onramp_tests::synthetic::{self, ts, T0};
-use onramp_tests::{engine, modules, records, run};
+use onramp_tests::{as_protobuf, engine, modules, records, run};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -130,17 +130,17 @@ fn assert_describes(r: &RejectedEvent, bytes: &[u8], what: &str) {
     assert_eq!(r.payload_sha256, sha256_hex(bytes), "{what}: payload_sha256");
 }
 
-/// Proves no module errors or traps on any hostile record, alone or chained, and that
-/// `mode=rejected` gives each one the right reason.
-#[test]
-fn hostile_inputs_never_error_and_get_the_right_reason() {
-    let corpus = hostile();
+/// Runs `corpus` through the modules alone and chained: validate `mode=rejected` gives
+/// every record its reason in a small reject that describes it, the full chain drops them
+/// all, enrich turns each into a rejected-event record, profile alone skips each with a
+/// reason, and nothing errors.
+fn assert_all_rejected<N: AsRef<str>>(corpus: &[(N, Vec<u8>, RejectReason)]) {
     let values: Vec<Vec<u8>> = corpus.iter().map(|(_, v, _)| v.clone()).collect();
     let input = records(&values);
-
     let out = run(&[Module::Validate], &rejected_mode(), &input);
     assert_eq!(out.len(), corpus.len(), "every hostile record is rejected");
     for ((what, bytes, reason), rec) in corpus.iter().zip(&out) {
+        let what = what.as_ref();
         let r: RejectedEvent = serde_json::from_slice(&rec.value).unwrap();
         assert_eq!(r.reason, *reason, "{what}: {}", r.detail);
         assert_describes(&r, bytes, what);
@@ -150,16 +150,20 @@ fn hostile_inputs_never_error_and_get_the_right_reason() {
             rec.value.len()
         );
     }
-
-    // The full chain drops them all without an error.
     assert!(run(&Module::ALL, &ChainParams::default(), &input).is_empty());
-    // enrich alone turns each into a rejected-event record; profile alone skips each.
     let enriched = run(&[Module::Enrich], &ChainParams::default(), &input);
     assert_eq!(enriched.len(), corpus.len());
     let skipped = updates(&run(&[Module::Profile], &ChainParams::default(), &input));
     assert!(skipped
         .iter()
         .all(|u| u.outcome == Outcome::Skipped && u.skip_reason.is_some()));
+}
+
+/// Proves no module errors or traps on any hostile record, alone or chained, and that
+/// `mode=rejected` gives each one the right reason.
+#[test]
+fn hostile_inputs_never_error_and_get_the_right_reason() {
+    assert_all_rejected(&hostile());
     // A 1 MiB-scale event under a raised limit goes all the way through.
     let mut big = ChainParams::default();
     big.set(Module::Validate, "max_event_bytes", "1048576");
@@ -569,4 +573,304 @@ fn a_refed_batch_beyond_the_replay_bound_is_flagged_not_refolded() {
         assert_eq!(u.offset, f.offset);
     }
     assert_eq!(again[first.len() - held..], first[first.len() - held..]);
+}
+
+/// Records that probe the flat readers' edges: each is read by `parse_event` and by the
+/// reference reading, which must agree (value or reason).
+fn reader_edges() -> Vec<Vec<u8>> {
+    let base = r#""event_id":"r","user_id":"u","timestamp":"2026-11-01T09:00:00Z""#;
+    let mut out: Vec<Vec<u8>> = [
+        format!(r#"{{{base},"type":"click","properties":null}}"#),
+        format!(r#"{{{base},"type":"email_verified"}}"#),
+        format!(r#"{{{base},"type":"click"}}"#),
+        format!(r#"{{"properties":{{"target":"b"}},{base},"type":"click"}}"#),
+        format!(r#"{{{base},"type":"click","properties":{{"target":"b"}},"extra":1e400}}"#),
+        format!(r#"{{{base},"type":"click","properties":{{"target":"b","extra":-1e999}}}}"#),
+        format!(
+            r#"{{{base},"type":"click","properties":{{"target":"b"}},"extra":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        ),
+        format!(
+            r#"{{{base},"type":"click","properties":{{"target":"b"}},"extra":{}{}}}"#,
+            "[".repeat(127),
+            "]".repeat(127)
+        ),
+        format!(r#"{{{base},"type":"click","type":"click","properties":{{"target":"b"}}}}"#),
+        format!(r#"{{{base},"typ\u0065":"click","properties":{{"target":"b"}}}}"#),
+        format!(r#"{{{base},"type":"cl\u0069ck","properties":{{"target":"b"}}}}"#),
+        format!(r#"{{{base},"type":"click","properties":{{"target":"b"}},"properties":{{"target":"c"}}}}"#),
+        format!(r#"{{{base},"type":"click","properties":{{"target":"b"}},"enrichment":{{"bogus":true}}}}"#),
+        format!(r#"{{{base},"type":"click","properties":{{"target":"b"}},"enrichment":null}}"#),
+        format!(
+            r#"{{{base},"type":"identify","properties":{{"traits":{{"a":1,"b":1.5,"c":"x","d":true,"e":null}}}}}}"#
+        ),
+        format!(r#"{{{base},"type":"identify","properties":{{"traits":{{"a":18446744073709551616}}}}}}"#),
+        format!(r#"{{{base},"type":"invite_sent","properties":{{"count":1.0}}}}"#),
+        format!(r#"{{{base},"type":"invite_sent","properties":{{"count":4294967296}}}}"#),
+        format!(r#"{{{base},"type":"invite_sent","properties":{{}}}}"#),
+        format!(r#"{{{base},"type":"page_view","context":null}}"#),
+        format!(r#"{{{base},"type":"page_view","context":{{"page":null,"user_agent":null}}}}"#),
+        format!(r#"{{{base},"type":"page_view","session_id":null,"anonymous_id":null}}"#),
+        format!(r#"{{{base},"type":"page_view"}} "#),
+        format!(r#"{{{base},"type":"page_view"}} x"#),
+        format!(r#"{{{base},"type":"page_view","timestamp":"2026-11-01T09:00:00Z"}}"#),
+        format!(r#"{{{base},"type":null}}"#),
+        r#"{"event_id":"r","type":"click","properties":{"target":"b"}}"#.to_string(),
+    ]
+    .into_iter()
+    .map(String::into_bytes)
+    .collect();
+    // Invalid UTF-8 inside an ignored string, and inside a read one.
+    let mut ignored = format!(r#"{{{base},"type":"click","properties":{{"target":"b"}},"extra":"x"#).into_bytes();
+    ignored.extend_from_slice(&[0xff, b'"', b'}']);
+    out.push(ignored);
+    let mut read = format!(r#"{{{base},"type":"click","properties":{{"target":"b"#).into_bytes();
+    read.extend_from_slice(&[0xc3, b'"', b'}', b'}']);
+    out.push(read);
+    out
+}
+
+/// Proves the fast readers change nothing: `parse_event` (strict reading, then the flat
+/// reader) gives exactly what the reference reading (a `serde_json::Value`, then typed
+/// parts) gives, event or reason, and the profile's flat reader of enriched events gives
+/// exactly what the derived reader gives, on the hostile corpus, the readers' edge cases,
+/// synthetic traffic and the generator's (malformed lines included).
+#[test]
+fn fast_readers_equal_the_reference_readers() {
+    use onramp::generator::{Generator, GeneratorConfig};
+    use onramp_logic::enrich::{enrich, EnrichConfig};
+    use onramp_logic::validate::{parse_event, parse_event_reference};
+    use onramp_logic::wire::read_enriched;
+    use onramp_schemas::EnrichedEvent;
+
+    let generated = Generator::new(GeneratorConfig {
+        seed: 7,
+        users: 300,
+        ..GeneratorConfig::default()
+    })
+    .map(String::into_bytes);
+    let records: Vec<Vec<u8>> = hostile()
+        .into_iter()
+        .map(|(_, bytes, _)| bytes)
+        .chain(reader_edges())
+        .chain(stream(2_000, 50, 11))
+        .chain(generated)
+        .collect();
+    let (mut events, mut enriched) = (0, 0);
+    for record in &records {
+        let fast = parse_event(record);
+        assert_eq!(
+            fast,
+            parse_event_reference(record),
+            "{}",
+            String::from_utf8_lossy(record)
+        );
+        let Ok(event) = fast else { continue };
+        events += 1;
+        let Ok(e) = enrich(event, &EnrichConfig::default()) else {
+            continue;
+        };
+        let bytes = serde_json::to_vec(&e).unwrap();
+        assert_eq!(
+            read_enriched(&bytes).as_ref(),
+            Some(&e),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        enriched += 1;
+        // What profile may be fed besides enrich's output: the same, cut or changed.
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        for field in ["properties", "enrichment", "event_id", "type"] {
+            let mut cut = value.clone();
+            cut.as_object_mut().unwrap().remove(field);
+            let cut = serde_json::to_vec(&cut).unwrap();
+            if let Some(fast) = read_enriched(&cut) {
+                assert_eq!(
+                    Some(fast),
+                    serde_json::from_slice::<EnrichedEvent>(&cut).ok(),
+                    "without {field}"
+                );
+            }
+        }
+        value["enrichment"]["hour"] = json!(99.5);
+        assert_eq!(read_enriched(&serde_json::to_vec(&value).unwrap()), None);
+    }
+    assert!(
+        events > 1_000 && enriched > 1_000,
+        "{events} events, {enriched} enriched"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Proves `parse_event` equals the reference reading on damaged records: valid events
+    /// with bytes overwritten, inserted or cut at random.
+    #[test]
+    fn prop_fast_event_reader_equals_the_reference(
+        event in arb_event(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        use onramp_logic::validate::{parse_event, parse_event_reference};
+        let mut bytes = event_json(1, event);
+        for (at, byte, how) in edits {
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ => bytes.truncate(i),
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        prop_assert_eq!(parse_event(&bytes), parse_event_reference(&bytes));
+    }
+}
+
+/// Hostile Protobuf records: (what it is, bytes, the reason validate must give).
+fn hostile_protobuf() -> Vec<(String, Vec<u8>, RejectReason)> {
+    use onramp_schemas::proto::{v1, PROTOBUF_MAGIC};
+    use prost::Message;
+    let good = as_protobuf(
+        br#"{"event_id":"h","type":"click","user_id":"u_h","timestamp":"2026-11-01T09:00:00Z","properties":{"target":"b"}}"#,
+    );
+    let message = v1::Event::decode(&good[2..]).unwrap();
+    let encode = |m: &v1::Event| {
+        let mut out = PROTOBUF_MAGIC.to_vec();
+        m.encode(&mut out).unwrap();
+        out
+    };
+    let mut no_type = message.clone();
+    no_type.properties = None;
+    let identify = |value: Option<v1::trait_value::Value>| {
+        let mut m = message.clone();
+        m.properties = Some(v1::event::Properties::Identify(v1::Identify {
+            traits: [("plan".to_string(), v1::TraitValue { value })].into_iter().collect(),
+        }));
+        encode(&m)
+    };
+    // An unknown field (99) holding groups nested far beyond prost's recursion limit.
+    let mut deep = good.clone();
+    deep.extend([0x9b, 0x06].repeat(5_000));
+    let mut cases: Vec<(String, Vec<u8>, RejectReason)> = vec![
+        (
+            "bare marker: an empty envelope, no event type".into(),
+            vec![0x00, 0x01],
+            RejectReason::SchemaViolation,
+        ),
+        (
+            "version 2's marker: not Protobuf, so JSON".into(),
+            [&[0x00, 0x02][..], &good[2..]].concat(),
+            RejectReason::InvalidJson,
+        ),
+        ("a lone 0x00".into(), vec![0x00], RejectReason::InvalidJson),
+        (
+            "truncated".into(),
+            good[..good.len() - 3].to_vec(),
+            RejectReason::InvalidProtobuf,
+        ),
+        (
+            "garbage after the marker".into(),
+            vec![0x00, 0x01, 0xff, 0xff, 0xff, 0xff],
+            RejectReason::InvalidProtobuf,
+        ),
+        (
+            "length past the end".into(),
+            vec![0x00, 0x01, 0x0a, 0xff, 0xff, 0x03],
+            RejectReason::InvalidProtobuf,
+        ),
+        (
+            "event_id not UTF-8".into(),
+            vec![0x00, 0x01, 0x0a, 0x02, 0xc3, 0x28],
+            RejectReason::InvalidProtobuf,
+        ),
+        ("groups nested 5,000 deep".into(), deep, RejectReason::InvalidProtobuf),
+        (
+            "huge record".into(),
+            [&good[..], &vec![0u8; 40_000][..]].concat(),
+            RejectReason::TooLarge,
+        ),
+        ("no event type".into(), encode(&no_type), RejectReason::SchemaViolation),
+        (
+            "trait without a value".into(),
+            identify(None),
+            RejectReason::SchemaViolation,
+        ),
+        (
+            "NaN trait".into(),
+            identify(Some(v1::trait_value::Value::Float(f64::NAN))),
+            RejectReason::SchemaViolation,
+        ),
+    ];
+    // Every JSON hostile record that reads as an event but is refused later keeps its
+    // reason as Protobuf.
+    for (what, bytes, reason) in hostile() {
+        if onramp_logic::validate::parse_event(&bytes).is_ok() {
+            cases.push((format!("{what} (as Protobuf)"), as_protobuf(&bytes), reason));
+        }
+    }
+    cases
+}
+
+/// Proves every hostile Protobuf record is rejected with the right reason and a bounded
+/// reject, that the modules never error on them alone or chained, and that an event
+/// refused for what it says (a bot, a test user, an id too long, a time out of range) is
+/// refused for the same reason and with the same detail as its JSON twin.
+#[test]
+fn hostile_protobuf_records_get_the_right_reason() {
+    let corpus = hostile_protobuf();
+    assert!(corpus.len() > 15, "{} cases", corpus.len());
+    assert_all_rejected(&corpus);
+
+    let json: Vec<Vec<u8>> = hostile()
+        .into_iter()
+        .map(|(_, bytes, _)| bytes)
+        .filter(|bytes| onramp_logic::validate::parse_event(bytes).is_ok())
+        .collect();
+    let proto: Vec<Vec<u8>> = json.iter().map(|v| as_protobuf(v)).collect();
+    // (`too_large` names the record's size, which differs between the two forms.)
+    let reasons = |values: &[Vec<u8>]| -> Vec<(RejectReason, Option<String>, Option<String>)> {
+        rejects(&run(&[Module::Validate], &rejected_mode(), &records(values)))
+            .into_iter()
+            .map(|r| {
+                (
+                    r.reason,
+                    (r.reason != RejectReason::TooLarge).then_some(r.detail),
+                    r.identity,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(reasons(&proto), reasons(&json));
+}
+
+/// Proves a topic mixing JSON and Protobuf events gives the profiles of the same events
+/// all in JSON (and the reference fold's), with the same updates record for record; and
+/// that a Protobuf record is the same event as its JSON twin after enrich.
+#[test]
+fn a_mixed_json_and_protobuf_stream_equals_the_json_stream() {
+    let values = stream(2_000, 60, 13);
+    let mixed: Vec<Vec<u8>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 3 == 0 { v.clone() } else { as_protobuf(v) })
+        .collect();
+    assert!(mixed.iter().filter(|v| v.first() == Some(&0)).count() > 1_000);
+    let json_out = run(&Module::ALL, &ChainParams::default(), &records(&values));
+    let mixed_out = run(&Module::ALL, &ChainParams::default(), &records(&mixed));
+    assert_eq!(updates(&mixed_out), updates(&json_out));
+    let mut profiles = BTreeMap::new();
+    fold_into(&mut profiles, &updates(&mixed_out));
+    let numbered: Vec<(i64, Vec<u8>)> = values.iter().cloned().enumerate().map(|(i, v)| (i as i64, v)).collect();
+    assert_eq!(profiles, reference_fold(&numbered, ReferenceConfig::default()));
+    let enrich = |v: &[Vec<u8>]| {
+        run(
+            &[Module::Validate, Module::Enrich],
+            &ChainParams::default(),
+            &records(v),
+        )
+    };
+    assert_eq!(enrich(&mixed), enrich(&values));
 }

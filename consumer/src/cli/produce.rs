@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 
 use clap::Args;
 use onramp::cluster;
+use onramp::cluster::produce::EventFormat;
 use onramp::partition::KeyBy;
 
 use super::{ClusterArgs, InputArgs};
@@ -34,6 +35,11 @@ pub struct ProduceArgs {
     /// event id as some other producers do (each user spread over the partitions).
     #[arg(long, value_enum, default_value_t = KeyBy::Identity)]
     key: KeyBy,
+    /// How events are written: JSON lines as they are, or Protobuf records (the envelope in
+    /// schemas/proto/onramp/v1/event.proto, after the bytes 0x00 0x01). Lines that do not
+    /// read as events are sent as they are in either case. Both forms may share a topic.
+    #[arg(long, value_enum, default_value_t = EventFormat::Json)]
+    format: EventFormat,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -50,6 +56,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         progress_bar: std::io::stderr().is_terminal(),
         max_line_bytes: args.max_line_bytes as usize,
         key_by: args.key,
+        format: args.format,
     };
     let shutdown = super::shutdown();
     let report = onramp::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown))?;

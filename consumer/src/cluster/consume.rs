@@ -175,12 +175,7 @@ impl Invocations {
                 }
             }
         }
-        let invocation = |m: Module, params: BTreeMap<String, String>| SmartModuleInvocation {
-            wasm: wasm[&m].clone(),
-            kind: SmartModuleKind::Generic(SmartModuleContextData::None),
-            params: SmartModuleExtraParams::new(params, None),
-            name: None,
-        };
+        let invocation = |m: Module, params: BTreeMap<String, String>| invocation(wasm[&m].clone(), params);
         let params = &cfg.settings.params;
         let updates = Module::ALL.iter().map(|&m| invocation(m, params.of(m))).collect();
         let rejects = vec![invocation(
@@ -191,12 +186,43 @@ impl Invocations {
     }
 
     fn updates_from(&self, accumulator: Vec<u8>) -> Vec<SmartModuleInvocation> {
-        let mut chain = self.updates.clone();
-        if let Some(profile) = chain.last_mut() {
-            profile.kind = SmartModuleKind::Generic(SmartModuleContextData::Aggregate { accumulator });
-        }
-        chain
+        with_accumulator(self.updates.clone(), accumulator)
     }
+}
+
+/// One module of a chain the SPU runs.
+fn invocation(wasm: SmartModuleInvocationWasm, params: BTreeMap<String, String>) -> SmartModuleInvocation {
+    SmartModuleInvocation {
+        wasm,
+        kind: SmartModuleKind::Generic(SmartModuleContextData::None),
+        params: SmartModuleExtraParams::new(params, None),
+        name: None,
+    }
+}
+
+/// `chain` with its last module (the profile aggregate) started from `accumulator`.
+fn with_accumulator(mut chain: Vec<SmartModuleInvocation>, accumulator: Vec<u8>) -> Vec<SmartModuleInvocation> {
+    if let Some(profile) = chain.last_mut() {
+        profile.kind = SmartModuleKind::Generic(SmartModuleContextData::Aggregate { accumulator });
+    }
+    chain
+}
+
+/// The update chain as `onramp run --source fluvio` asks the SPU for it: the modules
+/// `onramp setup` loaded (named by their `SmartModule.toml` under `smartmodules_dir`),
+/// default params, and an empty accumulator (a fresh fold). For tools that follow a topic
+/// through onramp's chain without a store, such as the latency benchmark, which compares it
+/// with a plain stream of the same topic.
+pub fn loaded_update_chain(smartmodules_dir: &Path) -> anyhow::Result<Vec<SmartModuleInvocation>> {
+    let params = crate::chain::ChainParams::default();
+    let chain = Module::ALL
+        .iter()
+        .map(|&m| {
+            let wasm = SmartModuleInvocationWasm::Predefined(loaded_name(smartmodules_dir, m)?);
+            Ok(invocation(wasm, params.of(m)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(with_accumulator(chain, Vec::new()))
 }
 
 /// Partition tasks → the committing loop.

@@ -60,6 +60,35 @@ pub struct ProduceConfig {
     pub max_line_bytes: usize,
     /// What records are keyed by.
     pub key_by: crate::partition::KeyBy,
+    /// How events are written to the topic.
+    pub format: EventFormat,
+}
+
+/// How `onramp produce` writes events to the topic. Both forms can share a topic; the
+/// modules tell them apart by the first byte (`onramp_schemas::proto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    /// Each line as it is.
+    #[default]
+    Json,
+    /// Each line that reads as an event, as a Protobuf record (the 0x00 0x01 marker and the
+    /// encoded envelope, `schemas/proto/onramp/v1/event.proto`); a line that does not read
+    /// as an event (malformed JSON, a schema violation) is sent as it is, so it is still
+    /// rejected with its reason.
+    Protobuf,
+}
+
+impl EventFormat {
+    /// The record for one input line; `true` when it was converted to Protobuf.
+    pub fn record(self, line: Vec<u8>) -> (Vec<u8>, bool) {
+        match self {
+            EventFormat::Json => (line, false),
+            EventFormat::Protobuf => match onramp_logic::validate::parse_event(&line) {
+                Ok(event) => (onramp_schemas::proto::encode_record(&event), true),
+                Err(_) => (line, false),
+            },
+        }
+    }
 }
 
 /// What `onramp produce` did.
@@ -75,6 +104,10 @@ pub struct ProduceReport {
     pub retried: u64,
     /// Lines over `max_line_bytes`, not sent (also counted in `failed`).
     pub too_large: u64,
+    /// Lines sent as Protobuf records (`--format protobuf`).
+    pub protobuf: u64,
+    /// With `--format protobuf`, lines that do not read as events, sent as they are.
+    pub left_as_json: u64,
     /// Records per partition.
     pub per_partition: Vec<u64>,
     /// Wall time, ms.
@@ -95,6 +128,13 @@ impl ProduceReport {
             s += &format!(
                 "  too large         {} (over --max-line-bytes, not sent)\n",
                 self.too_large
+            );
+        }
+        if self.protobuf > 0 || self.left_as_json > 0 {
+            s += &format!("  as Protobuf       {}\n", self.protobuf);
+            s += &format!(
+                "  left as JSON      {} (not an event: sent as it is, to be rejected with its reason)\n",
+                self.left_as_json
             );
         }
         for (p, n) in self.per_partition.iter().enumerate() {
@@ -184,6 +224,12 @@ pub async fn produce(cfg: &ProduceConfig, shutdown: &Shutdown) -> anyhow::Result
             }
         };
         let key = cfg.key_by.key(&line);
+        let (line, converted) = cfg.format.record(line);
+        match (cfg.format, converted) {
+            (EventFormat::Json, _) => {}
+            (EventFormat::Protobuf, true) => report.protobuf += 1,
+            (EventFormat::Protobuf, false) => report.left_as_json += 1,
+        }
         let output = send_with_retry(&producer, key, line, line_no, cfg.retries, &mut report).await;
         if let Some(output) = output {
             in_flight.push_back((line_no, output));

@@ -49,6 +49,7 @@ use onramp_schemas::{
 
 use crate::params::{parse_bounded, parse_duration_ms, ParamError};
 use crate::validate::event_email;
+use crate::wire::read_enriched;
 
 /// Param: gap of event time that ends a session.
 pub const PARAM_SESSION_TIMEOUT: &str = "session_timeout";
@@ -252,6 +253,10 @@ impl FoldState {
                 format!("already applied before the stream resumed after offset {after}"),
             );
         }
+        if let Some(event) = read_enriched(value) {
+            return self.fold_event(&event, offset, record_timestamp_ms);
+        }
+        // The derived reader, for its error (and any record the flat one refuses).
         match serde_json::from_slice::<EnrichedEvent>(value) {
             Ok(event) => self.fold_event(&event, offset, record_timestamp_ms),
             Err(e) => {

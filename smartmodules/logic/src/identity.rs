@@ -11,6 +11,9 @@
 //!   be read as `b` by one JSON reader and `a`, or an error, by another);
 //! - the identity is at most [`MAX_IDENTITY_BYTES`] long (validate rejects longer ones).
 //!
+//! A Protobuf record (marked 0x00 0x01, `onramp_schemas::proto`) has the same identity
+//! rule over its decoded envelope, and none when it does not decode.
+//!
 //! Otherwise there is none, and the record goes round-robin (keyless). So for every record
 //! `onramp-validate` accepts, [`record_identity`] equals the accepted event's
 //! `Event::identity()`, and a user is never folded on two partitions.
@@ -29,11 +32,15 @@ use std::fmt;
 use std::iter;
 
 use onramp_schemas::event::MAX_IDENTITY_BYTES;
+use onramp_schemas::proto::{is_protobuf, record_user};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The identity of a raw record (see the module docs): `user_id`, else `anonymous_id`;
 /// `None` when the record is not one unambiguous JSON object, or has no usable id.
 pub fn record_identity(bytes: &[u8]) -> Option<String> {
+    if is_protobuf(bytes) {
+        return record_user(bytes).filter(|id| id.len() <= MAX_IDENTITY_BYTES);
+    }
     let path = RefCell::new(Vec::new());
     let Node::Object(ids) = walk(bytes, &path).ok()? else {
         return None;
@@ -50,12 +57,37 @@ pub fn record_identity(bytes: &[u8]) -> Option<String> {
 /// object repeats a key. Meant for a text already read as JSON: on other text it finds a
 /// repeat only if one comes before the first syntax error.
 pub fn duplicate_key(bytes: &[u8]) -> Option<String> {
+    match strict_reading(bytes) {
+        StrictReading::RepeatedKey(path) => Some(path),
+        StrictReading::Clean | StrictReading::Invalid => None,
+    }
+}
+
+/// What one strict reading of a record's JSON found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrictReading {
+    /// One JSON text that `serde_json::Value` reads too (valid UTF-8, numbers in range,
+    /// nesting within 128), and no object repeats a key.
+    Clean,
+    /// An object repeats a key; the path of the first repeat.
+    RepeatedKey(String),
+    /// Not a JSON text `serde_json::Value` would read.
+    Invalid,
+}
+
+/// Reads `bytes` once, strictly (see [`StrictReading`]). The same pass as
+/// [`duplicate_key`]: serde_json's own parser, without building a value.
+pub fn strict_reading(bytes: &[u8]) -> StrictReading {
     let path = RefCell::new(Vec::new());
     match walk(bytes, &path) {
-        Ok(_) => None,
+        Ok(_) => StrictReading::Clean,
         Err(_) => {
             let segments = path.into_inner();
-            (!segments.is_empty()).then(|| format_path(segments.iter().rev()))
+            if segments.is_empty() {
+                StrictReading::Invalid
+            } else {
+                StrictReading::RepeatedKey(format_path(segments.iter().rev()))
+            }
         }
     }
 }

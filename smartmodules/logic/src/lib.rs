@@ -12,6 +12,7 @@
 //! - [`fold`]: the per-user fold behind the profile aggregate.
 //! - [`replay`]: the same update for a record the SPU feeds twice.
 //! - [`params`]: param parsing with errors that name the param.
+//! - [`wire`]: fast typed readers for events and enriched events.
 
 pub mod enrich;
 pub mod fold;
@@ -19,3 +20,4 @@ pub mod identity;
 pub mod params;
 pub mod replay;
 pub mod validate;
+pub mod wire;

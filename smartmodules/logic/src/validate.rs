@@ -4,6 +4,8 @@
 //! Checks, in order (the first that fails is the reason):
 //! 1. `too_large`: more than `max_event_bytes` bytes;
 //! 2. `invalid_json`: not UTF-8 JSON (also: nesting deeper than 128, numbers out of range);
+//!    `invalid_protobuf`: a record marked Protobuf (it starts with 0x00 0x01,
+//!    `onramp_schemas::proto`) that is not an encoded envelope v1;
 //! 3. `schema_violation` / `unknown_type`: not an event envelope v1 (detail = field path):
 //!    not an object, a key repeated in any object (`user_id: duplicate key`), a field of
 //!    the wrong type, an id longer than its bound ([`MAX_EVENT_ID_BYTES`],
@@ -21,13 +23,15 @@
 use onramp_schemas::event::{
     Context, EventKind, MAX_EVENT_ID_BYTES, MAX_IDENTITY_BYTES, MAX_SESSION_ID_BYTES, MAX_TRAITS,
 };
+use onramp_schemas::proto::{decode_record, is_protobuf, ProtoError};
 use onramp_schemas::{Event, RejectReason, RejectedEvent, TraitValue, EVENT_TYPES, REJECT_PAYLOAD_HEAD};
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::identity::{duplicate_key, record_identity};
+use crate::identity::{duplicate_key, record_identity, strict_reading, StrictReading};
 use crate::params::{parse_bounded, parse_duration_ms, parse_list, ParamError};
+use crate::wire::{event_kind, read_event, Properties};
 
 /// Param: `accepted` (default) passes good events; `rejected` emits only the rejects.
 pub const PARAM_MODE: &str = "mode";
@@ -278,7 +282,30 @@ pub fn validate(bytes: &[u8], record_time_ms: Option<i64>, cfg: &ValidateConfig)
 /// Parses a JSON event envelope v1. `properties` may be missing (taken as `{}`).
 /// Errors are `invalid_json`, `unknown_type` or `schema_violation` with the field path
 /// (a key repeated in any object is a `schema_violation` too).
+///
+/// The result is [`parse_event_reference`]'s, reached faster: a record that reads
+/// strictly ([`strict_reading`]: what `serde_json::Value` reads, no key repeated) is read
+/// by the flat reader [`crate::wire::read_event`]; any record either refuses is read by
+/// the reference, which says why.
 pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
+    if is_protobuf(bytes) {
+        return parse_protobuf(bytes);
+    }
+    if strict_reading(bytes) == StrictReading::Clean {
+        if let Some(event) = read_event(bytes) {
+            return Ok(event);
+        }
+    }
+    parse_event_reference(bytes)
+}
+
+/// The reference reading of an event envelope: the whole record as a `serde_json::Value`,
+/// then each part typed with its exact field path in any error. [`parse_event`] gives the
+/// same result; this is what defines it, and what explains a refusal.
+pub fn parse_event_reference(bytes: &[u8]) -> Result<Event, Rejection> {
+    if is_protobuf(bytes) {
+        return parse_protobuf(bytes);
+    }
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| Rejection::new(RejectReason::InvalidJson, e.to_string()))?;
     let Value::Object(mut obj) = value else {
@@ -326,6 +353,16 @@ pub fn parse_event(bytes: &[u8]) -> Result<Event, Rejection> {
     })
 }
 
+/// Reads a Protobuf record (marked 0x00 0x01; `onramp_schemas::proto`): `invalid_protobuf`
+/// when it does not decode, `schema_violation` for what JSON could not say (no event type,
+/// a trait without a value or not finite). The checks after parsing are the JSON event's.
+fn parse_protobuf(bytes: &[u8]) -> Result<Event, Rejection> {
+    decode_record(bytes).map_err(|e| match e {
+        ProtoError::Undecodable(why) => Rejection::new(RejectReason::InvalidProtobuf, why),
+        ProtoError::NotAnEvent(path, what) => Rejection::new(RejectReason::SchemaViolation, format!("{path}: {what}")),
+    })
+}
+
 /// The envelope's fields other than `type` and `properties`, read on their own so that
 /// errors carry exact field paths (serde loses them across `#[serde(flatten)]`).
 #[derive(Deserialize)]
@@ -344,26 +381,22 @@ struct Envelope {
 
 /// Reads `properties` as the struct of `event_type` (one of [`EVENT_TYPES`]).
 fn kind_from_parts(event_type: &str, properties: &Value) -> Result<EventKind, Rejection> {
-    fn props<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Rejection> {
-        serde_path_to_error::deserialize(v).map_err(schema_violation("properties"))
-    }
-    Ok(match event_type {
-        "sign_up" => EventKind::SignUp(props(properties)?),
-        "page_view" => EventKind::PageView(props(properties)?),
-        "click" => EventKind::Click(props(properties)?),
-        "step_completed" => EventKind::StepCompleted(props(properties)?),
-        "email_verified" => EventKind::EmailVerified(props(properties)?),
-        "identify" => EventKind::Identify(props(properties)?),
-        "feature_used" => EventKind::FeatureUsed(props(properties)?),
-        "invite_sent" => EventKind::InviteSent(props(properties)?),
-        "onboarding_completed" => EventKind::OnboardingCompleted(props(properties)?),
-        other => {
-            return Err(Rejection::new(
-                RejectReason::UnknownType,
-                format!("`{other}` is not one of: {}", EVENT_TYPES.join(", ")),
-            ))
-        }
+    event_kind(event_type, &ValueProperties(properties)).unwrap_or_else(|| {
+        Err(Rejection::new(
+            RejectReason::UnknownType,
+            format!("`{event_type}` is not one of: {}", EVENT_TYPES.join(", ")),
+        ))
     })
+}
+
+/// Properties as a JSON value; errors name the field path.
+struct ValueProperties<'a>(&'a Value);
+
+impl Properties for ValueProperties<'_> {
+    type Error = Rejection;
+    fn read<T: serde::de::DeserializeOwned>(&self) -> Result<T, Rejection> {
+        serde_path_to_error::deserialize(self.0).map_err(schema_violation("properties"))
+    }
 }
 
 /// Maps a serde error to a `schema_violation` whose detail starts with the field path
