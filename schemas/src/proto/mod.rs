@@ -236,6 +236,8 @@ pub fn record_user(record: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// Proves the magic byte can never start a JSON text: JSON text starts with
     /// whitespace, `{`, `[`, `"`, a digit, `-`, `t`, `f` or `n`.

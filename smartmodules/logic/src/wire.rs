@@ -130,3 +130,42 @@ pub fn read_enriched(bytes: &[u8]) -> Option<EnrichedEvent> {
         enrichment,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::{enrich, EnrichConfig};
+    use crate::validate::{parse_event, parse_event_reference};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// Proves, on wasm32 as natively, that the flat readers give the reference's events:
+    /// every event type, `properties` before `type` or left out, traits of each kind, an
+    /// unknown field; and that `properties: null` is refused, not taken for `{}`.
+    #[test]
+    fn flat_readers_give_the_reference_events() {
+        let base = r#""event_id":"e","user_id":"u","timestamp":"2026-11-01T09:00:00Z""#;
+        let events = [
+            format!(r#"{{"properties":{{"email":"a@b.c"}},{base},"type":"sign_up"}}"#),
+            format!(r#"{{{base},"type":"page_view","context":{{"page":{{"path":"/"}}}},"extra":[1,{{"x":null}}]}}"#),
+            format!(r#"{{{base},"type":"click","properties":{{"target":"b"}}}}"#),
+            format!(r#"{{{base},"type":"step_completed","properties":{{"step":"s","duration_ms":5}}}}"#),
+            format!(r#"{{{base},"type":"email_verified"}}"#),
+            format!(r#"{{{base},"type":"identify","properties":{{"traits":{{"a":1,"b":1.5,"c":"x","d":true}}}}}}"#),
+            format!(r#"{{{base},"type":"feature_used","properties":{{"feature":"f"}}}}"#),
+            format!(r#"{{{base},"type":"invite_sent"}}"#),
+            format!(r#"{{{base},"type":"onboarding_completed","properties":{{"flow":"x"}}}}"#),
+        ];
+        for raw in &events {
+            let reference = parse_event_reference(raw.as_bytes()).unwrap();
+            assert_eq!(read_event(raw.as_bytes()).as_ref(), Some(&reference), "{raw}");
+            assert_eq!(parse_event(raw.as_bytes()).as_ref(), Ok(&reference));
+            let enriched = enrich(reference, &EnrichConfig::default()).unwrap();
+            let bytes = serde_json::to_vec(&enriched).unwrap();
+            assert_eq!(read_enriched(&bytes), Some(enriched));
+        }
+        let null = format!(r#"{{{base},"type":"click","properties":null}}"#);
+        assert_eq!(read_event(null.as_bytes()), None);
+        assert!(parse_event(null.as_bytes()).is_err());
+    }
+}
