@@ -40,6 +40,12 @@ pub struct ProduceArgs {
     /// read as events are sent as they are in either case. Both forms may share a topic.
     #[arg(long, value_enum, default_value_t = EventFormat::Json)]
     format: EventFormat,
+    /// With --format protobuf: the `max_event_bytes` the consumer's validate applies (its
+    /// `--param validate.max_event_bytes`). A line whose JSON or Protobuf form is larger is
+    /// sent as JSON, so it is accepted or rejected `too_large` as the JSON line would be.
+    #[arg(long, default_value_t = onramp_logic::validate::DEFAULT_MAX_EVENT_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=onramp_logic::validate::MAX_MAX_EVENT_BYTES as u64))]
+    max_event_bytes: u64,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -57,6 +63,7 @@ pub fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         max_line_bytes: args.max_line_bytes as usize,
         key_by: args.key,
         format: args.format,
+        max_event_bytes: args.max_event_bytes as usize,
     };
     let shutdown = super::shutdown();
     let report = onramp::runtime()?.block_on(cluster::produce::produce(&cfg, &shutdown))?;

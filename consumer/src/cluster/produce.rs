@@ -62,6 +62,9 @@ pub struct ProduceConfig {
     pub key_by: crate::partition::KeyBy,
     /// How events are written to the topic.
     pub format: EventFormat,
+    /// The `max_event_bytes` validate applies: with `--format protobuf`, a line whose JSON
+    /// or Protobuf form is larger is sent as JSON (see [`EventFormat::record`]).
+    pub max_event_bytes: usize,
 }
 
 /// How `onramp produce` writes events to the topic. Both forms can share a topic; the
@@ -74,19 +77,31 @@ pub enum EventFormat {
     /// Each line that reads as an event, as a Protobuf record (the 0x00 0x01 marker and the
     /// encoded envelope, `schemas/proto/onramp/v1/event.proto`); a line that does not read
     /// as an event (malformed JSON, a schema violation) is sent as it is, so it is still
-    /// rejected with its reason.
+    /// rejected with its reason. So is a line whose JSON or Protobuf form is over the size
+    /// limit: validate's `too_large` counts the record's bytes, and the two forms differ in
+    /// size (a large unknown field is dropped by the conversion; a number trait costs more
+    /// as Protobuf), so converting it could change whether it is accepted.
     Protobuf,
 }
 
 impl EventFormat {
-    /// The record for one input line; `true` when it was converted to Protobuf.
-    pub fn record(self, line: Vec<u8>) -> (Vec<u8>, bool) {
-        match self {
-            EventFormat::Json => (line, false),
-            EventFormat::Protobuf => match onramp_logic::validate::parse_event(&line) {
-                Ok(event) => (onramp_schemas::proto::encode_record(&event), true),
-                Err(_) => (line, false),
-            },
+    /// The record for one input line; `true` when it was converted to Protobuf. A line
+    /// is converted only when both its forms are within `max_event_bytes`, so the record
+    /// gets the verdict the JSON line would.
+    pub fn record(self, line: Vec<u8>, max_event_bytes: usize) -> (Vec<u8>, bool) {
+        if self == EventFormat::Json || line.len() > max_event_bytes {
+            return (line, false);
+        }
+        match onramp_logic::validate::parse_event(&line) {
+            Ok(event) => {
+                let record = onramp_schemas::proto::encode_record(&event);
+                if record.len() > max_event_bytes {
+                    (line, false)
+                } else {
+                    (record, true)
+                }
+            }
+            Err(_) => (line, false),
         }
     }
 }
@@ -106,7 +121,8 @@ pub struct ProduceReport {
     pub too_large: u64,
     /// Lines sent as Protobuf records (`--format protobuf`).
     pub protobuf: u64,
-    /// With `--format protobuf`, lines that do not read as events, sent as they are.
+    /// With `--format protobuf`, lines sent as they are: they do not read as events, or
+    /// one of their forms is over `max_event_bytes`.
     pub left_as_json: u64,
     /// Records per partition.
     pub per_partition: Vec<u64>,
@@ -224,7 +240,7 @@ pub async fn produce(cfg: &ProduceConfig, shutdown: &Shutdown) -> anyhow::Result
             }
         };
         let key = cfg.key_by.key(&line);
-        let (line, converted) = cfg.format.record(line);
+        let (line, converted) = cfg.format.record(line, cfg.max_event_bytes);
         match (cfg.format, converted) {
             (EventFormat::Json, _) => {}
             (EventFormat::Protobuf, true) => report.protobuf += 1,
@@ -324,4 +340,65 @@ pub fn check(report: &ProduceReport) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventFormat;
+    use onramp_logic::validate::{validate, ValidateConfig, DEFAULT_MAX_EVENT_BYTES};
+
+    /// Accepted, or the reject reason.
+    fn verdict(record: &[u8]) -> String {
+        match validate(record, None, &ValidateConfig::default()) {
+            Ok(_) => "accepted".into(),
+            Err(r) => format!("{:?}", r.reason),
+        }
+    }
+
+    /// An `identify` of 64 small number traits, padded to `len` bytes of JSON: each trait
+    /// costs more as Protobuf than as JSON, so near the limit only the Protobuf form is over.
+    fn identify_of_len(len: usize) -> Vec<u8> {
+        let traits: Vec<String> = (0..64).map(|i| format!("\"k{i:02}\":1")).collect();
+        let head = format!(
+            "{{\"event_id\":\"e_traits\",\"type\":\"identify\",\"user_id\":\"u_t\",\"timestamp\":\"2026-11-02T10:00:00Z\",\"properties\":{{\"traits\":{{{}}}}},\"context\":{{\"user_agent\":\"",
+            traits.join(",")
+        );
+        let tail = "\"}}";
+        let pad = "y".repeat(len - head.len() - tail.len());
+        format!("{head}{pad}{tail}").into_bytes()
+    }
+
+    #[test]
+    fn protobuf_conversion_never_changes_the_verdict_on_size() {
+        let max = DEFAULT_MAX_EVENT_BYTES;
+        let ordinary = br#"{"event_id":"e1","type":"click","user_id":"u1","timestamp":"2026-11-02T10:00:00Z","properties":{"target":"b"}}"#.to_vec();
+        // Over the limit as JSON only: the conversion drops the unknown field.
+        let unknown_big = format!(
+            r#"{{"event_id":"e2","type":"click","user_id":"u1","timestamp":"2026-11-02T10:00:00Z","properties":{{"target":"b"}},"extra":"{}"}}"#,
+            "x".repeat(40_000)
+        )
+        .into_bytes();
+        // Within the limit as JSON, over it as Protobuf.
+        let traits = identify_of_len(max - 3);
+        let (as_proto, converted) = EventFormat::Protobuf.record(traits.clone(), usize::MAX);
+        assert!(
+            converted && as_proto.len() > max,
+            "the case must be over as Protobuf only: {}",
+            as_proto.len()
+        );
+
+        let cases = [
+            (ordinary, true, "accepted"),
+            (unknown_big, false, "TooLarge"),
+            (traits, false, "accepted"),
+        ];
+        for (line, converts, expected) in cases {
+            let json = verdict(&line);
+            assert_eq!(json, expected);
+            let (record, converted) = EventFormat::Protobuf.record(line.clone(), max);
+            assert_eq!(converted, converts, "{json}");
+            assert_eq!(verdict(&record), json, "the Protobuf record's verdict differs");
+            assert_eq!(EventFormat::Json.record(line.clone(), max), (line, false));
+        }
+    }
 }
