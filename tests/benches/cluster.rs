@@ -18,7 +18,13 @@
 //! ```text
 //! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster            # N = 200,000, latency windows of 30 s
 //! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster -- --quick # N = 50,000, 10 s
+//! FLUVIO_E2E=1 cargo bench -p onramp-tests --bench cluster -- --latency-only --keep /tmp/lat
 //! ```
+//!
+//! `--latency-only` runs part 3 alone, on a fresh follower. `--keep DIR` writes the
+//! follower's log there (set `ONRAMP_LOG=debug,fluvio=info` for its per-batch commit lines).
+//! Under each latency table, the slowest percent of events is grouped by when they were
+//! sent, so a tail shows as one stall or as spread-out delays.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -66,7 +72,14 @@ fn main() {
     if skipped("cluster benchmark", Needs::RunningCluster) {
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let latency_only = args.iter().any(|a| a == "--latency-only");
+    let keep = args
+        .iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
     let (events, window) = if quick {
         (50_000u64, Duration::from_secs(10))
     } else {
@@ -77,48 +90,50 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
 
-    // 1. Backfill.
     let file = path("events.jsonl");
-    ONRAMP.ok(&[
-        "generate",
-        "--seed",
-        "5",
-        "--users",
-        "20000",
-        "--events",
-        &events.to_string(),
-        "--output",
-        &file,
-    ]);
-    let lines = std::fs::read_to_string(&file).unwrap().lines().count();
-    let backfill = topic(&mut cluster, "backfill");
-    let produced = ONRAMP.json(&["produce", "--topic", &backfill, "--input", &file, "--json"]);
-    let produce_rate = produced["sent"].as_f64().unwrap() / (produced["elapsed_ms"].as_f64().unwrap() / 1000.0);
-    let store = path("backfill-store");
-    let started = Instant::now();
-    let summary = ONRAMP.json(&[
-        "run",
-        "--source",
-        "fluvio",
-        "--topic",
-        &backfill,
-        "--store",
-        &store,
-        "--stop-at-end",
-        "--json",
-    ]);
-    let backfill_secs = started.elapsed().as_secs_f64();
-    println!("backfill: {lines} lines over 3 partitions");
-    println!(
-        "  produce            {produce_rate:>9.0} records/s ({} ms)",
-        produced["elapsed_ms"]
-    );
-    println!(
-        "  consume (stop-at-end) {:>6.0} events/s ({:.2} s wall incl. connect and SPU module load; store {:.2} s)",
-        lines as f64 / backfill_secs,
-        backfill_secs,
-        summary["store_ms"].as_f64().unwrap() / 1000.0
-    );
+    if !latency_only {
+        // 1. Backfill.
+        ONRAMP.ok(&[
+            "generate",
+            "--seed",
+            "5",
+            "--users",
+            "20000",
+            "--events",
+            &events.to_string(),
+            "--output",
+            &file,
+        ]);
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        let backfill = topic(&mut cluster, "backfill");
+        let produced = ONRAMP.json(&["produce", "--topic", &backfill, "--input", &file, "--json"]);
+        let produce_rate = produced["sent"].as_f64().unwrap() / (produced["elapsed_ms"].as_f64().unwrap() / 1000.0);
+        let store = path("backfill-store");
+        let started = Instant::now();
+        let summary = ONRAMP.json(&[
+            "run",
+            "--source",
+            "fluvio",
+            "--topic",
+            &backfill,
+            "--store",
+            &store,
+            "--stop-at-end",
+            "--json",
+        ]);
+        let backfill_secs = started.elapsed().as_secs_f64();
+        println!("backfill: {lines} lines over 3 partitions");
+        println!(
+            "  produce            {produce_rate:>9.0} records/s ({} ms)",
+            produced["elapsed_ms"]
+        );
+        println!(
+            "  consume (stop-at-end) {:>6.0} events/s ({:.2} s wall incl. connect and SPU module load; store {:.2} s)",
+            lines as f64 / backfill_secs,
+            backfill_secs,
+            summary["store_ms"].as_f64().unwrap() / 1000.0
+        );
+    }
 
     // 2. Live end to end: a following consumer, then N events produced.
     let live = topic(&mut cluster, "live");
@@ -127,21 +142,31 @@ fn main() {
     follower
         .args(["run", "--source", "fluvio", "--topic", &live, "--store", &live_store])
         .args(["--listen", "127.0.0.1:0"]);
-    let follower = Running::serving(follower, path("follower.log")); // its API answers
+    let log = match &keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).unwrap();
+            dir.join("follower.log")
+        }
+        None => path("follower.log").into(),
+    };
+    let follower = Running::serving(follower, log); // its API answers
     let base = follower.base().to_string();
     std::thread::sleep(Duration::from_secs(3)); // streams open, modules compiled in the SPU
-    let started = Instant::now();
-    let produced = ONRAMP.json(&["produce", "--topic", &live, "--input", &file, "--json"]);
-    let produce_done = started.elapsed().as_secs_f64();
-    wait_until(Duration::from_secs(600), "the consumer to commit every record", || {
-        committed(&base) >= lines as i64
-    });
-    let live_secs = started.elapsed().as_secs_f64();
-    println!("live: {} records produced while a consumer follows", produced["sent"]);
-    println!(
-        "  end to end         {:>9.0} events/s (first send → last commit {live_secs:.2} s; produce alone {produce_done:.2} s)",
-        lines as f64 / live_secs
-    );
+    if !latency_only {
+        let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+        let started = Instant::now();
+        let produced = ONRAMP.json(&["produce", "--topic", &live, "--input", &file, "--json"]);
+        let produce_done = started.elapsed().as_secs_f64();
+        wait_until(Duration::from_secs(600), "the consumer to commit every record", || {
+            committed(&base) >= lines as i64
+        });
+        let live_secs = started.elapsed().as_secs_f64();
+        println!("live: {} records produced while a consumer follows", produced["sent"]);
+        println!(
+            "  end to end         {:>9.0} events/s (first send → last commit {live_secs:.2} s; produce alone {produce_done:.2} s)",
+            lines as f64 / live_secs
+        );
+    }
 
     // 3. Latency at steady rates, on the same following consumer, three ways at once.
     for rate in rates {
@@ -169,12 +194,14 @@ fn follow_with_client(topic: &str, chain: Vec<SmartModuleInvocation>, prefix: &s
                 if !chain.is_empty() {
                     config.smartmodule(chain.clone());
                 }
+                // The batch stream, as onramp's consumer reads: the record stream of the
+                // 0.50 client renumbers records and dropped some at 10,000 events/s.
                 #[allow(deprecated)]
                 let stream = fluvio
                     .partition_consumer(topic.clone(), p)
                     .await
                     .unwrap()
-                    .stream_with_config(Offset::end(), config.build().unwrap())
+                    .stream_batches_with_config(Offset::end(), config.build().unwrap())
                     .await
                     .unwrap();
                 streams.push(Box::pin(stream));
@@ -183,16 +210,19 @@ fn follow_with_client(topic: &str, chain: Vec<SmartModuleInvocation>, prefix: &s
             let mut all = futures_util::stream::select_all(streams);
             while let Some(item) = all.next().await {
                 let now = Instant::now();
-                let record = match item {
-                    Ok(record) => record,
+                let batch = match item {
+                    Ok(batch) => batch,
                     Err(e) => {
                         eprintln!("latency follower of {topic}: stream error {e}");
                         continue;
                     }
                 };
-                if let Some(id) = event_id(record.value()) {
-                    if id.starts_with(&prefix) {
-                        arrivals.lock().unwrap().insert(id, now);
+                let mut seen = arrivals.lock().unwrap();
+                for record in batch.records() {
+                    if let Some(id) = event_id(record.value().as_ref()) {
+                        if id.starts_with(&prefix) {
+                            seen.insert(id, now);
+                        }
                     }
                 }
             }
@@ -263,6 +293,26 @@ fn latency(topic: &str, base: &str, rate: u64, window: Duration) {
         .spawn()
         .unwrap();
     let mut stdin = producer.stdin.take().unwrap();
+    let line = |id: &str, user: u64| {
+        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        format!(
+            "{{\"event_id\":\"{id}\",\"type\":\"page_view\",\"properties\":{{\"path\":\"/app\",\"url\":\"https://onramp.example/app\",\"title\":\"Home\"}},\"user_id\":\"bench_u_{user}\",\"timestamp\":\"{ts}\"}}\n"
+        )
+    };
+    // The window starts once the producer is connected: a first event must reach every
+    // observer (otherwise the producer's start-up counts as the first events' latency).
+    let warmup = format!("{prefix}warmup");
+    stdin.write_all(line(&warmup, 0).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the warm-up event to reach every observer",
+        || {
+            [&plain, &chained, &end_to_end]
+                .iter()
+                .all(|a| a.lock().unwrap().contains_key(&warmup))
+        },
+    );
     let mut sent: Vec<(String, Instant)> = Vec::new();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
@@ -273,30 +323,28 @@ fn latency(topic: &str, base: &str, rate: u64, window: Duration) {
             std::thread::sleep(d);
         }
         let id = format!("{prefix}{n}");
-        let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let line = format!(
-            "{{\"event_id\":\"{id}\",\"type\":\"page_view\",\"properties\":{{\"path\":\"/app\",\"url\":\"https://onramp.example/app\",\"title\":\"Home\"}},\"user_id\":\"bench_u_{}\",\"timestamp\":\"{ts}\"}}\n",
-            n % 500
-        );
-        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(line(&id, n % 500).as_bytes()).unwrap();
         stdin.flush().unwrap();
         sent.push((id, Instant::now()));
         n += 1;
     }
+    let sending = start.elapsed();
     drop(stdin);
     producer.wait().unwrap();
     // Whatever has not arrived 120 s after the last send shows as missing in `seen`.
     let deadline = Instant::now() + Duration::from_secs(120);
     for arrivals in [&plain, &chained, &end_to_end] {
-        while arrivals.lock().unwrap().len() < sent.len() && Instant::now() < deadline {
+        // (+ 1: the warm-up event)
+        while arrivals.lock().unwrap().len() < sent.len() + 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     println!(
         "latency: {} events at {rate}/s for {window:?} (achieved {:.0}/s)",
         sent.len(),
-        sent.len() as f64 / start.elapsed().as_secs_f64()
+        sent.len() as f64 / sending.as_secs_f64()
     );
+    let mut tails = Vec::new();
     println!("| observer | p50 ms | p99 ms | max ms | seen |");
     println!("|---|---:|---:|---:|---:|");
     for (what, arrivals) in [
@@ -313,6 +361,7 @@ fn latency(topic: &str, base: &str, rate: u64, window: Duration) {
             })
             .collect();
         lat.sort_by(|a, b| a.total_cmp(b));
+        tails.push((what, slowest_percent(&sent, &got, start)));
         println!(
             "| {what} | {:.1} | {:.1} | {:.1} | {} of {} |",
             percentile(&lat, 0.50),
@@ -321,5 +370,48 @@ fn latency(topic: &str, base: &str, rate: u64, window: Duration) {
             lat.len(),
             sent.len()
         );
+    }
+    for (what, tail) in tails {
+        println!("slowest 1% of `{what}`, by send time: {tail}");
+    }
+}
+
+/// The slowest percent of the sent events that arrived, grouped into runs of events sent
+/// within 100 ms of each other: `t=3.20-3.85 s: 64 events, up to 702 ms`, at most five runs.
+fn slowest_percent(sent: &[(String, Instant)], got: &HashMap<String, Instant>, start: Instant) -> String {
+    let mut lat: Vec<(f64, f64)> = sent
+        .iter()
+        .filter_map(|(id, at)| {
+            let arrived = got.get(id)?;
+            Some((
+                at.duration_since(start).as_secs_f64(),
+                arrived.saturating_duration_since(*at).as_secs_f64() * 1000.0,
+            ))
+        })
+        .collect();
+    lat.sort_by(|a, b| b.1.total_cmp(&a.1));
+    lat.truncate(lat.len().div_ceil(100));
+    lat.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut runs: Vec<(f64, f64, usize, f64)> = Vec::new();
+    for (t, ms) in lat {
+        match runs.last_mut() {
+            Some(run) if t - run.1 <= 0.1 => {
+                run.1 = t;
+                run.2 += 1;
+                run.3 = run.3.max(ms);
+            }
+            _ => runs.push((t, t, 1, ms)),
+        }
+    }
+    let shown: Vec<String> = runs
+        .iter()
+        .take(5)
+        .map(|(from, to, n, max)| format!("t={from:.2}-{to:.2} s: {n} events, up to {max:.0} ms"))
+        .collect();
+    let more = runs.len().saturating_sub(5);
+    if more > 0 {
+        format!("{}; {more} more runs", shown.join("; "))
+    } else {
+        shown.join("; ")
     }
 }
