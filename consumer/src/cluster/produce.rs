@@ -149,7 +149,7 @@ impl ProduceReport {
         if self.protobuf > 0 || self.left_as_json > 0 {
             s += &format!("  as Protobuf       {}\n", self.protobuf);
             s += &format!(
-                "  left as JSON      {} (not an event: sent as it is, to be rejected with its reason)\n",
+                "  left as JSON      {} (not an event, or over --max-event-bytes in one of its forms: sent as it is)\n",
                 self.left_as_json
             );
         }
