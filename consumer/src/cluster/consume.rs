@@ -436,7 +436,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
                         }
                     }
                     for batch in &group {
-                        run.read(batch.events_in);
+                        run.tally().read(batch.events_in);
                     }
                     if run.commit_group(&group)?.iter().any(|c| !c.transitions.is_empty()) {
                         woken.notify_one();
@@ -461,7 +461,7 @@ pub async fn run(cfg: &ClusterRunConfig, shutdown: &Shutdown, observer: &dyn Obs
                 }
             }
             _ = &mut stop_requested, if !*stop_tx.borrow() => {
-                run.interrupted();
+                run.tally().interrupted();
                 let _ = stop_tx.send(true);
             }
             _ = erasure_check.tick() => {

@@ -4,8 +4,9 @@
 //! Per partition, records are gathered into batches of `batch_size`; each batch goes
 //! through the chain, the records the validate filter dropped are run through the same
 //! validate module in `mode=rejected` to learn their reasons, and the updates, rejects,
-//! counters and the new checkpoint are committed together ([`Store::commit`]). With
-//! [`Durability::Durable`] each commit is flushed (fsync) before the next batch is read.
+//! counters and the new checkpoint are committed together ([`Store::commit`]). Commits run
+//! on their own thread ([`Committer`]) while the chain runs the next batch; with
+//! [`Durability::Durable`] each commit is flushed (fsync) before it is reported.
 //!
 //! On start each partition resumes after its checkpoint: the source is read from the
 //! beginning, records at or below the checkpoint are skipped, and the profile aggregate
@@ -20,7 +21,7 @@ use anyhow::{bail, Context};
 use fluvio_smartengine::SmartEngine;
 use onramp_schemas::{Outcome, ProfileUpdate, RejectReason, RejectedEvent, SkipKind, REJECT_PAYLOAD_HEAD};
 
-use super::{Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
+use super::{Committer, Observer, RefusedSnapshot, Run, Settings, SourceKind, Summary};
 use crate::chain::{Chain, ChainParams, InputRecord};
 use crate::partition::{KeyBy, Partitioner};
 use crate::shutdown::Shutdown;
@@ -268,7 +269,7 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
     let settings = &cfg.settings;
     // Everything that can be refused is checked before the store is touched.
     let modules = WasmModules::load(&cfg.wasm_dir)?;
-    let fold_cfg = settings.fold_config()?;
+    settings.fold_config()?;
     let engine = SmartEngine::new();
     // Build one chain first so bad params fail before the store is created.
     let reject_chain = Chain::build(
@@ -281,7 +282,7 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
     let lines = Lines::open(&cfg.input, cfg.max_line_bytes)?;
 
     let source = format!("embedded, keyed by {}", cfg.key_by.name());
-    let mut run = Run::open(
+    let run = Run::open(
         settings,
         cfg.partitions,
         &source,
@@ -289,6 +290,42 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
         observer,
         started,
     )?;
+    let loaded = Loaded {
+        engine,
+        modules,
+        reject_chain,
+        lines,
+    };
+    std::thread::scope(|scope| consume(cfg, shutdown, loaded, run, scope))
+}
+
+/// What a run loads and checks before it touches the store.
+struct Loaded {
+    engine: SmartEngine,
+    modules: WasmModules,
+    /// `onramp-validate` with `mode=rejected`.
+    reject_chain: Chain,
+    lines: Lines,
+}
+
+/// Consumes the input: reads, chains and queues batches on this thread, commits them on a
+/// [`Committer`] thread of `scope`.
+fn consume<'scope, 'run: 'scope>(
+    cfg: &EmbeddedConfig,
+    shutdown: &Shutdown,
+    loaded: Loaded,
+    run: Run<'run>,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+) -> anyhow::Result<Summary> {
+    let Loaded {
+        engine,
+        modules,
+        reject_chain,
+        lines,
+    } = loaded;
+    let (engine, modules) = (&engine, &modules);
+    let settings = &cfg.settings;
+    let fold_cfg = settings.fold_config()?;
     let store = run.store().clone();
     let mut segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
     let mut parts = Vec::new();
@@ -303,7 +340,7 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
                 "resuming after checkpoint"
             );
         }
-        let chain = Chain::full(&engine, &modules, &settings.params, Some(&snapshot))
+        let chain = Chain::full(engine, modules, &settings.params, Some(&snapshot))
             .with_context(|| format!("starting the chain for partition {p}"))?;
         let base = segment.base.get(p as usize).copied().unwrap_or(0);
         // Where this input must match what the partition already committed from it.
@@ -334,20 +371,21 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
     let mut sink = Sink {
         reject_chain,
         restart: ChainRestart {
-            engine: &engine,
-            modules: &modules,
+            engine,
+            modules,
             params: &settings.params,
             state_ttl_ms: fold_cfg.state_ttl_ms,
         },
         segment: segment.id,
     };
+    let mut run = Committer::spawn(scope, run)?;
     let reader = spawn_reader(lines, cfg.partitions, cfg.key_by);
     let tick = cfg.linger.clamp(Duration::from_millis(1), Duration::from_millis(100));
     let mut lines_seen: u64 = 0;
     let (mut ended, mut interrupted) = (false, false);
     loop {
         if shutdown.is_requested() {
-            run.interrupted();
+            run.tally().interrupted();
             interrupted = true;
             break;
         }
@@ -358,13 +396,13 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
                     check_first_line(&store, &mut segment, read.fingerprint)?;
                 }
                 lines_seen = read.number + 1;
-                run.read(1);
+                run.tally().read(1);
                 let p = read.partition;
                 let state = &mut parts[p as usize];
                 let offset = state.next_offset;
                 state.next_offset += 1;
                 if offset <= state.checkpoint {
-                    run.already_committed();
+                    run.tally().already_committed();
                     if offset == state.checkpoint {
                         state.check_same_input(p, &read, &store)?;
                     }
@@ -406,6 +444,8 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
         sink.commit(p as u32, state, &mut run)?;
     }
     if ended && !interrupted {
+        // Only once everything this input gave is committed.
+        run.drain()?;
         store.set_input_segment(&InputSegment {
             complete: true,
             ..segment
@@ -490,13 +530,14 @@ struct Sink<'a> {
 
 impl Sink<'_> {
     /// Runs a partition's pending records through its chain and commits the result.
-    fn commit(&mut self, partition: u32, state: &mut PartitionState, run: &mut Run) -> anyhow::Result<()> {
+    fn commit(&mut self, partition: u32, state: &mut PartitionState, run: &mut Committer) -> anyhow::Result<()> {
         if state.pending_len() == 0 {
             return Ok(());
         }
         if run.observer().take_erased(partition) {
-            // Every earlier batch is committed, so the snapshot at the checkpoint is exactly
-            // the aggregate's state, less the erased users.
+            // Once every earlier batch is committed, the snapshot at the checkpoint is
+            // exactly the aggregate's state, less the erased users.
+            run.drain()?;
             let snapshot = run.store().snapshot(partition, self.restart.state_ttl_ms)?;
             let r = &self.restart;
             state.chain = Chain::full(r.engine, r.modules, r.params, Some(&snapshot))?;
@@ -571,7 +612,7 @@ impl Sink<'_> {
             }
             rejects.sort_by_key(|(offset, _)| *offset);
         }
-        run.chain_time(chain_start.elapsed());
+        run.tally().chain_time(chain_start.elapsed());
 
         let batch = Batch {
             partition,
@@ -585,7 +626,7 @@ impl Sink<'_> {
                 fingerprint: format!("{fingerprint:032x}"),
             }),
         };
-        run.commit(&batch)?;
+        run.commit(batch)?;
         state.checkpoint = last_offset;
         Ok(())
     }

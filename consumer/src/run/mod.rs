@@ -15,6 +15,7 @@
 //! tells the [`Observer`] (read API, metrics) about every commit. A restart snapshot the
 //! profile aggregate refuses ([`RefusedSnapshot`]) stops either source the same way.
 
+mod committer;
 pub mod embedded;
 mod progress;
 mod summary;
@@ -27,6 +28,7 @@ use onramp_logic::enrich::EnrichConfig;
 use onramp_logic::fold::FoldConfig;
 use onramp_schemas::{Outcome, ProfileUpdate};
 
+pub use committer::Committer;
 pub use progress::{Progress, PROGRESS_LOG_EVERY};
 pub use summary::{SourceKind, Summary};
 
@@ -192,11 +194,56 @@ pub trait Observer: Sync {
 /// No hooks.
 impl Observer for () {}
 
+/// What the source side of a run counts as it reads. Kept apart from the commit side's
+/// figures so a source whose commits run on another thread ([`Committer`]) counts without
+/// the [`Run`], and hands its tally over with each batch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    lines_read: u64,
+    already_committed: u64,
+    chain: Duration,
+    interrupted: bool,
+}
+
+impl Tally {
+    /// `records` more were read from the source.
+    pub fn read(&mut self, records: u64) {
+        self.lines_read += records;
+    }
+
+    /// A record read was committed by an earlier run, and skipped.
+    pub fn already_committed(&mut self) {
+        self.already_committed += 1;
+    }
+
+    /// Time spent in the in-process chain.
+    pub fn chain_time(&mut self, spent: Duration) {
+        self.chain += spent;
+    }
+
+    /// A signal stopped the run before its source ended.
+    pub fn interrupted(&mut self) {
+        if !self.interrupted {
+            tracing::warn!("signal received: committing the pending batches and stopping");
+        }
+        self.interrupted = true;
+    }
+
+    /// Writes the tally into the run's summary.
+    fn fill(&self, s: &mut Summary) {
+        s.lines_read = self.lines_read;
+        s.already_committed = self.already_committed;
+        s.chain_ms = self.chain.as_millis() as u64;
+        s.interrupted = self.interrupted;
+    }
+}
+
 /// The run core: the store a source's batches are committed to, and the run's accounting.
 pub struct Run<'a> {
     store: Store,
     durability: Durability,
     observer: &'a dyn Observer,
+    tally: Tally,
     summary: Summary,
     touched: HashSet<String>,
     progress: Progress,
@@ -258,6 +305,7 @@ impl<'a> Run<'a> {
             store,
             durability: settings.durability,
             observer,
+            tally: Tally::default(),
             summary: Summary {
                 source: kind,
                 ..Summary::default()
@@ -278,27 +326,14 @@ impl<'a> Run<'a> {
         self.observer
     }
 
-    /// `records` more were read from the source.
-    pub fn read(&mut self, records: u64) {
-        self.summary.lines_read += records;
+    /// The source's tally, for a source that reads and commits on one thread.
+    pub fn tally(&mut self) -> &mut Tally {
+        &mut self.tally
     }
 
-    /// A record read was committed by an earlier run, and skipped.
-    pub fn already_committed(&mut self) {
-        self.summary.already_committed += 1;
-    }
-
-    /// Time spent in the in-process chain.
-    pub fn chain_time(&mut self, spent: Duration) {
-        self.summary.chain_ms += spent.as_millis() as u64;
-    }
-
-    /// A signal stopped the run before its source ended.
-    pub fn interrupted(&mut self) {
-        if !self.summary.interrupted {
-            tracing::warn!("signal received: committing the pending batches and stopping");
-        }
-        self.summary.interrupted = true;
+    /// Takes the tally of a source that counts on another thread ([`Committer`]).
+    fn set_tally(&mut self, tally: Tally) {
+        self.tally = tally;
     }
 
     /// A SmartModule failed on the record at `offset` (cluster source; the run stops).
@@ -346,6 +381,7 @@ impl<'a> Run<'a> {
         self.summary.commit_groups += 1;
         // Each batch's share of the group's time, for the per-batch apply histogram.
         let apply_seconds = spent.as_secs_f64() / batches.len().max(1) as f64;
+        self.tally.fill(&mut self.summary);
         let backlog = {
             let s = &self.summary;
             s.lines_read.saturating_sub(s.already_committed + s.events_in)
@@ -397,6 +433,7 @@ impl<'a> Run<'a> {
     /// Flushes the store and returns the run's summary.
     pub fn finish(mut self) -> anyhow::Result<Summary> {
         self.store.close()?;
+        self.tally.fill(&mut self.summary);
         self.progress.finish();
         self.summary.profiles_touched = self.touched.len() as u64;
         self.summary.elapsed_ms = self.started.elapsed().as_millis() as u64;

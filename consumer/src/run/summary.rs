@@ -35,7 +35,8 @@ pub struct Summary {
     pub commit_groups: u64,
     /// Wall time, ms.
     pub elapsed_ms: u64,
-    /// Time inside the chain, ms.
+    /// Time inside the chain, ms (embedded: on the source thread, while commits run on
+    /// another, so chain and store may add up to more than the wall time).
     pub chain_ms: u64,
     /// Time committing to the store, ms.
     pub store_ms: u64,
