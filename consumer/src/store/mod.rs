@@ -372,8 +372,17 @@ pub struct Store {
     watermark_ignore: std::sync::Arc<std::sync::RwLock<std::collections::BTreeSet<u32>>>,
     /// The store's one writer at a time ([`Store::write_lock`]).
     writer: std::sync::Arc<std::sync::Mutex<()>>,
-    /// When this process last wrote the store's [`Witness`] (at most once a second).
+    /// When the counts of the last [`Witness`] this process wrote were taken (a witness is
+    /// rewritten at most once a second, and never by one counted earlier).
     witnessed: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+/// A witness counted before a flush that made its counts durable, not yet written
+/// ([`Store::flush_durable`]).
+#[must_use = "a flushed commit's witness is written with Store::write_witness"]
+pub struct UnwrittenWitness {
+    witness: Witness,
+    counted_at: std::time::Instant,
 }
 
 /// How often a flush also rewrites the witness, at most.
@@ -1008,10 +1017,34 @@ impl Store {
         }
         // Counted before the flush, so the witness never claims more than the flush made
         // durable, whatever commits while it runs.
+        let counted_at = std::time::Instant::now();
         let witness = self.witness_now()?;
         self.db.flush().map_err(|e| self.sled(e))?;
         witness.write(&self.path).map_err(|error| self.io(error))?;
-        *last = Some(std::time::Instant::now());
+        *last = Some(counted_at);
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable (fsync) and returns the witness of it,
+    /// unwritten: a durable commit reports its batches right after the flush and writes the
+    /// witness after that ([`Store::write_witness`]), so what is reported waits for one
+    /// fsync, not three (the witness file's and its directory's).
+    pub fn flush_durable(&self) -> Result<UnwrittenWitness, StoreError> {
+        let counted_at = std::time::Instant::now();
+        let witness = self.witness_now()?;
+        self.db.flush().map_err(|e| self.sled(e))?;
+        Ok(UnwrittenWitness { witness, counted_at })
+    }
+
+    /// Writes a witness [`Store::flush_durable`] returned, unless one counted later is
+    /// already written (an erasure's, meanwhile): a witness never goes back.
+    pub fn write_witness(&self, unwritten: UnwrittenWitness) -> Result<(), StoreError> {
+        let mut last = self.witnessed.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t > unwritten.counted_at) {
+            return Ok(());
+        }
+        unwritten.witness.write(&self.path).map_err(|error| self.io(error))?;
+        *last = Some(unwritten.counted_at);
         Ok(())
     }
 
