@@ -1282,6 +1282,24 @@ pub(crate) mod tests {
         ]
     }
 
+    /// Proves a witness written after its batches were reported never replaces one counted
+    /// later: the witness on disk is the latest counted, whatever order the writes ran in.
+    #[test]
+    fn a_witness_counted_earlier_never_replaces_a_later_one() {
+        let [b0, b1] = batches();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.commit(&b0).unwrap();
+        let earlier = store.flush_durable().unwrap();
+        store.commit(&b1).unwrap();
+        let later = store.flush_durable().unwrap();
+        store.write_witness(later).unwrap();
+        store.write_witness(earlier).unwrap();
+        let on_disk = Witness::read(dir.path()).unwrap().expect("a witness");
+        assert_eq!(on_disk.events_in, 5, "the later witness counts both batches");
+        assert_eq!(on_disk.checkpoints, BTreeMap::from([(0, 2), (1, 1)]));
+    }
+
     /// Proves a user whose records reach two partitions gets, on each, the fold state of
     /// that partition's own events (what its aggregate holds), and that the store ends the
     /// same whichever partition commits first.
