@@ -269,7 +269,7 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
     let settings = &cfg.settings;
     // Everything that can be refused is checked before the store is touched.
     let modules = WasmModules::load(&cfg.wasm_dir)?;
-    settings.fold_config()?;
+    let fold_cfg = settings.fold_config()?;
     let engine = SmartEngine::new();
     // Build one chain first so bad params fail before the store is created.
     let reject_chain = Chain::build(
@@ -291,6 +291,7 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
         started,
     )?;
     let loaded = Loaded {
+        fold_cfg,
         engine,
         modules,
         reject_chain,
@@ -301,6 +302,7 @@ fn run_source(cfg: &EmbeddedConfig, shutdown: &Shutdown, observer: &dyn Observer
 
 /// What a run loads and checks before it touches the store.
 struct Loaded {
+    fold_cfg: onramp_logic::fold::FoldConfig,
     engine: SmartEngine,
     modules: WasmModules,
     /// `onramp-validate` with `mode=rejected`.
@@ -318,6 +320,7 @@ fn consume<'scope, 'run: 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
 ) -> anyhow::Result<Summary> {
     let Loaded {
+        fold_cfg,
         engine,
         modules,
         reject_chain,
@@ -325,7 +328,6 @@ fn consume<'scope, 'run: 'scope>(
     } = loaded;
     let (engine, modules) = (&engine, &modules);
     let settings = &cfg.settings;
-    let fold_cfg = settings.fold_config()?;
     let store = run.store().clone();
     let mut segment = start_input_segment(&store, cfg.append, cfg.partitions)?;
     let mut parts = Vec::new();
