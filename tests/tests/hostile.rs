@@ -349,6 +349,95 @@ fn a_store_knows_its_input() {
     assert_eq!(export(&a), export(&b));
 }
 
+/// Proves a resume on an input that shares the store's prefix but then differs is refused
+/// before it commits anything, even when the new input sends more lines to one partition
+/// than the store's input did (so the input's line count passes every checkpoint before
+/// another partition reached its own), and even when the run is interrupted while it
+/// holds those records; the store still resumes from its own input afterwards.
+#[test]
+fn a_different_input_is_refused_even_when_one_partition_runs_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = traffic(21, 80);
+    // Two users in different partitions (of 4): X ends the store's input; the new input
+    // sends Y's lines before X's.
+    let partition_of = |user: &str| {
+        let line = page_view("probe", user, "2026-11-01T09:00:00Z", "");
+        onramp::partition::Partitioner::new(4).partition(onramp::partition::record_key(line.as_bytes()).as_deref())
+    };
+    let x = "u_hold_x";
+    let y = (0..)
+        .map(|i| format!("u_hold_y{i}"))
+        .find(|u| partition_of(u) != partition_of(x))
+        .unwrap();
+    let lines_of = |user: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| page_view(&format!("{user}-{i}"), user, "2026-11-01T09:00:00Z", ""))
+            .collect()
+    };
+    let theirs = [base.clone(), lines_of(x, 30)].concat();
+    let other = [base.clone(), lines_of(&y, 60), lines_of(x, 30)].concat();
+    let (a, b) = (
+        write(dir.path(), "a.jsonl", &theirs),
+        write(dir.path(), "b.jsonl", &other),
+    );
+    let store = dir.path().join("store");
+    let st = s(&store);
+    let args = |input: &str| {
+        [
+            "run",
+            "--input",
+            input,
+            "--store",
+            st,
+            "--partitions",
+            "4",
+            "--batch-size",
+            "10",
+            "--listen",
+            "off",
+        ]
+        .map(str::to_string)
+    };
+    ok(&args(s(&a)).each_ref().map(String::as_str));
+    let before = export(&store);
+    let events_in = stats(&store)["counters"]["events_in"].as_u64();
+
+    let err = fails(&args(s(&b)).each_ref().map(String::as_str));
+    assert!(
+        err.contains("consumed another input") && err.contains("Nothing was written"),
+        "{err}"
+    );
+    assert!(export(&store) == before, "the refused run committed part of its input");
+    assert_eq!(stats(&store)["counters"]["events_in"].as_u64(), events_in);
+
+    // The same input on stdin, stopped while Y's records wait for X's checkpoint.
+    let mut cmd = command();
+    cmd.args(args("-")).env("ONRAMP_LOG", "info");
+    let mut r = Running::spawn(cmd, dir.path().join("held.log"));
+    r.send(&other[..base.len() + 20]);
+    assert!(
+        r.wait_for_line("holding new records", Duration::from_secs(60))
+            .is_some(),
+        "the run never held a record: {}",
+        r.log_tail(20)
+    );
+    r.interrupt();
+    let status = r.wait_timeout(Duration::from_secs(30)).expect("SIGINT honoured");
+    r.close_stdin();
+    assert!(status.success(), "{status}: {}", r.log_tail(20));
+    assert!(
+        export(&store) == before,
+        "an interrupted, unverified run committed records"
+    );
+
+    ok(&args(s(&a)).each_ref().map(String::as_str));
+    assert!(
+        export(&store) == before,
+        "the store no longer resumes from its own input"
+    );
+    assert_eq!(stats(&store)["counters"]["events_in"].as_u64(), events_in);
+}
+
 /// Proves stdin that stays open still commits within the linger, and SIGINT stops the run
 /// promptly while a read blocks, committing what was read.
 #[test]

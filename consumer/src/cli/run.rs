@@ -11,7 +11,7 @@ use onramp::chain::ChainParams;
 use onramp::cluster;
 use onramp::partition::KeyBy;
 use onramp::run::embedded::{self, EmbeddedConfig};
-use onramp::run::{Durability, Settings, DEFAULT_BATCH_SIZE};
+use onramp::run::{Durability, Settings, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use onramp::wasm;
 
 use super::{ApiArgs, ClusterArgs, InputArgs, StoreArg};
@@ -87,7 +87,7 @@ pub struct RunArgs {
     #[arg(long, env = "ONRAMP_WASM_DIR", default_value_os_t = wasm::default_wasm_dir())]
     wasm_dir: PathBuf,
     /// Records per partition batch (one store transaction each).
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE as u64, value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_SIZE))]
     batch_size: u64,
     /// durable: flush each batch before reading on; relaxed: background flush (faster, still exactly once).
     #[arg(long, value_enum, default_value_t = Durability::Durable)]

@@ -362,14 +362,8 @@ fn consume<'scope, 'run: 'scope>(
             last_input: None,
         });
     }
-    // Until the input has passed every partition's verification point, nothing new is
-    // committed: a different input is refused before it writes anything.
-    let hold_through: Option<u64> = parts
-        .iter()
-        .filter_map(|s| s.verify.as_ref().map(|(_, i)| i.line))
-        .max();
-    let held = |lines_seen: u64| hold_through.is_some_and(|h| lines_seen <= h);
-
+    let mut verification = Verification::new(&parts);
+    let hold_limit = HoldLimit::new(cfg.max_line_bytes);
     let mut sink = Sink {
         reject_chain,
         restart: ChainRestart {
@@ -397,6 +391,7 @@ fn consume<'scope, 'run: 'scope>(
                 if read.number == 0 {
                     check_first_line(&store, &mut segment, read.fingerprint)?;
                 }
+                verification.before_line(read.number, &parts, &store)?;
                 lines_seen = read.number + 1;
                 run.tally().read(1);
                 let p = read.partition;
@@ -407,10 +402,15 @@ fn consume<'scope, 'run: 'scope>(
                     run.tally().already_committed();
                     if offset == state.checkpoint {
                         state.check_same_input(p, &read, &store)?;
+                        verification.passed(read.number);
                     }
                     continue;
                 }
                 state.push(offset, read);
+                if verification.holding() {
+                    hold_limit.check(p, state, &verification, &store)?;
+                    verification.announce_hold();
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -418,7 +418,7 @@ fn consume<'scope, 'run: 'scope>(
                 break;
             }
         }
-        if held(lines_seen) {
+        if verification.holding() {
             continue;
         }
         // Every partition whose batch is full or has waited `--linger` (right after a hold,
@@ -442,6 +442,15 @@ fn consume<'scope, 'run: 'scope>(
             }
         }
     }
+    if verification.holding() {
+        // Interrupted before the input was verified: what it read is not known to be the
+        // store's input, so none of it is committed (the next run reads it again).
+        tracing::warn!(
+            lines = lines_seen,
+            "stopped before this input reached every partition's checkpoint: nothing new was committed"
+        );
+        return run.finish();
+    }
     for (p, state) in parts.iter_mut().enumerate() {
         sink.commit(p as u32, state, &mut run)?;
     }
@@ -454,6 +463,113 @@ fn consume<'scope, 'run: 'scope>(
         })?;
     }
     run.finish()
+}
+
+/// Holds every commit of a resumed run until the input has reached each partition's
+/// checkpoint and matched it ([`PartitionState::check_same_input`]), so a different input
+/// is refused before it writes anything.
+///
+/// The same input reaches partition `p`'s checkpoint at exactly the line it was committed
+/// from, so the check is precise: once a line past that one arrives with `p` not yet
+/// verified, the input differs. (Lifting the hold by line count alone let a different
+/// input that sends more lines to one partition commit it before another had verified.)
+struct Verification {
+    /// `(line, partition)` of each verification point not passed yet, earliest first.
+    waiting: std::collections::VecDeque<(u64, u32)>,
+    /// The hold was logged.
+    announced: bool,
+}
+
+impl Verification {
+    fn new(parts: &[PartitionState]) -> Self {
+        let mut waiting: Vec<(u64, u32)> = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(p, s)| s.verify.as_ref().map(|(_, at)| (at.line, p as u32)))
+            .collect();
+        waiting.sort_unstable();
+        Verification {
+            waiting: waiting.into(),
+            announced: false,
+        }
+    }
+
+    /// Logs, once, that new records wait for the verification.
+    fn announce_hold(&mut self) {
+        if !std::mem::replace(&mut self.announced, true) {
+            if let Some(&(line, p)) = self.waiting.back() {
+                tracing::info!(
+                    partition = p,
+                    line = line + 1,
+                    "holding new records until this input reaches every partition's checkpoint (the last at this line)"
+                );
+            }
+        }
+    }
+
+    /// New commits wait while a verification point is still ahead.
+    fn holding(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Before line `number` is handled: every verification point before it has passed.
+    fn before_line(&self, number: u64, parts: &[PartitionState], store: &Store) -> anyhow::Result<()> {
+        let Some(&(line, p)) = self.waiting.front() else {
+            return Ok(());
+        };
+        if line < number {
+            let state = &parts[p as usize];
+            bail!(
+                "store {} consumed another input: partition {p} committed offset {} from line {} of its input, but this input gives partition {p} only offsets up to {} by line {}. Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
+                store.path().display(),
+                state.checkpoint,
+                line + 1,
+                state.next_offset - 1,
+                number
+            );
+        }
+        Ok(())
+    }
+
+    /// Line `number` matched its partition's checkpoint.
+    fn passed(&mut self, number: u64) {
+        while self.waiting.front().is_some_and(|&(line, _)| line == number) {
+            self.waiting.pop_front();
+        }
+    }
+}
+
+/// The most a partition may buffer while a resumed run is held for verification: more
+/// than the run that committed the store could have had read but not committed (a batch
+/// filling, [`super::committer::PIPELINE_DEPTH`] queued, one committing), so an input that needs more is
+/// not the store's input, and a hold never buffers without bound.
+struct HoldLimit {
+    bytes: usize,
+}
+
+impl HoldLimit {
+    fn new(max_line_bytes: usize) -> Self {
+        // Each record counts one byte more than its line, so empty lines count too; a
+        // batch ends at MAX_BATCH_SIZE records or once it passes MAX_BATCH_BYTES (by at
+        // most its last line), whatever the committing run's --batch-size was.
+        let batch = MAX_BATCH_BYTES + max_line_bytes + super::MAX_BATCH_SIZE as usize;
+        HoldLimit {
+            bytes: (super::committer::PIPELINE_DEPTH + 2) * batch,
+        }
+    }
+
+    fn check(&self, p: u32, state: &PartitionState, verification: &Verification, store: &Store) -> anyhow::Result<()> {
+        let held = state.pending_bytes + state.pending_len();
+        if held <= self.bytes {
+            return Ok(());
+        }
+        let (line, waiting) = verification.waiting.front().copied().unwrap_or_default();
+        bail!(
+            "store {} consumed another input: partition {p} has {held} bytes read past its checkpoint while partition {waiting} has not reached its own (at line {}), more than the run that committed the store could have left uncommitted. Nothing was written. Feed the same input to resume it, use a new --store, or pass --append to add this input after what the store holds",
+            store.path().display(),
+            line + 1
+        );
+    }
 }
 
 impl PartitionState {

@@ -38,6 +38,8 @@ use crate::wasm::Module;
 
 /// Default records per partition batch.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
+/// The largest `--batch-size`.
+pub const MAX_BATCH_SIZE: u64 = 1_000_000;
 
 /// What a commit waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
