@@ -51,12 +51,12 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The file cannot be opened or read.
-    #[error("cannot read input {path}: {source}")]
+    #[error("cannot read input {path}: {error}")]
     Unreadable {
         /// Path.
         path: PathBuf,
-        /// I/O error.
-        source: std::io::Error,
+        /// I/O error (in the message, not a separate cause, so it is printed once).
+        error: std::io::Error,
     },
     /// The input is not JSON lines at all (a wrong file, not a few bad events).
     #[error("input {input} does not look like JSON lines: none of its first {checked} non-empty lines ({read} lines read) is a JSON object (first: {first:?}). Nothing was written to the store. Single malformed events are fine: they are rejected with a reason and counted")]
@@ -71,12 +71,12 @@ pub enum SourceError {
         first: String,
     },
     /// Reading failed midway.
-    #[error("reading input failed after {lines} lines: {source}")]
+    #[error("reading input failed after {lines} lines: {error}")]
     Read {
         /// Lines read before the error.
         lines: u64,
-        /// I/O error.
-        source: std::io::Error,
+        /// I/O error (in the message, not a separate cause, so it is printed once).
+        error: std::io::Error,
     },
 }
 
@@ -141,9 +141,9 @@ impl Lines {
         let max_line_bytes = max_line_bytes.max(1);
         match input {
             Input::File(path) => {
-                let unreadable = |source| SourceError::Unreadable {
+                let unreadable = |error| SourceError::Unreadable {
                     path: path.clone(),
-                    source,
+                    error,
                 };
                 let file = File::open(path).map_err(unreadable)?;
                 let regular = file.metadata().map_err(unreadable)?.is_file();
@@ -210,9 +210,9 @@ impl Lines {
             return Ok(());
         }
         let label = self.label.clone();
-        let unreadable = |source| SourceError::Unreadable {
+        let unreadable = |error| SourceError::Unreadable {
             path: PathBuf::from(&label),
-            source,
+            error,
         };
         self.skip_bom().map_err(unreadable)?;
         let LinesInner::Reader(reader) = &mut self.inner else {
@@ -263,17 +263,17 @@ impl Iterator for Lines {
         if let Err(e) = self.check_json_lines() {
             return Some(Err(e));
         }
-        if let Err(source) = self.skip_bom() {
-            return Some(Err(SourceError::Read { lines: 0, source }));
+        if let Err(error) = self.skip_bom() {
+            return Some(Err(SourceError::Read { lines: 0, error }));
         }
         let item = match self.prefetched.pop_front() {
             Some(line) => Some(Ok(line)),
             None => match &mut self.inner {
                 LinesInner::Generator(g) => g.next().map(|l| Ok(Line::Whole(l.into_bytes()))),
                 LinesInner::Reader(r) => read_line(r.as_mut(), self.max_line_bytes)
-                    .map_err(|source| SourceError::Read {
+                    .map_err(|error| SourceError::Read {
                         lines: self.read,
-                        source,
+                        error,
                     })
                     .transpose(),
             },

@@ -74,14 +74,14 @@ pub fn default_wasm_dir() -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum WasmError {
     /// A module file is missing or unreadable.
-    #[error("cannot read SmartModule {module} at {path}: {source}. Build the modules with `cargo xtask build` (or `smdk build` in smartmodules/<name>), or point --wasm-dir at them")]
+    #[error("cannot read SmartModule {module} at {path}: {error}. Build the modules with `cargo xtask build` (or `smdk build` in smartmodules/<name>), or point --wasm-dir at them")]
     Missing {
         /// Crate name.
         module: &'static str,
         /// Path tried.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not a separate cause, so it is printed once).
+        error: std::io::Error,
     },
     /// The build command failed.
     #[error("building the SmartModules failed: {0}")]
@@ -104,10 +104,10 @@ impl WasmModules {
     pub fn load(dir: &Path) -> Result<Self, WasmError> {
         let read = |m: Module| {
             let path = dir.join(m.wasm_file());
-            std::fs::read(&path).map_err(|source| WasmError::Missing {
+            std::fs::read(&path).map_err(|error| WasmError::Missing {
                 module: m.crate_name(),
                 path,
-                source,
+                error,
             })
         };
         Ok(WasmModules {

@@ -281,6 +281,10 @@ fn bad_input_is_refused_before_anything_is_written() {
         &["run", "--input", "/nonexistent/events.jsonl", "--store", s],
         "cannot read input /nonexistent/events.jsonl",
     );
+    // The I/O error is said once (it is in the message, not repeated as its cause).
+    let err = String::from_utf8_lossy(&onramp(&["run", "--input", "/nonexistent/events.jsonl", "--store", s]).stderr)
+        .into_owned();
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
     let csv = dir.path().join("events.csv");
     std::fs::write(&csv, "user,event\nu1,click\nu2,view\n").unwrap();
     fail(

@@ -151,7 +151,7 @@ pub enum StoreError {
         error: std::io::Error,
     },
     /// Reading or writing the store's files failed; this says nothing about its contents.
-    #[error("I/O error on store {path}: {error}. The error says nothing against the store's contents: committed batches are intact and a batch that failed was not committed. Fix the cause (disk, permissions, mount) and run again; `onramp check --store {path}` tells whether the store is healthy")]
+    #[error("I/O error on store {path}: {error}. The error says nothing against the store's contents: every batch is committed whole or not at all, and the next run resumes after the last one committed. Fix the cause (disk, permissions, mount) and run again; `onramp check --store {path}` tells whether the store is healthy")]
     Io {
         /// Store directory.
         path: PathBuf,
