@@ -228,6 +228,11 @@ struct Drain<'a> {
     /// (or removed, when empty) at its end.
     state_cache: HashMap<String, PersonState>,
     dirty_states: BTreeSet<String>,
+    /// `settled_ids` read or written in this transaction (`None`: not a claimant). Every
+    /// write goes through [`Drain::set_owned`], so the cache is always the staged value.
+    ids_cache: HashMap<String, Option<Vec<String>>>,
+    /// `settled_links` likewise ([`Drain::set_link`]).
+    links_cache: HashMap<String, Option<SettledLink>>,
 }
 
 impl Drain<'_> {
@@ -280,19 +285,49 @@ impl Drain<'_> {
     /// The settled person of `id`: a claimant is its own person; another id belongs to the
     /// owner of its settled link when the owner has a settled profile; else to itself.
     fn person_of(&mut self, id: &str) -> TxResult<String> {
-        if self.ids.get(id.as_bytes())?.is_some() {
+        if self.owned_ref(id)?.is_some() {
             return Ok(id.to_string());
         }
-        if let Some(link) = get_json::<SettledLink>(self.links, id.as_bytes())? {
-            if self.profile(&link.user)?.is_some() {
-                return Ok(link.user);
+        if let Some(owner) = self.link(id)?.map(|l| l.user.clone()) {
+            if self.profile(&owner)?.is_some() {
+                return Ok(owner);
             }
         }
         Ok(id.to_string())
     }
 
-    fn owned(&self, user: &str) -> TxResult<Vec<String>> {
-        Ok(get_json(self.ids, user.as_bytes())?.unwrap_or_default())
+    /// The anonymous ids claimant `user` owns; `None` when it is not a claimant.
+    fn owned_ref(&mut self, user: &str) -> TxResult<Option<&Vec<String>>> {
+        if !self.ids_cache.contains_key(user) {
+            let list: Option<Vec<String>> = get_json(self.ids, user.as_bytes())?;
+            self.ids_cache.insert(user.to_string(), list);
+        }
+        Ok(self.ids_cache.get(user).and_then(Option::as_ref))
+    }
+
+    fn owned(&mut self, user: &str) -> TxResult<Vec<String>> {
+        Ok(self.owned_ref(user)?.cloned().unwrap_or_default())
+    }
+
+    fn set_owned(&mut self, user: &str, list: Vec<String>) -> TxResult<()> {
+        put_json(self.ids, user.as_bytes(), &list)?;
+        self.ids_cache.insert(user.to_string(), Some(list));
+        Ok(())
+    }
+
+    /// The settled link of anonymous id `id`.
+    fn link(&mut self, id: &str) -> TxResult<Option<&SettledLink>> {
+        if !self.links_cache.contains_key(id) {
+            let link: Option<SettledLink> = get_json(self.links, id.as_bytes())?;
+            self.links_cache.insert(id.to_string(), link);
+        }
+        Ok(self.links_cache.get(id).and_then(Option::as_ref))
+    }
+
+    fn set_link(&mut self, id: &str, link: SettledLink) -> TxResult<()> {
+        put_json(self.links, id.as_bytes(), &link)?;
+        self.links_cache.insert(id.to_string(), Some(link));
+        Ok(())
     }
 
     /// Processes one queued update.
@@ -313,8 +348,8 @@ impl Drain<'_> {
         }
         self.dirty_profiles.insert(user.to_string());
         if let Some(a) = claim {
-            if self.ids.get(user.as_bytes())?.is_none() {
-                put_json(self.ids, user.as_bytes(), &Vec::<String>::new())?;
+            if self.owned_ref(user)?.is_none() {
+                self.set_owned(user, Vec::new())?;
             }
             let mine = SettledLink {
                 user: user.to_string(),
@@ -322,7 +357,7 @@ impl Drain<'_> {
                 partition: partition_of(key),
                 offset: u.offset,
             };
-            let cur: Option<SettledLink> = get_json(self.links, a.as_bytes())?;
+            let cur: Option<SettledLink> = self.link(a)?.cloned();
             let wins = cur.as_ref().is_none_or(|c| {
                 (mine.at_ms, mine.partition, mine.offset, &mine.user) < (c.at_ms, c.partition, c.offset, &c.user)
             });
@@ -330,16 +365,16 @@ impl Drain<'_> {
                 if let Some(old) = cur.as_ref().filter(|c| c.user != user) {
                     let mut list = self.owned(&old.user)?;
                     list.retain(|x| x != a);
-                    put_json(self.ids, old.user.as_bytes(), &list)?;
+                    self.set_owned(&old.user, list)?;
                     judge.push(old.user.clone());
                 }
                 let mut list = self.owned(user)?;
                 if !list.iter().any(|x| x == a) && list.len() < MAX_SETTLED_IDS {
                     list.push(a.to_string());
                     list.sort();
-                    put_json(self.ids, user.as_bytes(), &list)?;
+                    self.set_owned(user, list)?;
                 }
-                put_json(self.links, a.as_bytes(), &mine)?;
+                self.set_link(a, mine)?;
             }
         }
         judge.push(self.person_of(user)?);
@@ -359,22 +394,34 @@ impl Drain<'_> {
         let mut wanted: BTreeMap<String, Member> = BTreeMap::new();
         let mut timer = None;
         if self.person_of(person)? == person {
-            let mut merged: Option<Profile> = self.profile(person)?.cloned();
+            // The person's other ids with a settled profile, in the order they merge.
+            let mut others = Vec::new();
             for a in self.owned(person)? {
-                if self.person_of(&a)? != person {
-                    continue;
-                }
-                if let Some(p) = self.profile(&a)? {
-                    match merged.as_mut() {
-                        Some(m) => m.merge(p),
-                        None => merged = Some(p.clone()),
-                    }
+                if self.person_of(&a)? == person && self.profile(&a)?.is_some() {
+                    others.push(a);
                 }
             }
-            if let Some(profile) = merged {
+            self.load_profile(person)?;
+            let cached = |id: &str| self.profile_cache.get(id).and_then(Option::as_ref);
+            // A person of one id (most) is judged on its settled profile as it is.
+            let merged: Option<Profile>;
+            let profile = if others.is_empty() {
+                cached(person)
+            } else {
+                let mut m: Option<Profile> = cached(person).cloned();
+                for p in others.iter().filter_map(|a| cached(a)) {
+                    match m.as_mut() {
+                        Some(m) => m.merge(p),
+                        None => m = Some(p.clone()),
+                    }
+                }
+                merged = m;
+                merged.as_ref()
+            };
+            if let Some(profile) = profile {
                 let never = |_: &str| false;
                 for audience in &self.rules.audiences {
-                    if audience.when.holds(&profile, now, &never) {
+                    if audience.when.holds(profile, now, &never) {
                         let since = match state.audiences.get(&audience.name) {
                             Some(m) if m.version == audience.version => m.since_ms,
                             _ => now,
@@ -387,7 +434,7 @@ impl Drain<'_> {
                             },
                         );
                     }
-                    timer = match (timer, audience.when.next_change(&profile, now)) {
+                    timer = match (timer, audience.when.next_change(profile, now)) {
                         (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
                         (a, b) => a.or(b),
                     };
@@ -677,6 +724,8 @@ impl Store {
                         dirty_profiles: BTreeSet::new(),
                         state_cache: HashMap::new(),
                         dirty_states: BTreeSet::new(),
+                        ids_cache: HashMap::new(),
+                        links_cache: HashMap::new(),
                     };
                     for key in &keys {
                         d.fire_fresh(Some(key), &mut erased)?;
