@@ -68,9 +68,13 @@ pub fn build_wasm(package: &str) -> PathBuf {
         "--target",
         "wasm32-wasip1",
     ];
-    // Flags meant for the host build (e.g. coverage) must not reach the wasm build.
+    // Flags meant for the host build (e.g. coverage, or `cargo xtask test`'s clippy
+    // wrapper) must not reach the wasm build, so it reuses the modules xtask built.
     cargo_build_with(package, &args, |cmd| {
-        cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS");
+        cmd.env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CLIPPY_ARGS");
     });
     target_dir()
         .join("wasm32-wasip1")

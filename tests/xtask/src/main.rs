@@ -3,7 +3,7 @@
 //! ```text
 //! cargo xtask setup   # wasm targets (rustup) and wasm-bindgen-test-runner at the Cargo.lock version
 //! cargo xtask build   # the three SmartModules (wasm32-wasip1, release-lto) and the onramp binary
-//! cargo xtask test    # setup, build the modules, fmt, clippy, all tests, logic tests under wasm-bindgen-test
+//! cargo xtask test    # setup, build the modules, fmt, clippy (in the test build), all tests, logic tests under wasm-bindgen-test
 //! cargo xtask bench   # benchmarks that print figures (see BENCHMARKS.md)
 //! ```
 
@@ -145,9 +145,10 @@ fn test() -> Result<(), String> {
     build_modules()?;
     let ws = workspace();
     run(cargo().current_dir(&ws).args(["fmt", "--all", "--check"]))?;
-    run(cargo()
-        .current_dir(&ws)
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // Clippy lints the workspace as it builds the tests (see `linting`): `cargo clippy`
+    // would first check-build every dependency, which the test build cannot reuse.
+    let driver = clippy_driver()?;
+    run(linting(cargo().current_dir(&ws), &driver).args(["test", "--workspace", "--all-targets", "--no-run"]))?;
     // The modules' Wasm exports (`onramp-abi`) exist only on wasm32: lint them there too.
     run(cargo().current_dir(&ws).args([
         "clippy",
@@ -165,7 +166,7 @@ fn test() -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().current_dir(&ws).args(["test", "--workspace"]))?;
+    run(linting(cargo().current_dir(&ws), &driver).args(["test", "--workspace"]))?;
     if std::env::var("FLUVIO_E2E").ok().as_deref() == Some("1") {
         println!("xtask: cluster tests ran against the local Fluvio cluster (FLUVIO_E2E=1)");
     } else {
@@ -181,6 +182,41 @@ fn test() -> Result<(), String> {
         wasm_tests.args(["-p", c]);
     }
     run(&mut wasm_tests)
+}
+
+/// Makes a cargo command lint every workspace crate it compiles with clippy, warnings
+/// denied, as `cargo clippy -- -D warnings` does, but in a real build: `clippy-driver`
+/// (the toolchain's, next to its `rustc`) compiles the workspace crates in place of
+/// `rustc`, and the dependencies are built as usual. The test build then lints and builds
+/// in one compile, and the tests reuse it (the same variables must be set on every cargo
+/// command that should reuse it; the wasm builds of the tests leave them out, as the
+/// modules are linted for wasm32 by the `cargo clippy --target wasm32-wasip1` step). clippy-driver turns MIR
+/// optimisations off; LLVM's are unchanged, and the tests' own crates build without
+/// optimisation anyway.
+fn linting<'c>(cmd: &'c mut Command, driver: &std::path::Path) -> &'c mut Command {
+    cmd.env("RUSTC_WORKSPACE_WRAPPER", driver)
+        // cargo-clippy's encoding of the arguments after `--`.
+        .env("CLIPPY_ARGS", "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__")
+}
+
+/// The toolchain's `clippy-driver`.
+fn clippy_driver() -> Result<std::path::PathBuf, String> {
+    let out = Command::new("rustc")
+        .current_dir(workspace())
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("rustc --print sysroot: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let driver = std::path::Path::new(&sysroot)
+        .join("bin")
+        .join(format!("clippy-driver{}", std::env::consts::EXE_SUFFIX));
+    if !out.status.success() || !driver.is_file() {
+        return Err(format!(
+            "no clippy-driver at {}: add clippy to the toolchain (`rustup component add clippy`)",
+            driver.display()
+        ));
+    }
+    Ok(driver)
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
