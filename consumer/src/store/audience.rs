@@ -14,15 +14,17 @@
 //!    their committed watermark (partitions left out by `--watermark-ignore` excepted).
 //!    A partition's watermark never goes down, so every update committed later has
 //!    `k ≥` the frontier at the time: every queue entry below the frontier is final.
-//! 3. **Drain.** After each commit, entries below the frontier are processed in key order,
-//!    in one transaction per chunk: each update is folded into a *settled* copy of its id's
-//!    profile, claims move *settled* links (same rule as `identity`: the smallest claim
-//!    owns the id; a claimant is its own person), and each person it touches is judged
+//! 3. **Drain.** With each commit, entries below the frontier are processed in key order,
+//!    one chunk per transaction, the first in the batch's own ([`DrainTrees`]): each
+//!    update is folded into a *settled* copy of its id's profile, claims move *settled*
+//!    links (same rule as `identity`: the smallest claim owns the id; a claimant is its
+//!    own person), and each person it touches is judged
 //!    against every audience at event time `k`. Timers (`inactive_for`,
 //!    `signed_up_within`) are queue entries too, keyed by their due time. So the sequence
 //!    of evaluations is a function of the input alone, whatever the batches and the
-//!    interleaving were; a crash between a batch and its drain is drained by the next
-//!    commit (or by the next run's first drain) with the same result.
+//!    interleaving were; what a crash leaves below the frontier after a batch's own
+//!    chunk is drained by the next commit (or the next run's first drain) with the same
+//!    result.
 //!
 //! A change of membership writes an `entered` or `exited` [`Transition`] to the `outbox`
 //! under a key made of the cause's queue key, the person and the audience: its `cursor`
@@ -54,7 +56,7 @@ use super::{abort, identity_prefix, suppress, Store, StoreError};
 use crate::audience::Rules;
 
 /// Queue entries processed per drain transaction (bounds a transaction's size).
-const DRAIN_CHUNK: usize = 2_000;
+pub(super) const DRAIN_CHUNK: usize = 2_000;
 
 /// Most anonymous ids one claimant's settled person holds (a producer that names a new
 /// anonymous id on every event would otherwise grow one value without bound).
@@ -233,6 +235,123 @@ struct Drain<'a> {
     ids_cache: HashMap<String, Option<Vec<String>>>,
     /// `settled_links` likewise ([`Drain::set_link`]).
     links_cache: HashMap<String, Option<SettledLink>>,
+}
+
+/// The store's partition count, ignored partitions and committed watermarks: the
+/// frontier's inputs.
+pub(super) struct FrontierInputs {
+    partitions: Option<u32>,
+    ignore: BTreeSet<u32>,
+    watermarks: BTreeMap<u32, Option<i64>>,
+}
+
+impl FrontierInputs {
+    /// The frontier, with `changed = (partition, watermark)` in place of what that
+    /// partition committed (a batch's transaction, before it is applied).
+    pub(super) fn frontier(&self, changed: Option<(u32, Option<i64>)>) -> Option<i64> {
+        let mut frontier: Option<i64> = None;
+        for p in (0..self.partitions?).filter(|p| !self.ignore.contains(p)) {
+            let w = match changed {
+                Some((q, w)) if q == p => w,
+                _ => self.watermarks.get(&p).copied().flatten(),
+            }?;
+            frontier = Some(frontier.map_or(w, |f| f.min(w)));
+        }
+        frontier
+    }
+}
+
+/// The staged trees a drain reads and writes. The queue and the suppressions are the
+/// caller's: a batch's commit drains in its own transaction ([`super::Store::commit`]),
+/// through the same staged queue its updates were just written to.
+pub(super) struct DrainTrees<'a> {
+    queue: &'a Staged<'a>,
+    suppressions: &'a Staged<'a>,
+    profiles: Staged<'a>,
+    links: Staged<'a>,
+    ids: Staged<'a>,
+    persons: Staged<'a>,
+    members: Staged<'a>,
+    outbox: Staged<'a>,
+    outbox_by_person: Staged<'a>,
+}
+
+impl<'a> DrainTrees<'a> {
+    pub(super) fn new(store: &'a Store, queue: &'a Staged<'a>, suppressions: &'a Staged<'a>) -> Self {
+        DrainTrees {
+            queue,
+            suppressions,
+            profiles: Staged::new(&store.settled_profiles),
+            links: Staged::new(&store.settled_links),
+            ids: Staged::new(&store.settled_ids),
+            persons: Staged::new(&store.person_audiences),
+            members: Staged::new(&store.audience_members),
+            outbox: Staged::new(&store.outbox),
+            outbox_by_person: Staged::new(&store.outbox_by_person),
+        }
+    }
+
+    /// Every tree, the caller's two included, for [`staged::run`].
+    pub(super) fn all(&self) -> Vec<&Staged<'a>> {
+        let mut all = self.own();
+        all.extend([self.queue, self.suppressions]);
+        all
+    }
+
+    /// The trees only the drain writes (the caller stages the queue and suppressions).
+    pub(super) fn own(&self) -> Vec<&Staged<'a>> {
+        vec![
+            &self.profiles,
+            &self.links,
+            &self.ids,
+            &self.persons,
+            &self.members,
+            &self.outbox,
+            &self.outbox_by_person,
+        ]
+    }
+
+    /// Processes the queue entries `keys` (the first below the frontier, in key order, as
+    /// [`Staged::keys_before`] gives them, at most [`DRAIN_CHUNK`]); a chunk shorter than
+    /// that read everything below the frontier, so the timers it set below it fire too.
+    pub(super) fn drain_chunk(
+        &self,
+        keys: &[sled::IVec],
+        frontier: i64,
+        rules: &Rules,
+        erased: &mut suppress::Check<'_>,
+    ) -> TxResult<Vec<Transition>> {
+        let mut d = Drain {
+            queue: self.queue,
+            profiles: &self.profiles,
+            links: &self.links,
+            ids: &self.ids,
+            persons: &self.persons,
+            members: &self.members,
+            outbox: &self.outbox,
+            outbox_by_person: &self.outbox_by_person,
+            rules,
+            out: Vec::new(),
+            frontier: time_key(frontier).to_vec(),
+            fresh: BTreeSet::new(),
+            profile_cache: HashMap::new(),
+            dirty_profiles: BTreeSet::new(),
+            state_cache: HashMap::new(),
+            dirty_states: BTreeSet::new(),
+            ids_cache: HashMap::new(),
+            links_cache: HashMap::new(),
+        };
+        for key in keys {
+            d.fire_fresh(Some(key), erased)?;
+            d.process(key, erased)?;
+        }
+        if keys.len() < DRAIN_CHUNK {
+            // Everything below the frontier was read: the timers set since are due.
+            d.fire_fresh(None, erased)?;
+        }
+        d.write_back()?;
+        Ok(d.out)
+    }
 }
 
 impl Drain<'_> {
@@ -640,20 +759,20 @@ impl Store {
     /// The audience frontier: the smallest committed watermark over the store's partitions
     /// (but ignored ones); `None` while a partition has none.
     pub fn audience_frontier(&self) -> Result<Option<i64>, StoreError> {
-        let Some(partitions) = self.partitions()? else {
-            return Ok(None);
-        };
-        let ignore = self.watermark_ignore.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let checkpoints = self.checkpoints()?;
-        let mut frontier: Option<i64> = None;
-        for p in (0..partitions).filter(|p| !ignore.contains(p)) {
-            let w = checkpoints.get(&p).and_then(|c| c.max_event_time_ms);
-            let Some(w) = w else {
-                return Ok(None);
-            };
-            frontier = Some(frontier.map_or(w, |f| f.min(w)));
-        }
-        Ok(frontier)
+        Ok(self.frontier_inputs()?.frontier(None))
+    }
+
+    /// What the frontier is computed from, as committed.
+    pub(super) fn frontier_inputs(&self) -> Result<FrontierInputs, StoreError> {
+        Ok(FrontierInputs {
+            partitions: self.partitions()?,
+            ignore: self.watermark_ignore.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            watermarks: self
+                .checkpoints()?
+                .into_iter()
+                .map(|(p, c)| (p, c.max_event_time_ms))
+                .collect(),
+        })
     }
 
     /// Processes every queue entry below the frontier (see the module docs); returns the
@@ -667,79 +786,16 @@ impl Store {
         let suppression_key = self.suppression_key()?;
         let mut all = Vec::new();
         loop {
-            let keys: Vec<sled::IVec> = self
-                .audience_queue
-                .range(..time_key(frontier).to_vec())
-                .keys()
-                .take(DRAIN_CHUNK)
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.sled(e))?;
-            if keys.is_empty() {
-                break;
-            }
-            // A full chunk may have left entries below the frontier for the next one.
-            let truncated = keys.len() == DRAIN_CHUNK;
-            let (queue, profiles, links, ids, persons) = (
-                &Staged::new(&self.audience_queue),
-                &Staged::new(&self.settled_profiles),
-                &Staged::new(&self.settled_links),
-                &Staged::new(&self.settled_ids),
-                &Staged::new(&self.person_audiences),
-            );
-            let (members, outbox, by_person, suppressions) = (
-                &Staged::new(&self.audience_members),
-                &Staged::new(&self.outbox),
-                &Staged::new(&self.outbox_by_person),
-                &Staged::new(&self.suppressions),
-            );
-            let result = staged::run(
-                &writer,
-                &[
-                    queue,
-                    profiles,
-                    links,
-                    ids,
-                    persons,
-                    members,
-                    outbox,
-                    by_person,
-                    suppressions,
-                ],
-                || {
-                    let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
-                    let mut d = Drain {
-                        queue,
-                        profiles,
-                        links,
-                        ids,
-                        persons,
-                        members,
-                        outbox,
-                        outbox_by_person: by_person,
-                        rules: &rules,
-                        out: Vec::new(),
-                        frontier: time_key(frontier).to_vec(),
-                        fresh: BTreeSet::new(),
-                        profile_cache: HashMap::new(),
-                        dirty_profiles: BTreeSet::new(),
-                        state_cache: HashMap::new(),
-                        dirty_states: BTreeSet::new(),
-                        ids_cache: HashMap::new(),
-                        links_cache: HashMap::new(),
-                    };
-                    for key in &keys {
-                        d.fire_fresh(Some(key), &mut erased)?;
-                        d.process(key, &mut erased)?;
-                    }
-                    if !truncated {
-                        // Everything below the frontier was read: the timers set since are due.
-                        d.fire_fresh(None, &mut erased)?;
-                    }
-                    d.write_back()?;
-                    Ok(d.out)
-                },
-            );
-            let chunk = match result {
+            let queue = &Staged::new(&self.audience_queue);
+            let suppressions = &Staged::new(&self.suppressions);
+            let trees = DrainTrees::new(self, queue, suppressions);
+            let result = staged::run(&writer, &trees.all(), || {
+                let keys = queue.keys_before(&time_key(frontier), DRAIN_CHUNK)?;
+                let mut erased = suppress::Check::new(suppressions, suppression_key.as_deref())?;
+                let transitions = trees.drain_chunk(&keys, frontier, &rules, &mut erased)?;
+                Ok((transitions, keys.len() == DRAIN_CHUNK))
+            });
+            let (chunk, truncated) = match result {
                 Ok(t) => t,
                 Err(TransactionError::Abort(reason)) => {
                     return Err(StoreError::Decode {

@@ -759,7 +759,14 @@ impl Store {
     pub fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
         let writer = self.write_lock();
         let suppression_key = self.suppression_key()?;
-        let audiences_on = !self.rules().audiences.is_empty();
+        let rules = self.rules();
+        let audiences_on = !rules.audiences.is_empty();
+        // Read under the writer lock: no other partition's checkpoint moves meanwhile.
+        let frontier_inputs = if audiences_on {
+            Some(self.frontier_inputs()?)
+        } else {
+            None
+        };
         let (profiles, fold_state, checkpoints, rejects, rejects_by_identity) = (
             &Staged::new(&self.profiles),
             &Staged::new(&self.fold_state),
@@ -775,7 +782,9 @@ impl Store {
             &Staged::new(&self.audience_queue),
             &Staged::new(&self.skew),
         );
-        let all = [
+        // The audience drain's first chunk runs in this transaction (see below).
+        let drain = audience::DrainTrees::new(self, audience_queue, suppressions);
+        let mut all = vec![
             profiles,
             fold_state,
             checkpoints,
@@ -788,6 +797,10 @@ impl Store {
             audience_queue,
             skew_tree,
         ];
+        if audiences_on {
+            all.extend(drain.own());
+        }
+        let drained_all = std::cell::Cell::new(false);
         let result = staged::run(&writer, &all, || {
             let mut committed = Committed::default();
             // Read under the writer lock, so an erasure is either wholly before this
@@ -951,6 +964,19 @@ impl Store {
             }
             checkpoint.offset = checkpoint.offset.max(batch.last_offset);
             checkpoints.insert(part, serde_json::to_vec(&checkpoint).map_err(abort)?)?;
+            if let Some(inputs) = &frontier_inputs {
+                // Drained here, most of this batch's queue entries are written and consumed
+                // in one transaction, so they never reach the tree; what one chunk leaves
+                // is drained after the commit.
+                match inputs.frontier(Some((batch.partition, checkpoint.max_event_time_ms))) {
+                    Some(frontier) => {
+                        let keys = audience_queue.keys_before(&audience::time_key(frontier), audience::DRAIN_CHUNK)?;
+                        drained_all.set(keys.len() < audience::DRAIN_CHUNK);
+                        committed.transitions = drain.drain_chunk(&keys, frontier, &rules, &mut erased)?;
+                    }
+                    None => drained_all.set(true), // nothing is below a frontier yet
+                }
+            }
             add(counters, "events_in", batch.events_in)?;
             add(counters, "accepted", committed.accepted())?;
             add(counters, "applied", committed.applied)?;
@@ -973,7 +999,9 @@ impl Store {
         drop(writer);
         match result {
             Ok(mut committed) => {
-                committed.transitions = self.drain_audiences()?;
+                if !drained_all.get() {
+                    committed.transitions.extend(self.drain_audiences()?);
+                }
                 Ok(committed)
             }
             Err(TransactionError::Abort(reason)) => Err(StoreError::Decode {

@@ -58,11 +58,80 @@ impl<'t> Staged<'t> {
         Ok(())
     }
 
-    /// Stages the removal of `key`; returns the value it had (staged writes applied).
+    /// Stages the removal of `key`; returns the value it had (staged writes applied). A key
+    /// only this staging wrote (not in the tree) is just forgotten, so a queue entry written
+    /// and consumed in one transaction costs the tree nothing.
     pub(super) fn remove(&self, key: impl AsRef<[u8]>) -> TxResult<Option<IVec>> {
-        let old = self.get(key.as_ref())?;
-        self.writes.borrow_mut().insert(IVec::from(key.as_ref()), None);
-        Ok(old)
+        let key = key.as_ref();
+        let staged = self.writes.borrow().get(key).cloned();
+        match staged {
+            Some(Some(value)) => {
+                let in_tree = self
+                    .tree
+                    .contains_key(key)
+                    .map_err(ConflictableTransactionError::Storage)?;
+                let mut writes = self.writes.borrow_mut();
+                if in_tree {
+                    writes.insert(IVec::from(key), None);
+                } else {
+                    writes.remove(key);
+                }
+                Ok(Some(value))
+            }
+            Some(None) => Ok(None),
+            None => {
+                let old = self.tree.get(key).map_err(ConflictableTransactionError::Storage)?;
+                if old.is_some() {
+                    self.writes.borrow_mut().insert(IVec::from(key), None);
+                }
+                Ok(old)
+            }
+        }
+    }
+
+    /// The first `limit` keys below `end`, in order, with the staged writes applied.
+    pub(super) fn keys_before(&self, end: &[u8], limit: usize) -> TxResult<Vec<IVec>> {
+        use std::ops::Bound;
+        let writes = self.writes.borrow();
+        let mut staged = writes
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(end)))
+            .peekable();
+        let mut tree = self.tree.range(..end).keys().peekable();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let from_tree = match tree.peek() {
+                Some(Ok(k)) => Some(k.clone()),
+                Some(Err(_)) => match tree.next() {
+                    Some(Err(e)) => return Err(ConflictableTransactionError::Storage(e)),
+                    _ => unreachable!("peeked an error"),
+                },
+                None => None,
+            };
+            let next_staged = staged.peek().map(|(k, v)| ((*k).clone(), v.is_some()));
+            match (from_tree, next_staged) {
+                (None, None) => break,
+                (Some(t), Some((k, live))) if k <= t => {
+                    staged.next();
+                    if k == t {
+                        tree.next();
+                    }
+                    if live {
+                        out.push(k);
+                    }
+                }
+                (Some(t), _) => {
+                    tree.next();
+                    out.push(t);
+                }
+                (None, Some((k, live))) => {
+                    staged.next();
+                    if live {
+                        out.push(k);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn batch(&self) -> sled::Batch {
@@ -135,5 +204,48 @@ mod tests {
         assert_eq!(a.get("new").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(a.get("gone").unwrap(), None);
         assert_eq!(b.get("x").unwrap().as_deref(), Some(&b"3"[..]));
+    }
+
+    /// Proves the key range merges the tree with the staged writes in order (staged
+    /// removals hidden, staged inserts shown, the limit kept), and that removing a key only
+    /// the staging wrote leaves no write at all.
+    #[test]
+    fn keys_before_merges_staged_writes_and_a_key_written_then_removed_costs_nothing() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let t = db.open_tree("t").unwrap();
+        for k in ["a", "c", "e", "g"] {
+            t.insert(k, "1").unwrap();
+        }
+        let st = Staged::new(&t);
+        st.insert("b", "2").unwrap();
+        st.insert("d", "2").unwrap();
+        st.insert("e", "2").unwrap();
+        st.remove("c").unwrap();
+        st.insert("h", "2").unwrap();
+        let keys = |end: &str, limit| -> Vec<String> {
+            st.keys_before(end.as_bytes(), limit)
+                .unwrap()
+                .iter()
+                .map(|k| String::from_utf8(k.to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(keys("f", 10), ["a", "b", "d", "e"]);
+        assert_eq!(keys("f", 2), ["a", "b"]);
+        assert_eq!(keys("z", 10), ["a", "b", "d", "e", "g", "h"]);
+        assert_eq!(keys("a", 10), Vec::<String>::new());
+
+        assert_eq!(st.remove("d").unwrap().as_deref(), Some(&b"2"[..]));
+        assert!(
+            !st.writes.borrow().contains_key(&b"d"[..]),
+            "a staged-only key leaves no write"
+        );
+        assert_eq!(st.remove("e").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(st.get("e").unwrap(), None, "a key in the tree is removed from it");
+        assert_eq!(st.remove("nothing").unwrap(), None);
+        assert!(!st.writes.borrow().contains_key(&b"nothing"[..]));
+        assert_eq!(keys("z", 10), ["a", "b", "g", "h"]);
+        apply(&[&st]).unwrap();
+        let stored: Vec<_> = t.iter().keys().map(|k| k.unwrap().to_vec()).collect();
+        assert_eq!(stored, [b"a".to_vec(), b"b".to_vec(), b"g".to_vec(), b"h".to_vec()]);
     }
 }
